@@ -1,0 +1,148 @@
+//! `kdtui --batch`: the headless consumer of the event stream. One line per
+//! epoch per run on stdout, a progress bar on stderr when it is a terminal,
+//! and the results files rewritten as each run finishes.
+
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::device::Trainer;
+use crate::results::{Results, ResultsError};
+use crate::train::{Control, RunStatus, TrainEvent};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("writing results: {0}")]
+    Results(#[from] ResultsError),
+    #[error("the training thread ended without finishing the plan: {0}")]
+    TrainerDied(String),
+    #[error("{count} run(s) failed: {list} (details in {report})")]
+    RunsFailed { count: usize, list: String, report: PathBuf },
+    #[error("stopped before the plan finished; finished runs are in {0}")]
+    Stopped(PathBuf),
+}
+
+/// Consumes `trainer`'s events until the plan finishes; returns the results.
+pub fn run(trainer: Trainer, mut results: Results, out: &Path) -> Result<Results, BatchError> {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps {msg} ({elapsed})")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    let mut total_runs = 0;
+    let mut run_index = 0;
+    let mut current_epochs = 0;
+    let outcome = loop {
+        let Ok(event) = trainer.events.recv() else {
+            break Err(BatchError::TrainerDied(join_message(trainer.thread)));
+        };
+        match event {
+            TrainEvent::PlanStarted { plan, runs, device, data } => {
+                total_runs = runs.len();
+                say(&bar, format!("plan {plan}: {} runs on {device}; {data}", runs.len()));
+            }
+            TrainEvent::Log { message } => say(&bar, format!("  {message}")),
+            TrainEvent::RunStarted {
+                run_id,
+                epochs,
+                steps_per_epoch,
+            } => {
+                run_index += 1;
+                current_epochs = epochs;
+                bar.reset();
+                bar.set_length((epochs * steps_per_epoch) as u64);
+                bar.set_prefix(format!("[{run_index}/{total_runs}] {run_id}"));
+            }
+            TrainEvent::Step {
+                step,
+                loss,
+                accuracy,
+                images_per_sec,
+                ..
+            } => {
+                bar.set_position(step as u64);
+                bar.set_message(format!("loss {loss:.4} acc {:.1}% {images_per_sec:.0} img/s", 100.0 * accuracy));
+            }
+            TrainEvent::EpochFinished { run_id, metrics: m } => {
+                say(&bar, format!(
+                    "[{run_index}/{total_runs}] {run_id} epoch {}/{current_epochs}: train loss {:.4} acc {:.2}% | \
+                     test loss {:.4} acc {:.2}% | {:.1} s, {:.0} img/s",
+                    m.epoch,
+                    m.train_loss,
+                    100.0 * m.train_accuracy,
+                    m.test_loss,
+                    100.0 * m.test_accuracy,
+                    m.seconds,
+                    m.images_per_sec
+                ));
+            }
+            TrainEvent::RunFinished { result } => {
+                let note = match (result.status, result.reused) {
+                    (RunStatus::Done, true) => "reused from checkpoint".to_string(),
+                    (RunStatus::Done, false) => format!("{:.1} s", result.wall_seconds),
+                    (RunStatus::Interrupted, _) => "interrupted".into(),
+                    (RunStatus::Diverged, _) => format!("DIVERGED in epoch {}", result.epochs + 1),
+                };
+                say(&bar, format!(
+                    "[{run_index}/{total_runs}] {} done: final test acc {:.2}%, best {:.2}%, {:.2} MB ({note})",
+                    result.run_id,
+                    100.0 * result.final_test_accuracy,
+                    100.0 * result.best_test_accuracy,
+                    result.model_bytes as f64 / 1e6,
+                ));
+                results.record(result);
+                if let Err(e) = results.write(out) {
+                    let _ = trainer.control.send(Control::Stop);
+                    break Err(e.into());
+                }
+            }
+            TrainEvent::RunFailed { run_id, error } => {
+                say(&bar, format!("[{run_index}/{total_runs}] {run_id} FAILED: {error}"));
+                results.record_failure(run_id, error);
+                if let Err(e) = results.write(out) {
+                    let _ = trainer.control.send(Control::Stop);
+                    break Err(e.into());
+                }
+            }
+            TrainEvent::Paused | TrainEvent::Resumed => {}
+            TrainEvent::PlanFinished { stopped } => {
+                results.finished = !stopped;
+                results.stopped = stopped;
+                break Ok(());
+            }
+        }
+    };
+    bar.finish_and_clear();
+    outcome?;
+    results.write(out)?;
+    println!("results written to {}", out.display());
+    if results.stopped {
+        return Err(BatchError::Stopped(out.to_path_buf()));
+    }
+    if !results.failures.is_empty() {
+        return Err(BatchError::RunsFailed {
+            count: results.failures.len(),
+            list: results.failures.iter().map(|f| f.run_id.as_str()).collect::<Vec<_>>().join(", "),
+            report: out.join("report.md"),
+        });
+    }
+    Ok(results)
+}
+
+/// A line on stdout that does not tear the progress bar (which, hidden when
+/// stderr is no terminal, would swallow `println`).
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        println!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
+fn join_message(thread: std::thread::JoinHandle<()>) -> String {
+    match thread.join() {
+        Ok(()) => "it exited early".into(),
+        Err(p) => format!("it panicked: {}", crate::train::runner::panic_message(&p)),
+    }
+}

@@ -1,0 +1,140 @@
+//! Datasets: 32x32 RGB images with labels 0..9, from three sources
+//! (`synthetic`, `svhn` .mat files, `idx` MNIST-style files).
+
+pub mod batcher;
+pub mod idx;
+pub mod svhn_mat;
+pub mod synthetic;
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{DataConfig, DataSource};
+
+pub const SIDE: usize = 32;
+pub const CHANNELS: usize = 3;
+/// Values per image: [channel, row, column], row-major.
+pub const PIXELS: usize = CHANNELS * SIDE * SIDE;
+pub const CLASSES: usize = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("data directory {path} does not exist (set [data] dir in config.toml)")]
+    MissingDir { path: PathBuf },
+    #[error("data file {path} is missing{hint}")]
+    MissingFile { path: PathBuf, hint: String },
+    #[error("cannot read data file {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("data file {path} is not a valid {format} file: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        format: &'static str,
+        reason: String,
+    },
+    #[error("dataset {name} is empty")]
+    Empty { name: String },
+}
+
+/// Images as u8 in [n][channel][row][column] order, labels 0..9.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    pub images: Vec<u8>,
+    pub labels: Vec<u8>,
+}
+
+impl Dataset {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    pub fn image(&self, i: usize) -> &[u8] {
+        &self.images[i * PIXELS..(i + 1) * PIXELS]
+    }
+
+    /// Keeps the first `limit` images (0 keeps all).
+    pub fn truncate(&mut self, limit: usize) {
+        if limit > 0 && limit < self.len() {
+            self.labels.truncate(limit);
+            self.images.truncate(limit * PIXELS);
+        }
+    }
+
+    pub fn append(&mut self, other: Dataset) {
+        self.images.extend(other.images);
+        self.labels.extend(other.labels);
+    }
+}
+
+/// Train and test sets plus a description for the header and the report.
+pub struct Data {
+    pub train: Dataset,
+    pub test: Dataset,
+    pub description: String,
+}
+
+pub fn load(config: &DataConfig) -> Result<Data, DataError> {
+    let (mut train, mut test, what) = match config.source {
+        DataSource::Synthetic => {
+            let train = synthetic::generate(config.train_size, config.seed, synthetic::Split::Train);
+            let test = synthetic::generate(config.test_size, config.seed, synthetic::Split::Test);
+            (train, test, "synthetic")
+        }
+        DataSource::Svhn => {
+            let dir = existing_dir(&config.dir)?;
+            let mut train = svhn_mat::load(&dir.join("train_32x32.mat"))?;
+            if config.use_extra {
+                train.append(svhn_mat::load(&dir.join("extra_32x32.mat"))?);
+            }
+            let test = svhn_mat::load(&dir.join("test_32x32.mat"))?;
+            (train, test, "svhn")
+        }
+        DataSource::Idx => {
+            let dir = existing_dir(&config.dir)?;
+            let train = idx::load_pair(&dir, "train")?;
+            let test = idx::load_pair(&dir, "t10k")?;
+            (train, test, "idx")
+        }
+    };
+    train.truncate(config.train_limit);
+    test.truncate(config.test_limit);
+    for (name, set) in [("train", &train), ("test", &test)] {
+        if set.is_empty() {
+            return Err(DataError::Empty {
+                name: format!("{what} {name}"),
+            });
+        }
+    }
+    let description = format!("{what}: {} train / {} test", train.len(), test.len());
+    Ok(Data {
+        train,
+        test,
+        description,
+    })
+}
+
+fn existing_dir(dir: &Path) -> Result<PathBuf, DataError> {
+    if dir.is_dir() {
+        Ok(dir.to_path_buf())
+    } else {
+        Err(DataError::MissingDir { path: dir.to_path_buf() })
+    }
+}
+
+pub(crate) fn read_file(path: &Path, hint: &str) -> Result<Vec<u8>, DataError> {
+    std::fs::read(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            DataError::MissingFile {
+                path: path.to_path_buf(),
+                hint: hint.to_string(),
+            }
+        } else {
+            DataError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })
+}

@@ -1,0 +1,16 @@
+//! kdtui: run, watch and report knowledge-distillation experiments.
+//!
+//! Data flows one way: `config.toml` -> plan -> training thread -> `TrainEvent`s
+//! on a channel -> a consumer (the batch writer, or the TUI).
+
+pub mod atomic_file;
+pub mod batch;
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod distill;
+pub mod model;
+pub mod report;
+pub mod results;
+pub mod study;
+pub mod train;

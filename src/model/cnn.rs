@@ -1,0 +1,143 @@
+//! A VGG-style CNN for 32x32 RGB inputs, float or quantized.
+//!
+//! Three blocks of two 3x3 conv + BatchNorm + activation, each followed by a
+//! 2x2 max-pool, then a hidden linear layer (+ BatchNorm + activation) and the
+//! classifier. With widths [32, 64, 128] and hidden 256 it has about 0.81M
+//! parameters (3.3 MB in fp32), the size of the study's baseline (3.36 MB).
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::module::{conv2d, linear};
+use burn::tensor::ops::ConvOptions;
+use serde::{Deserialize, Serialize};
+
+use super::norm::BatchNorm2d;
+use super::quant::{quantize_activations, quantize_weights, FLOAT_BITS};
+use crate::data::{CHANNELS, CLASSES};
+
+/// Bits of weights and activations; 32 everywhere is the float teacher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Precision {
+    pub w_bits: u32,
+    pub a_bits: u32,
+    /// Weight bits of the first conv and the classifier.
+    pub first_last_bits: u32,
+}
+
+impl Precision {
+    pub const FLOAT: Precision = Precision {
+        w_bits: FLOAT_BITS,
+        a_bits: FLOAT_BITS,
+        first_last_bits: FLOAT_BITS,
+    };
+
+    pub fn is_float(&self) -> bool {
+        *self == Self::FLOAT
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CnnConfig {
+    pub widths: [usize; 3],
+    pub hidden: usize,
+    pub precision: Precision,
+}
+
+/// conv 3x3 (no bias: BatchNorm follows) -> BatchNorm -> activation.
+#[derive(Module, Debug)]
+pub struct ConvBlock<B: Backend> {
+    conv: Conv2d<B>,
+    norm: BatchNorm2d<B>,
+    w_bits: u32,
+    a_bits: u32,
+}
+
+impl<B: Backend> ConvBlock<B> {
+    fn new(input: usize, output: usize, w_bits: u32, a_bits: u32, device: &B::Device) -> Self {
+        Self {
+            conv: Conv2dConfig::new([input, output], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .with_bias(false)
+                .init(device),
+            norm: BatchNorm2d::new(output, device),
+            w_bits,
+            a_bits,
+        }
+    }
+
+    /// [batch, in, h, w] -> [batch, out, h, w]
+    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let weight = quantize_weights(self.conv.weight.val(), self.w_bits);
+        let x = conv2d(x, weight, None, ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
+        quantize_activations(self.norm.forward(x), self.a_bits)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Cnn<B: Backend> {
+    blocks: Vec<ConvBlock<B>>,
+    pool: MaxPool2d,
+    hidden: Linear<B>,
+    hidden_norm: BatchNorm2d<B>,
+    classifier: Linear<B>,
+    w_bits: u32,
+    a_bits: u32,
+    last_bits: u32,
+}
+
+/// The teacher is the float configuration of the same network.
+pub type TeacherCnn<B> = Cnn<B>;
+/// The student is its quantized configuration.
+pub type QuantStudent<B> = Cnn<B>;
+
+impl CnnConfig {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Cnn<B> {
+        let p = self.precision;
+        let [w1, w2, w3] = self.widths;
+        let layers = [(CHANNELS, w1), (w1, w1), (w1, w2), (w2, w2), (w2, w3), (w3, w3)];
+        let blocks = layers
+            .iter()
+            .enumerate()
+            .map(|(i, &(input, output))| {
+                let w_bits = if i == 0 { p.first_last_bits } else { p.w_bits };
+                ConvBlock::new(input, output, w_bits, p.a_bits, device)
+            })
+            .collect();
+        Cnn {
+            blocks,
+            pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+            hidden: LinearConfig::new(w3 * 16, self.hidden).with_bias(false).init(device),
+            hidden_norm: BatchNorm2d::new(self.hidden, device),
+            classifier: LinearConfig::new(self.hidden, CLASSES).init(device),
+            w_bits: p.w_bits,
+            a_bits: p.a_bits,
+            last_bits: p.first_last_bits,
+        }
+    }
+}
+
+impl<B: Backend> Cnn<B> {
+    /// images [batch, 3, 32, 32] (normalised) -> logits [batch, 10]
+    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        let mut x = images;
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = block.forward(x);
+            if i % 2 == 1 {
+                // [b, c, h, w] -> [b, c, h/2, w/2]: 32 -> 16 -> 8 -> 4
+                x = self.pool.forward(x);
+            }
+        }
+        // [b, w3, 4, 4] -> [b, w3 * 16]
+        let x: Tensor<B, 2> = x.flatten(1, 3);
+        let x = linear(x, quantize_weights(self.hidden.weight.val(), self.w_bits), None);
+        // [b, hidden] -> [b, hidden, 1, 1] for the norm, and back.
+        let [b, h] = x.dims();
+        let x: Tensor<B, 2> = self.hidden_norm.forward(x.reshape([b, h, 1, 1])).reshape([b, h]);
+        let x = quantize_activations(x, self.a_bits);
+        let bias = self.classifier.bias.as_ref().map(|b| b.val());
+        linear(x, quantize_weights(self.classifier.weight.val(), self.last_bits), bias)
+    }
+}

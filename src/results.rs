@@ -1,0 +1,219 @@
+//! The results of a plan and the files they are written to: `results.json`,
+//! `results.csv`, `runs/<run_id>.csv` (per-epoch metrics) and `report.md`.
+//! Every file is rewritten atomically as each run finishes, so quitting or a
+//! crash never loses a finished run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::atomic_file::{self, WriteError};
+use crate::distill::Loss;
+use crate::report;
+use crate::train::{RunKind, RunResult, RunStatus};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Results {
+    pub plan: String,
+    pub data: String,
+    pub test_images: usize,
+    pub device: String,
+    /// The config that produced the results, verbatim.
+    pub config: String,
+    pub finished: bool,
+    pub stopped: bool,
+    pub runs: Vec<RunResult>,
+    pub failures: Vec<Failure>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Failure {
+    pub run_id: String,
+    pub error: String,
+}
+
+/// One (kind, loss, temperature) cell over its seeds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Group {
+    pub kind: RunKind,
+    pub loss: Loss,
+    pub temperature: Option<f64>,
+    pub seeds: usize,
+    pub mean_final: f64,
+    /// Sample standard deviation (n - 1); 0 for a single seed.
+    pub std_final: f64,
+    pub mean_best: f64,
+    pub model_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResultsError {
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("cannot format {path}: {message}")]
+    Format { path: PathBuf, message: String },
+}
+
+pub fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len();
+    if n == 0 {
+        return (f64::NAN, f64::NAN);
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    if n == 1 {
+        return (mean, 0.0);
+    }
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    (mean, var.sqrt())
+}
+
+type GroupKey = (RunKind, Loss, Option<u64>);
+
+fn key(r: &RunResult) -> GroupKey {
+    (r.kind, r.loss, r.temperature.map(f64::to_bits))
+}
+
+impl Results {
+    /// Completed runs only: interrupted and diverged runs are listed but not averaged.
+    pub fn groups(&self) -> Vec<Group> {
+        let mut by_key: BTreeMap<GroupKey, Vec<&RunResult>> = BTreeMap::new();
+        for r in self.runs.iter().filter(|r| r.status == RunStatus::Done) {
+            by_key.entry(key(r)).or_default().push(r);
+        }
+        by_key
+            .into_values()
+            .map(|runs| {
+                let finals: Vec<f64> = runs.iter().map(|r| r.final_test_accuracy).collect();
+                let bests: Vec<f64> = runs.iter().map(|r| r.best_test_accuracy).collect();
+                let (mean_final, std_final) = mean_std(&finals);
+                Group {
+                    kind: runs[0].kind,
+                    loss: runs[0].loss,
+                    temperature: runs[0].temperature,
+                    seeds: runs.len(),
+                    mean_final,
+                    std_final,
+                    mean_best: mean_std(&bests).0,
+                    model_bytes: runs[0].model_bytes,
+                }
+            })
+            .collect()
+    }
+
+    pub fn group_of(&self, r: &RunResult) -> Option<Group> {
+        self.groups().into_iter().find(|g| (g.kind, g.loss, g.temperature.map(f64::to_bits)) == key(r))
+    }
+
+    /// Records a finished run, replacing an earlier row of the same run.
+    pub fn record(&mut self, result: RunResult) {
+        self.failures.retain(|f| f.run_id != result.run_id);
+        match self.runs.iter_mut().find(|r| r.run_id == result.run_id) {
+            Some(slot) => *slot = result,
+            None => self.runs.push(result),
+        }
+    }
+
+    pub fn record_failure(&mut self, run_id: String, error: String) {
+        self.failures.retain(|f| f.run_id != run_id);
+        self.failures.push(Failure { run_id, error });
+    }
+
+    pub fn to_csv(&self) -> Result<String, csv::Error> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record([
+            "run_id",
+            "kind",
+            "loss",
+            "temperature",
+            "seed",
+            "status",
+            "epochs",
+            "final_test_accuracy",
+            "best_test_accuracy",
+            "final_train_loss",
+            "model_bytes",
+            "wall_seconds",
+            "group_seeds",
+            "group_mean_final_test_accuracy",
+            "group_std_final_test_accuracy",
+        ])?;
+        for r in &self.runs {
+            let g = self.group_of(r);
+            w.write_record([
+                r.run_id.clone(),
+                format!("{:?}", r.kind).to_lowercase(),
+                r.loss.name().to_string(),
+                r.temperature.map(|t| t.to_string()).unwrap_or_default(),
+                r.seed.to_string(),
+                format!("{:?}", r.status).to_lowercase(),
+                r.epochs.to_string(),
+                format!("{:.6}", r.final_test_accuracy),
+                format!("{:.6}", r.best_test_accuracy),
+                format!("{:.6}", r.final_train_loss),
+                r.model_bytes.to_string(),
+                format!("{:.2}", r.wall_seconds),
+                g.as_ref().map(|g| g.seeds.to_string()).unwrap_or_default(),
+                g.as_ref().map(|g| format!("{:.6}", g.mean_final)).unwrap_or_default(),
+                g.as_ref().map(|g| format!("{:.6}", g.std_final)).unwrap_or_default(),
+            ])?;
+        }
+        let bytes = w.into_inner().map_err(|e| e.into_error())?;
+        Ok(String::from_utf8(bytes).expect("csv of utf-8 fields"))
+    }
+
+    fn run_csv(r: &RunResult) -> Result<String, csv::Error> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(["epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds", "images_per_sec"])?;
+        for m in &r.history {
+            w.write_record([
+                m.epoch.to_string(),
+                format!("{:.6}", m.train_loss),
+                format!("{:.6}", m.train_accuracy),
+                format!("{:.6}", m.test_loss),
+                format!("{:.6}", m.test_accuracy),
+                format!("{:.3}", m.seconds),
+                format!("{:.1}", m.images_per_sec),
+            ])?;
+        }
+        let bytes = w.into_inner().map_err(|e| e.into_error())?;
+        Ok(String::from_utf8(bytes).expect("csv of utf-8 fields"))
+    }
+
+    /// Writes every results file into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<(), ResultsError> {
+        let format_err = |path: PathBuf, e: csv::Error| ResultsError::Format {
+            path,
+            message: e.to_string(),
+        };
+        for r in &self.runs {
+            let path = dir.join("runs").join(format!("{}.csv", r.run_id));
+            let text = Self::run_csv(r).map_err(|e| format_err(path.clone(), e))?;
+            atomic_file::write(&path, text.as_bytes())?;
+        }
+        let csv_path = dir.join("results.csv");
+        let text = self.to_csv().map_err(|e| format_err(csv_path.clone(), e))?;
+        atomic_file::write(&csv_path, text.as_bytes())?;
+        atomic_file::write(&dir.join("report.md"), report::markdown(self).as_bytes())?;
+        // results.json last: its presence means the others are current.
+        let json = serde_json::to_vec_pretty(self).expect("results serialise");
+        atomic_file::write(&dir.join("results.json"), &json)?;
+        Ok(())
+    }
+
+    pub fn load(dir: &Path) -> Option<Self> {
+        serde_json::from_slice(&std::fs::read(dir.join("results.json")).ok()?).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_and_sample_std() {
+        assert_eq!(mean_std(&[0.9]), (0.9, 0.0));
+        let (m, s) = mean_std(&[0.8, 0.9, 1.0]);
+        assert!((m - 0.9).abs() < 1e-12 && (s - 0.1).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,82 @@
+//! What the training thread tells its consumers (the TUI or the batch writer).
+//! Small owned values only: consumers never touch the trainer's state.
+
+use serde::{Deserialize, Serialize};
+
+use super::plan::{RunKind, RunSpec};
+use crate::distill::Loss;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainEvent {
+    PlanStarted {
+        plan: String,
+        runs: Vec<RunSpec>,
+        device: String,
+        data: String,
+    },
+    /// Something worth a line in a log: checkpoint saved, teacher reused, ...
+    Log { message: String },
+    RunStarted {
+        run_id: String,
+        epochs: usize,
+        steps_per_epoch: usize,
+    },
+    /// Metrics of the last `log_every` steps.
+    Step {
+        run_id: String,
+        epoch: usize,
+        /// Steps done in this run so far.
+        step: usize,
+        loss: f32,
+        accuracy: f32,
+        images_per_sec: f32,
+    },
+    EpochFinished { run_id: String, metrics: EpochMetrics },
+    RunFinished { result: RunResult },
+    RunFailed { run_id: String, error: String },
+    Paused,
+    Resumed,
+    PlanFinished { stopped: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    /// Hard-label cross-entropy on the whole test set.
+    pub test_loss: f64,
+    /// Accuracy on the whole test set.
+    pub test_accuracy: f64,
+    pub seconds: f64,
+    pub images_per_sec: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Done,
+    /// Stopped by the user before its last epoch.
+    Interrupted,
+    /// The loss became NaN or infinite.
+    Diverged,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    pub run_id: String,
+    pub kind: RunKind,
+    pub loss: Loss,
+    pub temperature: Option<f64>,
+    pub seed: u64,
+    pub status: RunStatus,
+    pub epochs: usize,
+    pub final_test_accuracy: f64,
+    pub best_test_accuracy: f64,
+    pub final_train_loss: f64,
+    pub model_bytes: u64,
+    pub wall_seconds: f64,
+    /// Loaded from a checkpoint instead of trained in this session.
+    pub reused: bool,
+    pub history: Vec<EpochMetrics>,
+}
