@@ -109,6 +109,9 @@ pub struct StudentConfig {
     /// Weight bits of the first conv and the last linear layer (32 = float,
     /// as DoReFa keeps them).
     pub first_last_bits: u32,
+    /// Quantized activations are clipped to [0, a_range] (BatchNorm units)
+    /// before rounding; 1.0 is plain DoReFa.
+    pub a_range: f64,
     pub widths: [usize; 3],
     pub hidden: usize,
 }
@@ -180,6 +183,7 @@ impl Default for StudentConfig {
             w_bits: 2,
             a_bits: 2,
             first_last_bits: 32,
+            a_range: 3.0,
             widths: [32, 64, 128],
             hidden: 256,
         }
@@ -289,6 +293,9 @@ impl Config {
             if !((1..=8).contains(&bits) || bits == 32) {
                 return bad(key, format!("must be 1..8, or 32 for float, got {bits}"));
             }
+        }
+        if !(self.student.a_range.is_finite() && self.student.a_range > 0.0) {
+            return bad("student.a_range", format!("must be > 0, got {}", self.student.a_range));
         }
         for (key, widths, hidden) in [
             ("teacher", self.teacher.widths, self.teacher.hidden),

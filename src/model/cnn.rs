@@ -19,12 +19,14 @@ use super::quant::{quantize_activations, quantize_weights, FLOAT_BITS};
 use crate::data::{CHANNELS, CLASSES};
 
 /// Bits of weights and activations; 32 everywhere is the float teacher.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Precision {
     pub w_bits: u32,
     pub a_bits: u32,
     /// Weight bits of the first conv and the classifier.
     pub first_last_bits: u32,
+    /// Clip window of quantized activations (see `quant::quantize_activations`).
+    pub a_range: f64,
 }
 
 impl Precision {
@@ -32,6 +34,7 @@ impl Precision {
         w_bits: FLOAT_BITS,
         a_bits: FLOAT_BITS,
         first_last_bits: FLOAT_BITS,
+        a_range: 1.0,
     };
 
     pub fn is_float(&self) -> bool {
@@ -53,10 +56,11 @@ pub struct ConvBlock<B: Backend> {
     norm: BatchNorm2d<B>,
     w_bits: u32,
     a_bits: u32,
+    a_range: f64,
 }
 
 impl<B: Backend> ConvBlock<B> {
-    fn new(input: usize, output: usize, w_bits: u32, a_bits: u32, device: &B::Device) -> Self {
+    fn new(input: usize, output: usize, w_bits: u32, p: Precision, device: &B::Device) -> Self {
         Self {
             conv: Conv2dConfig::new([input, output], [3, 3])
                 .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
@@ -64,7 +68,8 @@ impl<B: Backend> ConvBlock<B> {
                 .init(device),
             norm: BatchNorm2d::new(output, device),
             w_bits,
-            a_bits,
+            a_bits: p.a_bits,
+            a_range: p.a_range,
         }
     }
 
@@ -72,7 +77,7 @@ impl<B: Backend> ConvBlock<B> {
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let weight = quantize_weights(self.conv.weight.val(), self.w_bits);
         let x = conv2d(x, weight, None, ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
-        quantize_activations(self.norm.forward(x), self.a_bits)
+        quantize_activations(self.norm.forward(x), self.a_bits, self.a_range)
     }
 }
 
@@ -85,6 +90,7 @@ pub struct Cnn<B: Backend> {
     classifier: Linear<B>,
     w_bits: u32,
     a_bits: u32,
+    a_range: f64,
     last_bits: u32,
 }
 
@@ -103,7 +109,7 @@ impl CnnConfig {
             .enumerate()
             .map(|(i, &(input, output))| {
                 let w_bits = if i == 0 { p.first_last_bits } else { p.w_bits };
-                ConvBlock::new(input, output, w_bits, p.a_bits, device)
+                ConvBlock::new(input, output, w_bits, p, device)
             })
             .collect();
         Cnn {
@@ -114,6 +120,7 @@ impl CnnConfig {
             classifier: LinearConfig::new(self.hidden, CLASSES).init(device),
             w_bits: p.w_bits,
             a_bits: p.a_bits,
+            a_range: p.a_range,
             last_bits: p.first_last_bits,
         }
     }
@@ -136,7 +143,7 @@ impl<B: Backend> Cnn<B> {
         // [b, hidden] -> [b, hidden, 1, 1] for the norm, and back.
         let [b, h] = x.dims();
         let x: Tensor<B, 2> = self.hidden_norm.forward(x.reshape([b, h, 1, 1])).reshape([b, h]);
-        let x = quantize_activations(x, self.a_bits);
+        let x = quantize_activations(x, self.a_bits, self.a_range);
         let bias = self.classifier.bias.as_ref().map(|b| b.val());
         linear(x, quantize_weights(self.classifier.weight.val(), self.last_bits), bias)
     }

@@ -29,12 +29,19 @@ pub fn quantize_weights<B: Backend, const D: usize>(w: Tensor<B, D>, bits: u32) 
     quantize_unit(unit, bits) * 2.0 - 1.0
 }
 
-/// k-bit activations: clipped to [0, 1] then quantized; float activations are ReLU.
-pub fn quantize_activations<B: Backend, const D: usize>(x: Tensor<B, D>, bits: u32) -> Tensor<B, D> {
+/// k-bit activations: clipped to [0, range], quantized to 2^k uniform levels
+/// (0, range / (2^k - 1), ..., range); float activations are ReLU.
+///
+/// DoReFa clips to [0, 1]. Behind BatchNorm (unit variance) that window passes
+/// gradient for only a third of the units and saturates the rest: a 2-bit
+/// student clipped at 1 reached 18.6% test accuracy where clipped at 3 it
+/// reached 73.6% (same 2 epochs of 2,560 synthetic images). `range` is that
+/// window, in BatchNorm's units; 1 gives plain DoReFa.
+pub fn quantize_activations<B: Backend, const D: usize>(x: Tensor<B, D>, bits: u32, range: f64) -> Tensor<B, D> {
     if bits >= FLOAT_BITS {
         relu(x)
     } else {
-        quantize_unit(x.clamp(0.0, 1.0), bits)
+        quantize_unit(x.clamp(0.0, range) / range, bits) * range
     }
 }
 
@@ -68,7 +75,7 @@ mod tests {
             assert_eq!(w.len(), 1 << bits, "weights at {bits} bits: {w:?}");
             assert_eq!(*w.first().unwrap(), -100_000);
             assert_eq!(*w.last().unwrap(), 100_000);
-            let a = levels(quantize_activations(spread(1001), bits));
+            let a = levels(quantize_activations(spread(1001), bits, 1.0));
             assert_eq!(a.len(), 1 << bits, "activations at {bits} bits: {a:?}");
             assert_eq!(*a.first().unwrap(), 0);
             assert_eq!(*a.last().unwrap(), 100_000);
@@ -82,6 +89,12 @@ mod tests {
     }
 
     #[test]
+    fn activation_range_scales_the_levels() {
+        let a = levels(quantize_activations(spread(1001), 2, 3.0));
+        assert_eq!(a.into_iter().collect::<Vec<_>>(), vec![0, 100_000, 200_000, 300_000]);
+    }
+
+    #[test]
     fn float_bits_leave_weights_alone() {
         let x = spread(11);
         let y = quantize_weights(x.clone(), 32);
@@ -92,7 +105,7 @@ mod tests {
     fn gradients_pass_the_straight_through_estimator() {
         let device = Default::default();
         let x = Tensor::<AD, 1>::from_floats([0.1, 0.4, 0.6, 0.9, 1.5, -0.5], &device).require_grad();
-        let y = quantize_activations(x.clone(), 2);
+        let y = quantize_activations(x.clone(), 2, 1.0);
         let grads = y.sum().backward();
         let g = x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
         // Inside the clip range the rounding passes gradient 1; outside, the clip blocks it.

@@ -87,6 +87,7 @@ mod tests {
             w_bits: 2,
             a_bits: 2,
             first_last_bits: 32,
+            a_range: 3.0,
         }));
         // 2-bit weights are 1/16 of fp32; float first/last layers and BN stay.
         assert!(student < teacher / 10, "{student} vs {teacher}");
@@ -94,6 +95,7 @@ mod tests {
             w_bits: 1,
             a_bits: 1,
             first_last_bits: 1,
+            a_range: 3.0,
         }));
         assert!(one_bit < student);
     }

@@ -51,6 +51,7 @@ pub fn student_config(config: &Config) -> CnnConfig {
             w_bits: config.student.w_bits,
             a_bits: config.student.a_bits,
             first_last_bits: config.student.first_last_bits,
+            a_range: config.student.a_range,
         },
     }
 }

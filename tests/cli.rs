@@ -1,0 +1,187 @@
+//! The binary as a user meets it: exit codes, messages, the files it leaves.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+const TINY: &str = r#"
+[plan]
+name = "tiny"
+losses = ["soft", "gt_soft"]
+temperatures = [5.0]
+[data]
+train_size = 192
+test_size = 64
+[train]
+batch_size = 32
+eval_batch_size = 64
+[teacher]
+epochs = 2
+widths = [4, 8, 8]
+hidden = 16
+[student]
+epochs = 1
+widths = [4, 8, 8]
+hidden = 16
+"#;
+
+fn kdtui(dir: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("kdtui").unwrap();
+    cmd.current_dir(dir);
+    cmd
+}
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+#[test]
+fn batch_plan_writes_every_results_file_and_they_agree_with_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "config.toml", TINY);
+    let out = kdtui(dir.path()).args(["--batch", "--device", "cpu"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+
+    let results = dir.path().join("results");
+    for f in ["results.json", "results.csv", "report.md"] {
+        assert!(results.join(f).is_file(), "{f} missing");
+    }
+    let ids = ["teacher", "baseline-s1", "soft-T5-s1", "gt_soft-T5-s1"];
+    for id in ids {
+        assert!(results.join("runs").join(format!("{id}.csv")).is_file(), "runs/{id}.csv missing");
+    }
+    // Every run's final accuracy, as printed, is what results.csv holds.
+    let csv = std::fs::read_to_string(results.join("results.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv.lines().skip(1).map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), ids.len(), "{csv}");
+    for row in &rows {
+        let acc: f64 = row[7].parse().unwrap();
+        let printed = format!("{} done: final test acc {:.2}%", row[0], 100.0 * acc);
+        assert!(stdout.contains(&printed), "stdout lacks `{printed}`:\n{stdout}");
+        assert_eq!(row[5], "done");
+    }
+    // One line per epoch per run: 2 for the teacher, 1 for each student.
+    assert_eq!(stdout.lines().filter(|l| l.contains(" epoch ")).count(), 2 + 3);
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(results.join("results.json")).unwrap()).unwrap();
+    assert_eq!(json["runs"].as_array().unwrap().len(), 4);
+    assert_eq!(json["finished"], true);
+    assert_eq!(json["test_images"], 64);
+    let report = std::fs::read_to_string(results.join("report.md")).unwrap();
+    assert!(report.contains("| 5 | 93.36% / "), "{report}");
+    assert!(report.contains("name = \"tiny\""), "report must quote the config");
+
+    // A second run reuses the teacher checkpoint.
+    let again = kdtui(dir.path()).args(["--batch", "--device", "cpu", "--only", "baseline"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success(), "{stdout}");
+    assert!(stdout.contains("teacher reused"), "{stdout}");
+    assert!(!stdout.contains("soft-T5"), "--only baseline ran more: {stdout}");
+}
+
+#[test]
+fn svhn_fixtures_run_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/svhn-format");
+    let config = TINY.replace(
+        "[data]\ntrain_size = 192\ntest_size = 64",
+        &format!("[data]\nsource = \"svhn\"\ndir = {:?}", fixtures.to_str().unwrap()),
+    );
+    write(dir.path(), "config.toml", &config);
+    let out = kdtui(dir.path()).args(["--batch", "--device", "cpu", "--only", "soft"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("svhn: 512 train / 256 test"), "{stdout}");
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("results/results.json")).unwrap()).unwrap();
+    assert_eq!(json["test_images"], 256);
+}
+
+#[test]
+fn idx_files_run_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("mnist");
+    std::fs::create_dir(&data).unwrap();
+    let idx = |dims: &[u32], bytes: Vec<u8>| {
+        let mut b = vec![0, 0, 8, dims.len() as u8];
+        for d in dims {
+            b.extend_from_slice(&d.to_be_bytes());
+        }
+        b.extend(bytes);
+        b
+    };
+    for (prefix, n) in [("train", 96u32), ("t10k", 32)] {
+        let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+        // A bright bar whose row encodes the label: learnable, not trivial noise.
+        let images: Vec<u8> = labels
+            .iter()
+            .flat_map(|&l| (0..28 * 28).map(move |p| if p / 28 == 2 + 2 * l as usize { 255 } else { 0 }))
+            .collect();
+        std::fs::write(data.join(format!("{prefix}-images-idx3-ubyte")), idx(&[n, 28, 28], images)).unwrap();
+        std::fs::write(data.join(format!("{prefix}-labels-idx1-ubyte")), idx(&[n], labels)).unwrap();
+    }
+    let config = TINY.replace("[data]\ntrain_size = 192\ntest_size = 64", "[data]\nsource = \"idx\"\ndir = \"mnist\"");
+    write(dir.path(), "config.toml", &config);
+    let out = kdtui(dir.path()).args(["--batch", "--device", "cpu", "--only", "gt_soft"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("idx: 96 train / 32 test"), "{stdout}");
+    assert!(dir.path().join("results/runs/gt_soft-T5-s1.csv").is_file());
+}
+
+#[test]
+fn bad_config_is_one_clear_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("[student]\nw_bits = 9\n", "student.w_bits"),
+        ("[plan]\ntemperatures = [0.0]\n", "plan.temperatures"),
+        ("[plan]\nlosses = [\"sofft\"]\n", "sofft"),
+        ("[train]\nbatch_size = 0\n", "train.batch_size"),
+        ("[train\n", "config.toml"),
+        ("[data]\nsource = \"cifar\"\n", "cifar"),
+    ];
+    for (text, needle) in cases {
+        write(dir.path(), "config.toml", text);
+        kdtui(dir.path())
+            .args(["--batch", "--device", "cpu"])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(needle).and(predicate::str::contains("panicked").not()));
+    }
+    kdtui(dir.path())
+        .args(["--batch", "--config", "nope.toml"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("nope.toml"));
+}
+
+#[test]
+fn impossible_requests_are_refused_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "config.toml", TINY);
+    kdtui(dir.path())
+        .args(["--batch", "--only", "nothing-like-this"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("names no run"));
+    kdtui(dir.path())
+        .args(["--batch", "--device", "tpu"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("unknown device"));
+    #[cfg(not(feature = "cuda"))]
+    kdtui(dir.path())
+        .args(["--batch", "--device", "cuda"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--features cuda"));
+    let missing = TINY.replace("[data]\ntrain_size = 192\ntest_size = 64", "[data]\nsource = \"svhn\"\ndir = \"nowhere\"");
+    write(dir.path(), "config.toml", &missing);
+    kdtui(dir.path())
+        .args(["--batch", "--device", "cpu"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("nowhere"));
+    assert!(!dir.path().join("results").exists(), "no results for a plan that never ran");
+}
