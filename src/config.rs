@@ -143,8 +143,8 @@ impl Default for DataConfig {
         Self {
             source: DataSource::Synthetic,
             dir: "data".into(),
-            train_size: 6000,
-            test_size: 2000,
+            train_size: 7000,
+            test_size: 1000,
             seed: 7,
             train_limit: 0,
             test_limit: 0,
@@ -178,7 +178,7 @@ impl Default for TeacherConfig {
 impl Default for StudentConfig {
     fn default() -> Self {
         Self {
-            epochs: 2,
+            epochs: 1,
             learning_rate: 2e-3,
             w_bits: 2,
             a_bits: 2,

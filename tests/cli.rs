@@ -93,6 +93,7 @@ fn svhn_fixtures_run_end_to_end() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("svhn: 512 train / 256 test"), "{stdout}");
+    assert!(stdout.contains("train_32x32.mat is not the official SVHN file"), "{stdout}");
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("results/results.json")).unwrap()).unwrap();
     assert_eq!(json["test_images"], 256);

@@ -20,52 +20,16 @@ use kdtui::train::{plan, Control, TrainEvent};
 
 type AD = Autodiff<Flex>;
 
-/// A model that can learn anything must be able to memorise 32 images.
-#[test]
-fn teacher_overfits_a_tiny_batch() {
+/// Trains a small network for 80 Adam steps on one batch of 32 images;
+/// returns the loss of every step and the model.
+fn fit_tiny_batch(precision: Precision, data_seed: u64) -> (Vec<f32>, kdtui::model::Cnn<AD>, kdtui::data::Dataset, Normalizer) {
     let device = Default::default();
-    let d = synthetic::generate(32, 11, Split::Train);
+    let d = synthetic::generate(32, data_seed, Split::Train);
     let norm = Normalizer::fit(&d);
     let cfg = CnnConfig {
         widths: [8, 16, 16],
         hidden: 32,
-        precision: Precision::FLOAT,
-    };
-    AD::seed(&device, 3);
-    let mut model = cfg.init::<AD>(&device);
-    let mut optim = AdamConfig::new().init();
-    let all: Vec<usize> = (0..d.len()).collect();
-    let mut first = None;
-    let mut last = 0.0;
-    for _ in 0..80 {
-        let b = make_batch::<AD>(&d, &norm, &all, None, &device);
-        let loss = distill::loss(Loss::Hard, model.forward(b.images), b.onehot, None, 1.0, 1.0);
-        last = loss.clone().into_scalar();
-        first.get_or_insert(last);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(3e-3, model, grads);
-    }
-    assert!(last < 0.1 * first.unwrap(), "loss {} -> {last}", first.unwrap());
-    // The running statistics must have followed: inference mode agrees.
-    let (_, acc) = evaluate(&model.valid(), &d, &norm, 16, &device);
-    assert!(acc >= 0.9, "inference accuracy on the memorised batch: {acc}");
-}
-
-/// The quantized student learns too (the STE carries its gradients).
-#[test]
-fn quantized_student_learns_a_tiny_batch() {
-    let device = Default::default();
-    let d = synthetic::generate(32, 12, Split::Train);
-    let norm = Normalizer::fit(&d);
-    let cfg = CnnConfig {
-        widths: [8, 16, 16],
-        hidden: 32,
-        precision: Precision {
-            w_bits: 2,
-            a_bits: 2,
-            first_last_bits: 32,
-            a_range: 3.0,
-        },
+        precision,
     };
     AD::seed(&device, 3);
     let mut model = cfg.init::<AD>(&device);
@@ -79,10 +43,33 @@ fn quantized_student_learns_a_tiny_batch() {
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(3e-3, model, grads);
     }
+    (losses, model, d, norm)
+}
+
+/// A model that can learn anything must be able to memorise 32 images.
+#[test]
+fn teacher_overfits_a_tiny_batch() {
+    let (losses, model, d, norm) = fit_tiny_batch(Precision::FLOAT, 11);
+    assert!(losses[79] < 0.1 * losses[0], "loss {} -> {}", losses[0], losses[79]);
+    // The running statistics must have followed: inference mode agrees.
+    let (_, acc) = evaluate(&model.valid(), &d, &norm, 16, &Default::default());
+    assert!(acc >= 0.9, "inference accuracy on the memorised batch: {acc}");
+}
+
+/// The quantized student learns too (the STE carries its gradients).
+#[test]
+fn quantized_student_learns_a_tiny_batch() {
+    let precision = Precision {
+        w_bits: 2,
+        a_bits: 2,
+        first_last_bits: 32,
+        a_range: 3.0,
+    };
+    let (losses, ..) = fit_tiny_batch(precision, 12);
     assert!(losses[79] < 0.5 * losses[0], "{losses:?}");
 }
 
-pub fn tiny_config() -> Config {
+fn tiny_config() -> Config {
     let mut c = Config::default();
     c.plan.losses = vec![Loss::Soft];
     c.plan.temperatures = vec![5.0];

@@ -73,9 +73,17 @@ pub struct Data {
     pub train: Dataset,
     pub test: Dataset,
     pub description: String,
+    /// Facts about the files read, worth a line in the log.
+    pub notes: Vec<String>,
 }
 
 pub fn load(config: &DataConfig) -> Result<Data, DataError> {
+    let mut notes = Vec::new();
+    let mut svhn = |path: PathBuf| -> Result<Dataset, DataError> {
+        let (d, note) = svhn_mat::load_checked(&path)?;
+        notes.push(note);
+        Ok(d)
+    };
     let (mut train, mut test, what) = match config.source {
         DataSource::Synthetic => {
             let train = synthetic::generate(config.train_size, config.seed, synthetic::Split::Train);
@@ -84,11 +92,11 @@ pub fn load(config: &DataConfig) -> Result<Data, DataError> {
         }
         DataSource::Svhn => {
             let dir = existing_dir(&config.dir)?;
-            let mut train = svhn_mat::load(&dir.join("train_32x32.mat"))?;
+            let mut train = svhn(dir.join("train_32x32.mat"))?;
             if config.use_extra {
-                train.append(svhn_mat::load(&dir.join("extra_32x32.mat"))?);
+                train.append(svhn(dir.join("extra_32x32.mat"))?);
             }
-            let test = svhn_mat::load(&dir.join("test_32x32.mat"))?;
+            let test = svhn(dir.join("test_32x32.mat"))?;
             (train, test, "svhn")
         }
         DataSource::Idx => {
@@ -112,6 +120,7 @@ pub fn load(config: &DataConfig) -> Result<Data, DataError> {
         train,
         test,
         description,
+        notes,
     })
 }
 

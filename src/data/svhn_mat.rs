@@ -6,6 +6,7 @@ use std::io::Read;
 use std::path::Path;
 
 use flate2::read::ZlibDecoder;
+use md5::Digest;
 
 use super::{read_file, DataError, Dataset, CHANNELS, PIXELS, SIDE};
 
@@ -47,15 +48,39 @@ impl Values {
     }
 }
 
+/// MD5 sums of the official files, to tell a user whether theirs is one.
+const OFFICIAL_MD5: [(&str, &str); 3] = [
+    ("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373"),
+    ("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3"),
+    ("extra_32x32.mat", "a93ce644f1a588dc4d68dda5feec44a7"),
+];
+
 /// Loads one SVHN split file into a dataset.
 pub fn load(path: &Path) -> Result<Dataset, DataError> {
+    load_checked(path).map(|(d, _)| d)
+}
+
+/// Loads a split file and says whether it is byte for byte the official one.
+pub fn load_checked(path: &Path) -> Result<(Dataset, String), DataError> {
     let bytes = read_file(path, HINT)?;
+    let dataset = parse_dataset(path, &bytes)?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let md5 = format!("{:x}", md5::Md5::digest(&bytes));
+    let note = match OFFICIAL_MD5.iter().find(|(n, _)| *n == name) {
+        Some((_, official)) if *official == md5 => format!("{} is the official SVHN file (MD5 {md5})", path.display()),
+        Some(_) => format!("{} is not the official SVHN file (MD5 {md5}); results are not comparable with SVHN's", path.display()),
+        None => format!("{}: MD5 {md5}", path.display()),
+    };
+    Ok((dataset, note))
+}
+
+fn parse_dataset(path: &Path, bytes: &[u8]) -> Result<Dataset, DataError> {
     let corrupt = |reason: String| DataError::Corrupt {
         path: path.to_path_buf(),
         format: "MATLAB v5 .mat",
         reason,
     };
-    let matrices = parse(&bytes).map_err(corrupt)?;
+    let matrices = parse(bytes).map_err(corrupt)?;
     let find = |name: &str| matrices.iter().find(|m| m.name == name);
     let x = find("X").ok_or_else(|| corrupt("it has no variable `X`".into()))?;
     let y = find("y").ok_or_else(|| corrupt("it has no variable `y`".into()))?;

@@ -131,9 +131,9 @@ fn render(rng: &mut ChaCha8Rng, img: &mut [u8]) -> u8 {
         height,
         width: height * rng.random_range(0.42..0.72),
         slant: rng.random_range(-0.3..0.3),
-        rotation: rng.random_range(-10.0f32..10.0).to_radians(),
+        rotation: rng.random_range(-6.0f32..6.0).to_radians(),
         stroke: rng.random_range(0.9..2.6),
-        wobble: rng.random_range(0.0..0.08),
+        wobble: rng.random_range(0.0..0.06),
     };
     let cx = 16.0 + rng.random_range(-2.0..2.0);
     let cy = 16.0 + rng.random_range(-2.0..2.0);
@@ -150,7 +150,7 @@ fn render(rng: &mut ChaCha8Rng, img: &mut [u8]) -> u8 {
 
     // Colours: a dark and a light level with random contrast and tint.
     let dark = rng.random_range(0.0..0.55f32);
-    let light = (dark + rng.random_range(0.12..0.75)).min(1.0);
+    let light = (dark + rng.random_range(0.25..0.75)).min(1.0);
     let (bg_level, fg_level) = if rng.random_bool(0.5) { (dark, light) } else { (light, dark) };
     let tint = |rng: &mut ChaCha8Rng, level: f32| -> [f32; 3] {
         let t: [f32; 3] = std::array::from_fn(|_| rng.random_range(-0.25..0.25));
@@ -160,7 +160,7 @@ fn render(rng: &mut ChaCha8Rng, img: &mut [u8]) -> u8 {
     let fg = tint(rng, fg_level);
     let (gx, gy) = (rng.random_range(-0.2..0.2f32), rng.random_range(-0.2..0.2f32));
     let blur = rng.random_bool(0.5);
-    let noise = rng.random_range(0.0..0.07f32);
+    let noise = rng.random_range(0.0..0.04f32);
 
     let coverage = if blur { box_blur(&coverage) } else { coverage };
     for ch in 0..CHANNELS {

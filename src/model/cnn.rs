@@ -1,9 +1,14 @@
 //! A VGG-style CNN for 32x32 RGB inputs, float or quantized.
 //!
-//! Three blocks of two 3x3 conv + BatchNorm + activation, each followed by a
-//! 2x2 max-pool, then a hidden linear layer (+ BatchNorm + activation) and the
-//! classifier. With widths [32, 64, 128] and hidden 256 it has about 0.81M
-//! parameters (3.3 MB in fp32), the size of the study's baseline (3.36 MB).
+//! Five 3x3 conv + BatchNorm + activation layers in three blocks (one conv at
+//! 32x32, two at 16x16, two at 8x8), each block followed by a 2x2 max-pool,
+//! then a hidden linear layer (+ BatchNorm + activation) and the classifier.
+//! With widths [32, 64, 128] and hidden 256 it stores about 0.81M values
+//! (3.2 MB in fp32), the size of the study's baseline (3.36 MB).
+//!
+//! The first block has one conv, not two: a second 32-channel conv at full
+//! resolution would add a quarter of the multiply-adds and a third of the
+//! elementwise work for 1% more parameters.
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -48,6 +53,14 @@ pub struct CnnConfig {
     pub hidden: usize,
     pub precision: Precision,
 }
+
+/// (input, output) channels of each conv layer.
+pub fn conv_layers([w1, w2, w3]: [usize; 3]) -> [(usize, usize); 5] {
+    [(CHANNELS, w1), (w1, w2), (w2, w2), (w2, w3), (w3, w3)]
+}
+
+/// Conv layers followed by a 2x2 max-pool.
+const POOL_AFTER: [usize; 3] = [0, 2, 4];
 
 /// conv 3x3 (no bias: BatchNorm follows) -> BatchNorm -> activation.
 #[derive(Module, Debug)]
@@ -102,9 +115,8 @@ pub type QuantStudent<B> = Cnn<B>;
 impl CnnConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> Cnn<B> {
         let p = self.precision;
-        let [w1, w2, w3] = self.widths;
-        let layers = [(CHANNELS, w1), (w1, w1), (w1, w2), (w2, w2), (w2, w3), (w3, w3)];
-        let blocks = layers
+        let w3 = self.widths[2];
+        let blocks = conv_layers(self.widths)
             .iter()
             .enumerate()
             .map(|(i, &(input, output))| {
@@ -132,7 +144,7 @@ impl<B: Backend> Cnn<B> {
         let mut x = images;
         for (i, block) in self.blocks.iter().enumerate() {
             x = block.forward(x);
-            if i % 2 == 1 {
+            if POOL_AFTER.contains(&i) {
                 // [b, c, h, w] -> [b, c, h/2, w/2]: 32 -> 16 -> 8 -> 4
                 x = self.pool.forward(x);
             }

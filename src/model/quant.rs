@@ -39,10 +39,14 @@ pub fn quantize_weights<B: Backend, const D: usize>(w: Tensor<B, D>, bits: u32) 
 /// window, in BatchNorm's units; 1 gives plain DoReFa.
 pub fn quantize_activations<B: Backend, const D: usize>(x: Tensor<B, D>, bits: u32, range: f64) -> Tensor<B, D> {
     if bits >= FLOAT_BITS {
-        relu(x)
-    } else {
-        quantize_unit(x.clamp(0.0, range) / range, bits) * range
+        return relu(x);
     }
+    // Written as few whole-tensor passes as possible: this runs on every
+    // activation of every layer, forward and backward.
+    let n = ((1u64 << bits) - 1) as f64;
+    let clipped = x.clamp(0.0, range);
+    let q = (clipped.clone() * (n / range)).round() * (range / n);
+    clipped.clone() + (q - clipped).detach()
 }
 
 #[cfg(test)]

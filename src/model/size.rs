@@ -2,9 +2,9 @@
 //! per quantized weight (packed per tensor), and fp32 for everything else that
 //! must be kept (biases, BatchNorm scale, shift, running mean and variance).
 
-use super::cnn::CnnConfig;
+use super::cnn::{conv_layers, CnnConfig};
 use super::quant::FLOAT_BITS;
-use crate::data::{CHANNELS, CLASSES};
+use crate::data::CLASSES;
 
 /// Parameter counts of one layer: weights (quantizable) and float extras.
 struct Layer {
@@ -15,12 +15,12 @@ struct Layer {
 
 fn layers(config: &CnnConfig) -> Vec<Layer> {
     let p = config.precision;
-    let [w1, w2, w3] = config.widths.map(|w| w as u64);
-    let convs = [(CHANNELS as u64, w1), (w1, w1), (w1, w2), (w2, w2), (w2, w3), (w3, w3)];
-    let mut out: Vec<Layer> = convs
+    let w3 = config.widths[2] as u64;
+    let mut out: Vec<Layer> = conv_layers(config.widths)
         .iter()
+        .map(|&(input, output)| (input as u64, output as u64))
         .enumerate()
-        .map(|(i, &(input, output))| Layer {
+        .map(|(i, (input, output))| Layer {
             weights: input * output * 9,
             weight_bits: if i == 0 { p.first_last_bits } else { p.w_bits },
             // BatchNorm: gamma, beta, running mean, running variance.

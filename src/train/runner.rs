@@ -65,6 +65,9 @@ pub fn run_plan<B: AutodiffBackend>(input: PlanInput, device: B::Device, events:
         device: input.device_name.clone(),
         data: input.data.description.clone(),
     });
+    for note in &input.data.notes {
+        let _ = events.send(TrainEvent::Log { message: note.clone() });
+    }
     let mut plan = Plan::<B> {
         controls: Controls::new(control, events.clone()),
         input: &input,
@@ -277,7 +280,7 @@ impl<B: AutodiffBackend> Plan<'_, B> {
                     .into_scalar()
                     .elem();
                 let grads = GradientsParams::from_grads(loss.backward(), &model);
-                model = optim.step(lr, model, grads);
+                model = optim.step(cosine_lr(lr, step, epochs * steps_per_epoch), model, grads);
 
                 step += 1;
                 loss_sum += loss_value * indices.len() as f64;
@@ -326,6 +329,13 @@ impl<B: AutodiffBackend> Plan<'_, B> {
         };
         Trained { model, result }
     }
+}
+
+/// Cosine decay from `base` at step 0 towards 0 at `total`: short runs end
+/// on small steps instead of bouncing at the full learning rate.
+pub fn cosine_lr(base: f64, step: usize, total: usize) -> f64 {
+    let progress = step as f64 / total.max(1) as f64;
+    base * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
 }
 
 enum TeacherOutcome {
@@ -405,4 +415,17 @@ pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .cloned()
         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_else(|| "unknown panic".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cosine_lr;
+
+    #[test]
+    fn cosine_schedule_starts_full_and_decays() {
+        assert_eq!(cosine_lr(0.1, 0, 100), 0.1);
+        assert!((cosine_lr(0.1, 50, 100) - 0.05).abs() < 1e-12);
+        assert!(cosine_lr(0.1, 99, 100) < 0.001);
+        assert!(cosine_lr(0.1, 99, 100) > 0.0);
+    }
 }
