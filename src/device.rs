@@ -88,6 +88,9 @@ pub fn resolve(choice: DeviceChoice) -> Result<Resolved, DeviceError> {
     }
 }
 
+/// Name of the training thread (the TUI's panic hook tells it apart).
+pub const TRAIN_THREAD: &str = "kdtui-train";
+
 /// The UI's ends of a running plan.
 pub struct Trainer {
     pub events: Receiver<TrainEvent>,
@@ -101,7 +104,7 @@ pub fn spawn(resolved: Resolved, mut input: PlanInput) -> Trainer {
     let (control, control_rx) = crossbeam_channel::unbounded();
     input.device_name = resolved.describe();
     let thread = std::thread::Builder::new()
-        .name("kdtui-train".into())
+        .name(TRAIN_THREAD.into())
         .spawn(move || match resolved {
             Resolved::Cpu => run_plan::<CpuTrainBackend>(input, Default::default(), event_tx, control_rx),
             Resolved::Cuda(n) => cuda::run(n, input, event_tx, control_rx),

@@ -14,7 +14,8 @@ use kdtui::train::runner::PlanInput;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Cli {
-    /// Run the plan headless: one line per epoch, results files at the end.
+    /// Run the plan headless: one line per epoch, results files as runs finish.
+    /// Without it kdtui opens the interactive monitor.
     #[arg(long)]
     batch: bool,
     /// Config file.
@@ -64,9 +65,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let selectors = if cli.only.is_empty() { config.plan.only.clone() } else { cli.only.clone() };
     let runs = plan::select(&config, &selectors).map_err(usage)?;
     if !cli.batch {
-        return Err(usage(anyhow::anyhow!(
-            "the interactive monitor is not part of this build yet; run the plan headless with `kdtui --batch`"
-        )));
+        // Before loading data or starting anything: a pipe gets one clear line.
+        kdtui::tui::check_terminal().map_err(usage)?;
     }
     let resolved = device::resolve(choice).map_err(usage)?;
     let out = cli.out.clone().unwrap_or_else(|| config.plan.out.clone());
@@ -87,8 +87,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
         fresh: cli.fresh,
     };
     let trainer = device::spawn(resolved, input);
-    kdtui::batch::run(trainer, results, &out)
-        .with_context(|| format!("plan in {}", cli.config.display()))
-        .map(|_| ())
-        .map_err(|error| Failure { code: 1, error })
+    let failed = |error| Failure { code: 1, error };
+    if cli.batch {
+        kdtui::batch::run(trainer, results, &out)
+            .with_context(|| format!("plan in {}", cli.config.display()))
+            .map_err(failed)?;
+    } else {
+        let results = kdtui::tui::run(trainer, results, &out).map_err(|e| failed(e.into()))?;
+        let done = results.runs.len();
+        println!("{done} runs recorded; results in {}", out.display());
+    }
+    Ok(())
 }

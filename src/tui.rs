@@ -1,0 +1,143 @@
+//! The interactive session: drains trainer events into `App`, turns keys into
+//! actions, redraws at most every 100 ms (and at once on a key or a resize),
+//! and writes the results files whenever a run ends.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::TryRecvError;
+use ratatui::crossterm::event::{self, Event};
+use ratatui::prelude::Backend;
+use ratatui::Terminal;
+
+use crate::app::App;
+use crate::device::Trainer;
+use crate::keys;
+use crate::results::{Results, ResultsError};
+use crate::ui;
+
+const FRAME: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TuiError {
+    #[error("stdout is not a terminal; run the plan headless with `kdtui --batch`")]
+    NotATerminal,
+    #[error("terminal: {0}")]
+    Terminal(#[from] std::io::Error),
+    #[error("writing results: {0}")]
+    Results(#[from] ResultsError),
+}
+
+pub fn check_terminal() -> Result<(), TuiError> {
+    if std::io::stdout().is_terminal() {
+        Ok(())
+    } else {
+        Err(TuiError::NotATerminal)
+    }
+}
+
+/// Runs the session on the real terminal until the user quits.
+pub fn run(trainer: Trainer, results: Results, out: &Path) -> Result<Results, TuiError> {
+    check_terminal()?;
+    let mut terminal = ratatui::init();
+    // A panic on the training thread is caught there and shown as a failed
+    // run; only a panic of the UI itself must restore the terminal and print.
+    let ui_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() != Some(crate::device::TRAIN_THREAD) {
+            ui_hook(info);
+        }
+    }));
+    let mut app = App::new(results);
+    let outcome = event_loop(&mut terminal, &mut app, &trainer, out, || {
+        if event::poll(Duration::from_millis(20))? {
+            event::read().map(Some)
+        } else {
+            Ok(None)
+        }
+    });
+    ratatui::restore();
+    let _ = std::panic::take_hook();
+    outcome?;
+    app.results.write(out)?;
+    Ok(app.results)
+}
+
+fn draw<B: Backend>(terminal: &mut Terminal<B>, app: &App) -> Result<(), TuiError>
+where
+    std::io::Error: From<B::Error>,
+{
+    terminal.draw(|f| ui::render(app, f)).map(|_| ()).map_err(|e| TuiError::Terminal(e.into()))
+}
+
+/// The loop, generic over the backend and the input source so tests can drive it.
+pub fn event_loop<B: Backend, F>(
+    terminal: &mut Terminal<B>,
+    app: &mut App,
+    trainer: &Trainer,
+    out: &Path,
+    mut next_input: F,
+) -> Result<(), TuiError>
+where
+    F: FnMut() -> std::io::Result<Option<Event>>,
+    std::io::Error: From<B::Error>,
+{
+    let started = Instant::now();
+    let mut last_draw: Option<Instant> = None;
+    let mut dirty = true;
+    let mut trainer_gone = false;
+    loop {
+        while !trainer_gone {
+            match trainer.events.try_recv() {
+                Ok(ev) => {
+                    if app.on_event(ev) {
+                        if let Err(e) = app.results.write(out) {
+                            app.log(format!("cannot write results: {e}"));
+                        }
+                    }
+                    dirty = true;
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    trainer_gone = true;
+                    if app.state.active() {
+                        app.on_trainer_died("it stopped without finishing the plan (see the log)".into());
+                    }
+                    dirty = true;
+                }
+            }
+        }
+        app.tick(started.elapsed());
+        if app.should_quit && (!app.state.active() || trainer_gone) {
+            draw(terminal, app)?;
+            return Ok(());
+        }
+        let due = last_draw.is_none_or(|t| t.elapsed() >= FRAME);
+        // The clock in the header moves even when nothing else does.
+        let stale = last_draw.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if (dirty && due) || stale {
+            draw(terminal, app)?;
+            last_draw = Some(Instant::now());
+            dirty = false;
+        }
+        match next_input()? {
+            Some(Event::Key(key)) => {
+                if let Some(action) = keys::action_for(&key) {
+                    if let Some(control) = app.on_action(action) {
+                        let _ = trainer.control.send(control);
+                    }
+                    // A key is answered at once, not at the next frame.
+                    draw(terminal, app)?;
+                    last_draw = Some(Instant::now());
+                }
+            }
+            Some(Event::Resize(..)) => {
+                terminal.autoresize().map_err(|e| TuiError::Terminal(e.into()))?;
+                draw(terminal, app)?;
+                last_draw = Some(Instant::now());
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The interactive screen driven by scripted events on a fixed-size
+//! `TestBackend`: what a person would read.
+
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+
+use kdtui::app::{App, Column, PlanState};
+use kdtui::config::Config;
+use kdtui::distill::Loss;
+use kdtui::keys::Action;
+use kdtui::results::Results;
+use kdtui::train::{plan, Control, EpochMetrics, RunKind, RunResult, RunStatus, TrainEvent};
+
+fn screen(app: &App, width: u16, height: u16) -> String {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|f| kdtui::ui::render(app, f)).unwrap();
+    let buffer = terminal.backend().buffer().clone();
+    (0..height)
+        .map(|y| (0..width).map(|x| buffer[(x, y)].symbol().to_string()).collect::<String>())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn started_app() -> App {
+    let mut config = Config::default();
+    config.plan.seeds = vec![1];
+    let runs = plan::full_plan(&config);
+    let mut app = App::new(Results {
+        plan: "study".into(),
+        ..Results::default()
+    });
+    app.on_event(TrainEvent::PlanStarted {
+        plan: "study".into(),
+        runs,
+        device: "cpu (burn flex, 2 threads)".into(),
+        data: "synthetic: 7000 train / 1000 test".into(),
+    });
+    app
+}
+
+fn finish(app: &mut App, run_id: &str, kind: RunKind, loss: Loss, temperature: Option<f64>, acc: f64) {
+    app.on_event(TrainEvent::RunStarted {
+        run_id: run_id.into(),
+        epochs: 1,
+        steps_per_epoch: 10,
+    });
+    let metrics = EpochMetrics {
+        epoch: 1,
+        train_loss: 0.5,
+        train_accuracy: acc - 0.01,
+        test_loss: 0.4,
+        test_accuracy: acc,
+        seconds: 40.0,
+        images_per_sec: 175.0,
+    };
+    app.on_event(TrainEvent::EpochFinished {
+        run_id: run_id.into(),
+        metrics: metrics.clone(),
+    });
+    app.on_event(TrainEvent::RunFinished {
+        result: RunResult {
+            run_id: run_id.into(),
+            kind,
+            loss,
+            temperature,
+            seed: 1,
+            status: RunStatus::Done,
+            epochs: 1,
+            final_test_accuracy: acc,
+            best_test_accuracy: acc,
+            final_train_loss: 0.5,
+            model_bytes: 224_000,
+            wall_seconds: 40.0,
+            reused: false,
+            history: vec![metrics],
+        },
+    });
+}
+
+#[test]
+fn header_table_and_status_words() {
+    let mut app = started_app();
+    finish(&mut app, "teacher", RunKind::Teacher, Loss::Hard, None, 0.96);
+    app.on_event(TrainEvent::RunStarted {
+        run_id: "baseline-s1".into(),
+        epochs: 2,
+        steps_per_epoch: 50,
+    });
+    let s = screen(&app, 120, 40);
+    assert!(s.contains("RUNNING"), "{s}");
+    assert!(s.contains("runs 1/17"), "{s}");
+    assert!(s.contains("synthetic: 7000 train / 1000 test"), "{s}");
+    assert!(s.contains("teacher") && s.contains("done") && s.contains("96.00"), "{s}");
+    assert!(s.contains("run 1/2"), "the running row says its epoch: {s}");
+    assert!(s.contains("queued"), "{s}");
+    // The original study's number and our difference.
+    assert!(s.contains("96.09 (-0.1)"), "{s}");
+}
+
+#[test]
+fn pause_shows_in_the_header_and_sends_control() {
+    let mut app = started_app();
+    assert_eq!(app.on_action(Action::TogglePause), Some(Control::Pause));
+    assert!(screen(&app, 120, 40).contains("PAUSED"));
+    assert_eq!(app.on_action(Action::TogglePause), Some(Control::Resume));
+    assert!(screen(&app, 120, 40).contains("RUNNING"));
+}
+
+#[test]
+fn sorting_every_column_both_ways_keeps_the_selection() {
+    let mut app = started_app();
+    finish(&mut app, "teacher", RunKind::Teacher, Loss::Hard, None, 0.96);
+    finish(&mut app, "baseline-s1", RunKind::Baseline, Loss::Hard, None, 0.70);
+    finish(&mut app, "soft-T5-s1", RunKind::Distill, Loss::Soft, Some(5.0), 0.81);
+    finish(&mut app, "soft-T15-s1", RunKind::Distill, Loss::Soft, Some(15.0), 0.78);
+    app.selected = Some("soft-T15-s1".into());
+    for _ in 0..Column::ALL.len() {
+        for _ in 0..2 {
+            let order = app.sorted();
+            assert_eq!(order.len(), app.runs.len());
+            let s = screen(&app, 120, 40);
+            // The selected run stays selected and visible, marked by the cursor.
+            let line = s.lines().find(|l| l.contains('›')).unwrap_or_else(|| panic!("no selection: {s}"));
+            assert!(line.contains("soft-T15-s1"), "selection moved: {line}");
+            app.on_action(Action::ReverseSort);
+        }
+        app.on_action(Action::NextSort);
+    }
+    // Test accuracy, descending: best first, unfinished runs last.
+    app.sort = Column::TestAccuracy;
+    app.descending = true;
+    let ids: Vec<&str> = app.sorted().iter().map(|&i| app.runs[i].spec.run_id.as_str()).collect();
+    assert_eq!(&ids[..4], &["teacher", "soft-T5-s1", "soft-T15-s1", "baseline-s1"]);
+    app.descending = false;
+    let ids: Vec<&str> = app.sorted().iter().map(|&i| app.runs[i].spec.run_id.as_str()).collect();
+    assert_eq!(&ids[..4], &["baseline-s1", "soft-T15-s1", "soft-T5-s1", "teacher"]);
+    assert!(screen(&app, 120, 40).contains("test acc▲"));
+    // Down moves in display order.
+    app.selected = Some("baseline-s1".into());
+    app.on_action(Action::Down);
+    assert_eq!(app.selected.as_deref(), Some("soft-T15-s1"));
+}
+
+#[test]
+fn failed_run_and_failed_trainer_are_shown() {
+    let mut app = started_app();
+    app.on_event(TrainEvent::RunFailed {
+        run_id: "teacher".into(),
+        error: "training panicked: boom".into(),
+    });
+    let s = screen(&app, 120, 40);
+    assert!(s.contains("failed"), "{s}");
+    assert!(s.contains("teacher FAILED: training panicked: boom"), "{s}");
+    app.on_trainer_died("it panicked".into());
+    let s = screen(&app, 120, 40);
+    assert!(s.contains("FAILED") && s.contains("training failed: it panicked"), "{s}");
+    // The user can still quit without being asked.
+    assert_eq!(app.on_action(Action::Quit), None);
+    assert!(app.should_quit);
+}
+
+#[test]
+fn tiny_terminal_says_so() {
+    let app = started_app();
+    let s = screen(&app, 60, 20);
+    assert!(s.contains("needs at least 80x24"), "{s}");
+    assert!(screen(&app, 80, 24).contains("RUNNING"));
+}
+
+#[test]
+fn sweep_chart_fills_in_as_runs_finish() {
+    let mut app = started_app();
+    let empty = screen(&app, 120, 40);
+    assert!(empty.contains("fills in as distillation runs finish"), "{empty}");
+    finish(&mut app, "teacher", RunKind::Teacher, Loss::Hard, None, 0.96);
+    finish(&mut app, "soft-T5-s1", RunKind::Distill, Loss::Soft, Some(5.0), 0.81);
+    finish(&mut app, "hard_soft-T5-s1", RunKind::Distill, Loss::HardSoft, Some(5.0), 0.80);
+    finish(&mut app, "hard_soft-T50-s1", RunKind::Distill, Loss::HardSoft, Some(50.0), 0.84);
+    let s = screen(&app, 120, 40);
+    assert!(!s.contains("fills in as"), "{s}");
+    assert!(s.contains("sweep: test accuracy vs T"), "{s}");
+    assert!(s.contains("hard_soft") && s.contains("teacher"), "legend: {s}");
+}
+
+#[test]
+fn quit_asks_while_running_and_stops_the_trainer() {
+    let mut app = started_app();
+    assert_eq!(app.on_action(Action::Quit), None);
+    assert!(app.confirm_quit && !app.should_quit);
+    assert!(screen(&app, 120, 40).contains("Stop training and quit?"));
+    assert_eq!(app.on_action(Action::Cancel), None);
+    assert!(!app.confirm_quit);
+    app.on_action(Action::Quit);
+    assert_eq!(app.on_action(Action::Confirm), Some(Control::Stop));
+    assert!(app.should_quit);
+    assert_eq!(app.state, PlanState::Stopping);
+    assert!(screen(&app, 120, 40).contains("STOPPING"));
+    // Ctrl-C does the same without the question.
+    let mut app = started_app();
+    assert_eq!(app.on_action(Action::ForceQuit), Some(Control::Stop));
+}
+
+#[test]
+fn help_is_generated_from_the_key_table() {
+    let mut app = started_app();
+    app.on_action(Action::ToggleHelp);
+    let s = screen(&app, 120, 40);
+    for (keys, what) in kdtui::keys::help_lines() {
+        assert!(s.contains(&keys) && s.contains(what), "help lacks `{keys}`: {s}");
+    }
+}

@@ -1,0 +1,131 @@
+//! The real binary in a real terminal (tmux), as a person would use it:
+//! start, pause, check nothing moves, resume, quit, and find the terminal
+//! restored and the results on disk.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const CONFIG: &str = r#"
+[plan]
+name = "tmux"
+losses = ["soft"]
+temperatures = [5.0]
+[data]
+train_size = 512
+test_size = 64
+[train]
+batch_size = 16
+log_every = 1
+[teacher]
+epochs = 40
+widths = [4, 8, 8]
+hidden = 16
+[student]
+epochs = 1
+widths = [4, 8, 8]
+hidden = 16
+"#;
+
+struct Session(String);
+
+impl Session {
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux").args(args).output().expect("tmux must be installed to test the terminal UI");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+    fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", &self.0])
+    }
+    fn keys(&self, keys: &str) {
+        self.tmux(&["send-keys", "-t", &self.0, keys]);
+    }
+    fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            let s = self.screen();
+            if s.contains(needle) {
+                return s;
+            }
+            assert!(start.elapsed() < timeout, "`{needle}` did not appear within {timeout:?}; screen:\n{s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).output();
+    }
+}
+
+/// The screen without its first line (the header clock ticks every second).
+fn body(screen: &str) -> String {
+    screen.lines().skip(1).collect::<Vec<_>>().join("\n")
+}
+
+#[test]
+fn pause_resume_and_quit_in_a_real_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.toml"), CONFIG).unwrap();
+    let bin = env!("CARGO_BIN_EXE_kdtui");
+    let name = format!("kdtui-test-{}", std::process::id());
+    let session = Session(name.clone());
+    let command = format!("cd {} && {bin} --device cpu; echo EXITED=$?; sleep 60", dir.path().display());
+    let status = Command::new("tmux")
+        .args(["new-session", "-d", "-x", "120", "-y", "40", "-s", &name, &command])
+        .status()
+        .expect("tmux must be installed to test the terminal UI");
+    assert!(status.success());
+
+    let wait = Duration::from_secs(60);
+    session.wait_for("run 1/40", wait);
+    session.keys("p");
+    let paused = session.wait_for("PAUSED", Duration::from_secs(5));
+    assert!(paused.contains("p resume"), "{paused}");
+    // Let an in-flight step land, then nothing may change for 1.5 s.
+    std::thread::sleep(Duration::from_millis(500));
+    let before = body(&session.screen());
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = body(&session.screen());
+    assert_eq!(before, after, "the screen moved while paused");
+
+    // Sorting and help still work while paused.
+    session.keys("s");
+    session.wait_for("status▲", Duration::from_secs(5));
+    session.keys("?");
+    session.wait_for("keys (? or esc closes)", Duration::from_secs(5));
+    session.keys("Escape");
+
+    session.keys("p");
+    session.wait_for("RUNNING", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_ne!(body(&session.screen()), after, "training did not resume");
+
+    session.keys("q");
+    session.wait_for("Stop training and quit?", Duration::from_secs(5));
+    session.keys("y");
+    let end = session.wait_for("EXITED=", wait);
+    assert!(end.contains("EXITED=0"), "{end}");
+    assert!(end.contains("runs recorded; results in results"), "{end}");
+    // The alternate screen is gone: the shell's own output is visible again.
+    assert_eq!(session.tmux(&["display-message", "-p", "-t", &name, "#{alternate_on}"]).trim(), "0");
+
+    let results = dir.path().join("results");
+    for f in ["results.json", "results.csv", "report.md", "runs/teacher.csv"] {
+        assert!(Path::new(&results.join(f)).is_file(), "{f} missing after quit");
+    }
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(results.join("results.json")).unwrap()).unwrap();
+    assert_eq!(json["stopped"], true);
+    assert_eq!(json["runs"][0]["status"], "interrupted");
+}
+
+#[test]
+fn without_a_terminal_it_says_to_use_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.toml"), CONFIG).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kdtui")).current_dir(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--batch") && err.lines().count() == 1, "{err}");
+}
