@@ -133,6 +133,12 @@ mod cuda {
     /// Runs one tiny op on the device: cubecl panics when no driver or GPU is
     /// there, and we want a message instead.
     pub fn probe(n: usize) -> Result<(), ProbeError> {
+        // SAFETY: only tries to dlopen the driver library; no CUDA call is made.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(ProbeError::Failed(
+                "the NVIDIA driver library libcuda is not installed or not on the loader path".into(),
+            ));
+        }
         let quiet = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
         let outcome = std::panic::catch_unwind(|| {
