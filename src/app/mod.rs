@@ -9,7 +9,7 @@ use std::time::Duration;
 use history::History;
 
 use crate::keys::Action;
-use crate::results::{mean_std, Results};
+use crate::results::Results;
 use crate::study;
 use crate::train::{Control, EpochMetrics, RunKind, RunResult, RunSpec, RunStatus, TrainEvent};
 
@@ -501,22 +501,11 @@ impl App {
         self.selected = Some(self.runs[order[next]].spec.run_id.clone());
     }
 
-    /// Mean ± std of the final test accuracy over seeds for a row's cell,
-    /// when it has more than one finished seed.
+    /// Mean ± std of the final test accuracy over seeds for a finished row's
+    /// cell, when the cell has more than one finished seed.
     pub fn seed_spread(&self, row: &RunRow) -> Option<(f64, f64, usize)> {
-        let same: Vec<f64> = self
-            .runs
-            .iter()
-            .filter(|r| {
-                r.spec.kind == row.spec.kind && r.spec.loss == row.spec.loss && r.spec.temperature == row.spec.temperature
-            })
-            .filter(|r| matches!(r.status, RowStatus::Done | RowStatus::Reused))
-            .filter_map(|r| r.test_accuracy())
-            .collect();
-        (same.len() > 1).then(|| {
-            let (m, s) = mean_std(&same);
-            (m, s, same.len())
-        })
+        let g = self.results.group_of(row.result.as_ref()?)?;
+        (g.seeds > 1).then_some((g.mean_final, g.std_final, g.seeds))
     }
 
     pub fn teacher_accuracy(&self) -> Option<f64> {

@@ -8,7 +8,7 @@ use ratatui::text::Line;
 use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, GraphType, Paragraph, Sparkline};
 use ratatui::Frame;
 
-use crate::app::{App, ChartFocus, RowStatus};
+use crate::app::{App, ChartFocus};
 use crate::distill::Loss;
 use crate::train::RunKind;
 
@@ -96,27 +96,18 @@ pub fn render_sweep(app: &App, frame: &mut Frame, area: Rect) {
         frame.render_widget(Paragraph::new("no distillation runs in this plan").block(block), area);
         return;
     }
-    let done = |r: &&crate::app::RunRow| matches!(r.status, RowStatus::Done | RowStatus::Reused);
-    // Mean over seeds per (loss, T), finished runs only.
+    // Mean over seeds of each finished (kind, loss, T) cell.
+    let groups = app.results.groups();
     let line = |loss: Loss| -> Vec<(f64, f64)> {
-        temps
+        let mut points: Vec<(f64, f64)> = groups
             .iter()
-            .filter_map(|&t| {
-                let accs: Vec<f64> = app
-                    .runs
-                    .iter()
-                    .filter(done)
-                    .filter(|r| r.spec.kind == RunKind::Distill && r.spec.loss == loss && r.spec.temperature == Some(t))
-                    .filter_map(|r| r.test_accuracy())
-                    .collect();
-                (!accs.is_empty()).then(|| (t, 100.0 * accs.iter().sum::<f64>() / accs.len() as f64))
-            })
-            .collect()
+            .filter(|g| g.kind == RunKind::Distill && g.loss == loss)
+            .filter_map(|g| Some((g.temperature?, 100.0 * g.mean_final)))
+            .collect();
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        points
     };
-    let reference = |kind: RunKind| -> Option<f64> {
-        let accs: Vec<f64> = app.runs.iter().filter(done).filter(|r| r.spec.kind == kind).filter_map(|r| r.test_accuracy()).collect();
-        (!accs.is_empty()).then(|| 100.0 * accs.iter().sum::<f64>() / accs.len() as f64)
-    };
+    let reference = |kind: RunKind| groups.iter().find(|g| g.kind == kind).map(|g| 100.0 * g.mean_final);
     let (t0, t1) = (temps[0], *temps.last().unwrap());
     let (x0, x1) = if t0 == t1 { (t0 - 1.0, t1 + 1.0) } else { (t0, t1) };
     let soft = line(Loss::Soft);
