@@ -12,6 +12,16 @@ use crate::app::{App, ChartFocus};
 use crate::distill::Loss;
 use crate::train::RunKind;
 
+/// A named line series in one colour.
+fn line<'a>(name: &'a str, data: &'a [(f64, f64)], color: Color) -> Dataset<'a> {
+    Dataset::default()
+        .name(name)
+        .marker(Marker::Braille)
+        .graph_type(GraphType::Line)
+        .style(Style::default().fg(color))
+        .data(data)
+}
+
 fn sparkline_data(points: &[(f64, f64)], width: usize) -> Vec<u64> {
     let tail = &points[points.len().saturating_sub(width)..];
     let max = tail.iter().map(|p| p.1).fold(f64::MIN, f64::max).max(1e-9);
@@ -63,22 +73,10 @@ pub fn render_run(app: &App, frame: &mut Frame, area: Rect) {
     };
     let mut datasets = vec![
         Dataset::default().name("train").marker(Marker::Dot).style(Style::default().fg(Color::Magenta)).data(&train),
-        Dataset::default()
-            .name("test")
-            .marker(Marker::Braille)
-            .graph_type(GraphType::Line)
-            .style(Style::default().fg(Color::Cyan))
-            .data(&test),
+        line("test", &test, Color::Cyan),
     ];
     if !teacher.is_empty() {
-        datasets.push(
-            Dataset::default()
-                .name("teacher")
-                .marker(Marker::Braille)
-                .graph_type(GraphType::Line)
-                .style(Style::default().fg(Color::Yellow))
-                .data(&teacher),
-        );
+        datasets.push(line("teacher", &teacher, Color::Yellow));
     }
     let chart = Chart::new(datasets)
         .block(Block::default().borders(Borders::ALL).title(title))
