@@ -12,6 +12,19 @@ pub struct WriteError {
     pub source: std::io::Error,
 }
 
+/// In the names of temporary files: a process killed mid-write leaves one.
+const TMP_MARK: &str = ".kdtui-tmp-";
+
+/// Removes the temporary files a killed process left in `dir` (not below it).
+pub fn remove_leftovers(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().contains(TMP_MARK) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 pub fn write(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     let err = |source| WriteError {
         path: path.to_path_buf(),
@@ -21,7 +34,7 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp{}", std::process::id()));
+    tmp.push(format!("{TMP_MARK}{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
@@ -35,6 +48,18 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     result.map_err(err)
 }
 
+/// Fails early, naming `dir`, when files cannot be created in it: better at
+/// start than after an hour of training.
+pub fn check_writable(dir: &Path) -> Result<(), WriteError> {
+    let probe = dir.join(format!(".kdtui-write-test-{}", std::process::id()));
+    write(&probe, b"").map_err(|e| WriteError {
+        path: dir.to_path_buf(),
+        source: e.source,
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -45,5 +70,15 @@ mod tests {
         super::write(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn leftovers_of_a_killed_writer_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("results.json.kdtui-tmp-123"), b"{ torn").unwrap();
+        std::fs::write(dir.path().join("results.json"), b"{}").unwrap();
+        super::remove_leftovers(dir.path());
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["results.json"]);
     }
 }

@@ -3,11 +3,15 @@
 //! and the results files rewritten as each run finishes.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crossbeam_channel::RecvTimeoutError;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::device::Trainer;
 use crate::results::{Results, ResultsError};
+use crate::signals::StopRequest;
 use crate::train::{Control, RunStatus, TrainEvent};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,12 +22,15 @@ pub enum BatchError {
     TrainerDied(String),
     #[error("{count} run(s) failed: {list} (details in {report})")]
     RunsFailed { count: usize, list: String, report: PathBuf },
-    #[error("stopped before the plan finished; finished runs are in {0}")]
+    #[error("{0}")]
+    Fatal(String),
+    #[error("stopped before the plan finished; finished runs are in {0}; run the same command again to resume")]
     Stopped(PathBuf),
 }
 
 /// Consumes `trainer`'s events until the plan finishes; returns the results.
-pub fn run(trainer: Trainer, mut results: Results, out: &Path) -> Result<Results, BatchError> {
+/// A stop request (Ctrl-C, SIGTERM, SIGHUP) stops the plan between steps.
+pub fn run(trainer: Trainer, mut results: Results, out: &Path, stop: Option<StopRequest>) -> Result<Results, BatchError> {
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps {msg} ({elapsed})")
@@ -33,9 +40,18 @@ pub fn run(trainer: Trainer, mut results: Results, out: &Path) -> Result<Results
     let mut total_runs = 0;
     let mut run_index = 0;
     let mut current_epochs = 0;
+    let mut fatal = None;
+    let mut stop_sent = false;
     let outcome = loop {
-        let Ok(event) = trainer.events.recv() else {
-            break Err(BatchError::TrainerDied(join_message(trainer.thread)));
+        if !stop_sent && stop.as_ref().is_some_and(StopRequest::requested) {
+            stop_sent = true;
+            say(&bar, "stopping: the run under way saves its checkpoint at its next step (again to quit at once)".into());
+            let _ = trainer.control.send(Control::Stop);
+        }
+        let event = match trainer.events.recv_timeout(Duration::from_millis(100)) {
+            Ok(event) => event,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break Err(BatchError::TrainerDied(join_message(trainer.thread))),
         };
         match event {
             TrainEvent::PlanStarted { plan, runs, device, data } => {
@@ -47,11 +63,14 @@ pub fn run(trainer: Trainer, mut results: Results, out: &Path) -> Result<Results
                 run_id,
                 epochs,
                 steps_per_epoch,
+                step,
+                ..
             } => {
                 run_index += 1;
                 current_epochs = epochs;
                 bar.reset();
                 bar.set_length((epochs * steps_per_epoch) as u64);
+                bar.set_position(step as u64);
                 bar.set_prefix(format!("[{run_index}/{total_runs}] {run_id}"));
             }
             TrainEvent::Step {
@@ -81,11 +100,16 @@ pub fn run(trainer: Trainer, mut results: Results, out: &Path) -> Result<Results
                 let note = match (result.status, result.reused) {
                     (RunStatus::Done, true) => "reused from checkpoint".to_string(),
                     (RunStatus::Done, false) => format!("{:.1} s", result.wall_seconds),
-                    (RunStatus::Interrupted, _) => "interrupted".into(),
-                    (RunStatus::Diverged, _) => format!("DIVERGED in epoch {}", result.epochs + 1),
+                    (RunStatus::Interrupted, _) => "checkpoint saved; it resumes next time".into(),
+                    (RunStatus::Diverged, _) => format!("NaN or infinite loss in epoch {}; the last good checkpoint is kept", result.epochs + 1),
+                };
+                let verb = match result.status {
+                    RunStatus::Done => "done",
+                    RunStatus::Interrupted => "stopped",
+                    RunStatus::Diverged => "DIVERGED",
                 };
                 say(&bar, format!(
-                    "[{run_index}/{total_runs}] {} done: final test acc {:.2}%, best {:.2}%, {:.2} MB ({note})",
+                    "[{run_index}/{total_runs}] {} {verb}: final test acc {:.2}%, best {:.2}%, {:.2} MB ({note})",
                     result.run_id,
                     100.0 * result.final_test_accuracy,
                     100.0 * result.best_test_accuracy,
@@ -106,6 +130,10 @@ pub fn run(trainer: Trainer, mut results: Results, out: &Path) -> Result<Results
                 }
             }
             TrainEvent::Paused | TrainEvent::Resumed => {}
+            TrainEvent::Fatal { error } => {
+                say(&bar, format!("the plan cannot go on: {error}"));
+                fatal = Some(error);
+            }
             TrainEvent::PlanFinished { stopped } => {
                 results.finished = !stopped;
                 results.stopped = stopped;
@@ -114,9 +142,17 @@ pub fn run(trainer: Trainer, mut results: Results, out: &Path) -> Result<Results
         }
     };
     bar.finish_and_clear();
+    if matches!(outcome, Err(BatchError::Results(_))) {
+        // It was told to stop: let it save the run under way before we exit.
+        eprintln!("kdtui: stopping the training thread ...");
+        for _ in trainer.events.iter() {}
+    }
     outcome?;
     results.write(out)?;
     println!("results written to {}", out.display());
+    if let Some(error) = fatal {
+        return Err(BatchError::Fatal(error));
+    }
     if results.stopped {
         return Err(BatchError::Stopped(out.to_path_buf()));
     }

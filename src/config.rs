@@ -327,8 +327,20 @@ impl Config {
             "seed": self.plan.seeds[0],
             "version": 1,
         });
-        let digest = Sha256::digest(key.to_string().as_bytes());
-        digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+        short_hash(key.to_string().as_bytes())
+    }
+
+    /// Hash of the config less what only picks, places or displays runs
+    /// (`plan.only`, paths, logging and evaluation batch size): results written
+    /// under the same study hash belong to one study and are continued.
+    pub fn study_hash(&self) -> String {
+        let mut c = self.clone();
+        c.plan.only.clear();
+        c.plan.out = PathBuf::new();
+        c.plan.checkpoints = PathBuf::new();
+        c.train.log_every = 0;
+        c.train.eval_batch_size = 0;
+        short_hash(serde_json::json!({ "config": c, "version": 1 }).to_string().as_bytes())
     }
 
     pub fn soft_weight(&self, temperature: f64) -> f64 {
@@ -338,6 +350,11 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config always serialises")
     }
+}
+
+/// 16 hex digits of SHA-256: names and checks checkpoints and results.
+pub fn short_hash(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 fn one_line_toml_error(e: &toml::de::Error) -> String {

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod model;
 pub mod report;
 pub mod results;
+pub mod signals;
 pub mod study;
 pub mod train;
 pub mod tui;

@@ -6,7 +6,10 @@ use clap::Parser;
 
 use kdtui::config::Config;
 use kdtui::device::{self, DeviceChoice};
-use kdtui::results::Results;
+use kdtui::atomic_file;
+use kdtui::results::{self, Results};
+use kdtui::train::checkpoint::RunStore;
+use kdtui::train::RunSpec;
 use kdtui::train::plan;
 use kdtui::train::runner::PlanInput;
 
@@ -30,7 +33,10 @@ struct Cli {
     /// Run only these runs (comma-separated ids or prefixes: soft, soft-T5, baseline, ...).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
-    /// Retrain the teacher even when a checkpoint for this config exists.
+    /// Start over: remove the checkpoints of the selected runs (finished ones
+    /// too) and move earlier results aside. The interactive session asks first.
+    /// Without it kdtui continues where an earlier session of the same config
+    /// stopped.
     #[arg(long)]
     fresh: bool,
 }
@@ -70,32 +76,66 @@ fn run(cli: Cli) -> Result<(), Failure> {
     }
     let resolved = device::resolve(choice).map_err(usage)?;
     let out = cli.out.clone().unwrap_or_else(|| config.plan.out.clone());
-    let data = kdtui::data::load(&config.data).map_err(|e| Failure { code: 1, error: e.into() })?;
+    let failed = |error| Failure { code: 1, error };
+    let data = kdtui::data::load(&config.data).map_err(|e| failed(e.into()))?;
+    if cli.fresh && !cli.batch && !confirm_fresh(&config, &runs, &out).map_err(|e| failed(e.into()))? {
+        println!("nothing removed; run without --fresh to continue where the last session stopped");
+        return Ok(());
+    }
+    let checkpoints = config.plan.checkpoints.join(&config.plan.name);
+    atomic_file::check_writable(&checkpoints)
+        .map_err(|e| failed(anyhow::anyhow!("checkpoint directory {} is not writable: {}", e.path.display(), e.source)))?;
+    let opened = results::open(&out, &config.study_hash(), cli.fresh).map_err(|e| failed(e.into()))?;
     let results = Results {
         plan: config.plan.name.clone(),
         data: data.description.clone(),
         test_images: data.test.len(),
         device: resolved.describe(),
         config: std::fs::read_to_string(&cli.config).unwrap_or_else(|_| config.to_toml()),
+        study_hash: config.study_hash(),
+        runs: opened.previous.as_ref().map(|p| p.runs.clone()).unwrap_or_default(),
+        failures: opened.previous.map(|p| p.failures).unwrap_or_default(),
         ..Results::default()
     };
+    let stop = kdtui::signals::install().map_err(|e| failed(anyhow::anyhow!("cannot install signal handlers: {e}")))?;
     let input = PlanInput {
         config,
         runs,
         data,
         device_name: String::new(),
         fresh: cli.fresh,
+        notes: opened.note.into_iter().collect(),
     };
     let trainer = device::spawn(resolved, input);
-    let failed = |error| Failure { code: 1, error };
     if cli.batch {
-        kdtui::batch::run(trainer, results, &out)
+        kdtui::batch::run(trainer, results, &out, Some(stop))
             .with_context(|| format!("plan in {}", cli.config.display()))
             .map_err(failed)?;
     } else {
-        let results = kdtui::tui::run(trainer, results, &out).map_err(|e| failed(e.into()))?;
+        let results = kdtui::tui::run(trainer, results, &out, Some(stop)).map_err(|e| failed(e.into()))?;
         let done = results.runs.len();
         println!("{done} runs recorded; results in {}", out.display());
     }
     Ok(())
+}
+
+/// `--fresh` in the interactive session: says what would be removed and asks.
+/// True to go on (also when there is nothing to remove).
+fn confirm_fresh(config: &Config, runs: &[RunSpec], out: &std::path::Path) -> std::io::Result<bool> {
+    let stored = runs.iter().filter(|spec| RunStore::new(config, spec).dir.exists()).count();
+    let has_results = out.join("results.json").exists();
+    if stored == 0 && !has_results {
+        return Ok(true);
+    }
+    let mut what = vec![];
+    if stored > 0 {
+        what.push(format!("remove the checkpoints of {stored} run(s) in {}", config.plan.checkpoints.join(&config.plan.name).display()));
+    }
+    if has_results {
+        what.push(format!("move the results in {} aside", out.display()));
+    }
+    eprint!("kdtui: --fresh will {}. Start over? [y/N] ", what.join(" and "));
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
 }

@@ -21,6 +21,10 @@ pub struct Results {
     pub device: String,
     /// The config that produced the results, verbatim.
     pub config: String,
+    /// `Config::study_hash` of that config: a later session with the same
+    /// hash continues these results.
+    #[serde(default)]
+    pub study_hash: String,
     pub finished: bool,
     pub stopped: bool,
     pub runs: Vec<RunResult>,
@@ -206,9 +210,104 @@ impl Results {
     }
 }
 
+/// The files `Results::write` leaves in a results directory.
+const RESULT_FILES: [&str; 4] = ["results.json", "results.csv", "report.md", "runs"];
+
+/// What a results directory holds for a new session.
+pub struct Opened {
+    /// Results of the same study to continue from.
+    pub previous: Option<Results>,
+    /// Worth a line in the log: older results set aside, ...
+    pub note: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("results directory {path} is not writable: {source}")]
+    NotWritable { path: PathBuf, source: std::io::Error },
+    #[error("cannot move earlier results from {from} to {to}: {source}")]
+    SetAside {
+        from: PathBuf,
+        to: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Checks that `out` can be written (before any training), and decides what
+/// becomes of results already there: the same study is continued; another
+/// study's results (or any, with `fresh`) are moved into
+/// `out/previous-<unix time>/`, never overwritten.
+pub fn open(out: &Path, study_hash: &str, fresh: bool) -> Result<Opened, OpenError> {
+    atomic_file::check_writable(out).map_err(|e| OpenError::NotWritable {
+        path: e.path,
+        source: e.source,
+    })?;
+
+    atomic_file::remove_leftovers(out);
+    atomic_file::remove_leftovers(&out.join("runs"));
+    let present: Vec<&str> = RESULT_FILES.into_iter().filter(|f| out.join(f).exists()).collect();
+    if present.is_empty() {
+        return Ok(Opened { previous: None, note: None });
+    }
+    let previous = Results::load(out);
+    let why = match &previous {
+        Some(p) if p.study_hash == study_hash && !fresh => {
+            return Ok(Opened {
+                previous: previous.clone(),
+                note: Some(format!("continuing the results in {} ({} runs recorded)", out.display(), p.runs.len())),
+            })
+        }
+        Some(_) if fresh => "--fresh",
+        Some(_) => "another config",
+        None => "unreadable results.json",
+    };
+    let aside = out.join(format!("previous-{}", crate::train::checkpoint::unix_time()));
+    for f in present {
+        let (from, to) = (out.join(f), aside.join(f));
+        std::fs::create_dir_all(&aside)
+            .and_then(|_| std::fs::rename(&from, &to))
+            .map_err(|source| OpenError::SetAside { from, to, source })?;
+    }
+    Ok(Opened {
+        previous: None,
+        note: Some(format!("earlier results in {} ({why}) moved to {}", out.display(), aside.display())),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn same_study_continues_and_another_is_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("results");
+        let opened = open(&out, "aaaa", false).unwrap();
+        assert!(opened.previous.is_none() && opened.note.is_none());
+        let results = Results {
+            study_hash: "aaaa".into(),
+            ..Results::default()
+        };
+        results.write(&out).unwrap();
+        assert_eq!(open(&out, "aaaa", false).unwrap().previous, Some(results.clone()));
+
+        let opened = open(&out, "bbbb", false).unwrap();
+        assert!(opened.previous.is_none());
+        assert!(opened.note.unwrap().contains("another config"));
+        assert!(!out.join("results.json").exists());
+        let aside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert_eq!(Results::load(&aside[0]), Some(results));
+    }
+
+    #[test]
+    fn a_file_in_the_way_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("results");
+        std::fs::write(&out, "not a directory").unwrap();
+        let e = open(&out, "aaaa", false).err().unwrap().to_string();
+        assert!(e.contains("results directory") && e.contains(&out.display().to_string()), "{e}");
+    }
 
     #[test]
     fn mean_and_sample_std() {

@@ -15,6 +15,7 @@ use crate::app::App;
 use crate::device::Trainer;
 use crate::keys;
 use crate::results::{Results, ResultsError};
+use crate::signals::StopRequest;
 use crate::ui;
 
 const FRAME: Duration = Duration::from_millis(100);
@@ -37,8 +38,9 @@ pub fn check_terminal() -> Result<(), TuiError> {
     }
 }
 
-/// Runs the session on the real terminal until the user quits.
-pub fn run(trainer: Trainer, results: Results, out: &Path) -> Result<Results, TuiError> {
+/// Runs the session on the real terminal until the user quits. A stop
+/// request (SIGTERM, SIGHUP) quits as the `Q` key does.
+pub fn run(trainer: Trainer, results: Results, out: &Path, stop: Option<StopRequest>) -> Result<Results, TuiError> {
     check_terminal()?;
     let mut terminal = ratatui::init();
     // A panic on the training thread is caught there and shown as a failed
@@ -50,7 +52,7 @@ pub fn run(trainer: Trainer, results: Results, out: &Path) -> Result<Results, Tu
         }
     }));
     let mut app = App::new(results);
-    let outcome = event_loop(&mut terminal, &mut app, &trainer, out, || {
+    let outcome = event_loop(&mut terminal, &mut app, &trainer, out, stop.as_ref(), || {
         if event::poll(Duration::from_millis(20))? {
             event::read().map(Some)
         } else {
@@ -59,6 +61,12 @@ pub fn run(trainer: Trainer, results: Results, out: &Path) -> Result<Results, Tu
     });
     ratatui::restore();
     let _ = std::panic::take_hook();
+    // The trainer may still be on its last step (after a fault): let it save.
+    let _ = trainer.control.send(crate::train::Control::Stop);
+    if !trainer.thread.is_finished() {
+        eprintln!("kdtui: waiting for the training thread to save its checkpoint ...");
+    }
+    let _ = trainer.thread.join();
     outcome?;
     app.results.write(out)?;
     Ok(app.results)
@@ -77,6 +85,7 @@ pub fn event_loop<B: Backend, F>(
     app: &mut App,
     trainer: &Trainer,
     out: &Path,
+    stop: Option<&StopRequest>,
     mut next_input: F,
 ) -> Result<(), TuiError>
 where
@@ -93,7 +102,9 @@ where
                 Ok(ev) => {
                     if app.on_event(ev) {
                         if let Err(e) = app.results.write(out) {
-                            app.log(format!("cannot write results: {e}"));
+                            if let Some(control) = app.on_results_unwritable(e.to_string()) {
+                                let _ = trainer.control.send(control);
+                            }
                         }
                     }
                     dirty = true;
@@ -106,6 +117,12 @@ where
                     }
                     dirty = true;
                 }
+            }
+        }
+        if !app.should_quit && stop.is_some_and(StopRequest::requested) {
+            app.log("stop signal received");
+            if let Some(control) = app.on_action(keys::Action::ForceQuit) {
+                let _ = trainer.control.send(control);
             }
         }
         app.tick(started.elapsed());

@@ -5,35 +5,13 @@ use std::path::Path;
 use assert_cmd::Command;
 use predicates::prelude::*;
 
-const TINY: &str = r#"
-[plan]
-name = "tiny"
-losses = ["soft", "gt_soft"]
-temperatures = [5.0]
-[data]
-train_size = 192
-test_size = 64
-[train]
-batch_size = 32
-eval_batch_size = 64
-[teacher]
-epochs = 2
-widths = [4, 8, 8]
-hidden = 16
-[student]
-epochs = 1
-widths = [4, 8, 8]
-hidden = 16
-"#;
+mod common;
+use common::{write, TINY};
 
 fn kdtui(dir: &Path) -> Command {
     let mut cmd = Command::cargo_bin("kdtui").unwrap();
     cmd.current_dir(dir);
     cmd
-}
-
-fn write(dir: &Path, name: &str, text: &str) {
-    std::fs::write(dir.join(name), text).unwrap();
 }
 
 #[test]

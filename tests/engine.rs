@@ -100,6 +100,7 @@ fn pause_holds_the_trainer_still_and_stop_ends_the_plan() {
             data,
             device_name: String::new(),
             fresh: true,
+            notes: vec![],
         },
     );
     let wait = Duration::from_secs(60);

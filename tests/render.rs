@@ -43,6 +43,8 @@ fn finish(app: &mut App, run_id: &str, kind: RunKind, loss: Loss, temperature: O
         run_id: run_id.into(),
         epochs: 1,
         steps_per_epoch: 10,
+        step: 0,
+        history: vec![],
     });
     let metrics = EpochMetrics {
         epoch: 1,
@@ -85,6 +87,8 @@ fn header_table_and_status_words() {
         run_id: "baseline-s1".into(),
         epochs: 2,
         steps_per_epoch: 50,
+        step: 0,
+        history: vec![],
     });
     let s = screen(&app, 120, 40);
     assert!(s.contains("RUNNING"), "{s}");

@@ -279,13 +279,17 @@ impl App {
                 run_id,
                 epochs,
                 steps_per_epoch,
+                step,
+                history,
             } => {
                 let follow = self.selected == self.current || self.selected.is_none();
                 if let Some(row) = self.row_mut(&run_id) {
                     row.status = RowStatus::Running;
                     row.epochs = epochs;
                     row.steps_per_epoch = steps_per_epoch;
-                    row.epoch = 1;
+                    row.step = step;
+                    row.epoch = history.len() + 1;
+                    row.history = history;
                 }
                 if follow {
                     self.selected = Some(run_id.clone());
@@ -368,6 +372,11 @@ impl App {
                 self.log("training resumed");
                 false
             }
+            TrainEvent::Fatal { error } => {
+                self.log(format!("the plan cannot go on: {error}"));
+                self.state = PlanState::Failed(error);
+                false
+            }
             TrainEvent::PlanFinished { stopped } => {
                 self.results.finished = !stopped;
                 self.results.stopped = stopped;
@@ -376,7 +385,9 @@ impl App {
                         row.status = RowStatus::Skipped;
                     }
                 }
-                self.state = if stopped { PlanState::Stopped } else { PlanState::Finished };
+                if !matches!(self.state, PlanState::Failed(_)) {
+                    self.state = if stopped { PlanState::Stopped } else { PlanState::Finished };
+                }
                 self.log(if stopped { "plan stopped" } else { "plan finished" });
                 self.current = None;
                 true
@@ -393,6 +404,15 @@ impl App {
                 row.status = RowStatus::Failed("training thread ended".into());
             }
         }
+    }
+
+    /// The results files cannot be written (disk full, permissions): training
+    /// on would produce results nobody gets, so the plan stops.
+    pub fn on_results_unwritable(&mut self, error: String) -> Option<Control> {
+        let running = self.state.active();
+        self.log(format!("cannot write results, stopping: {error}"));
+        self.state = PlanState::Failed(format!("cannot write results: {error}"));
+        running.then_some(Control::Stop)
     }
 
     /// Applies a key action; returns a message for the trainer, if any.

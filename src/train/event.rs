@@ -20,6 +20,10 @@ pub enum TrainEvent {
         run_id: String,
         epochs: usize,
         steps_per_epoch: usize,
+        /// Steps already taken: non-zero when the run resumes from a checkpoint.
+        step: usize,
+        /// Epochs finished before this session (resumed runs).
+        history: Vec<EpochMetrics>,
     },
     /// Metrics of the last `log_every` steps.
     Step {
@@ -36,6 +40,9 @@ pub enum TrainEvent {
     RunFailed { run_id: String, error: String },
     Paused,
     Resumed,
+    /// The plan cannot go on (a checkpoint cannot be written, ...); the
+    /// trainer stops and `PlanFinished { stopped: true }` follows.
+    Fatal { error: String },
     PlanFinished { stopped: bool },
 }
 

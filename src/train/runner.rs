@@ -4,7 +4,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Instant;
 
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
@@ -14,7 +14,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::checkpoint::TeacherStore;
+use super::checkpoint::{decode, encode, PartialEpoch, Prior, Progress, RunStore};
 use super::control::{Control, Controls, Flow};
 use super::event::{EpochMetrics, RunResult, RunStatus, TrainEvent};
 use super::plan::{RunKind, RunSpec};
@@ -23,6 +23,7 @@ use crate::data::batcher::{make_batch, Normalizer};
 use crate::data::{Data, Dataset, CLASSES};
 use crate::distill;
 use crate::model::size::model_bytes;
+use crate::atomic_file::WriteError;
 use crate::model::{Cnn, CnnConfig, Precision};
 
 /// Everything a plan needs besides the device.
@@ -31,8 +32,10 @@ pub struct PlanInput {
     pub runs: Vec<RunSpec>,
     pub data: Data,
     pub device_name: String,
-    /// Retrain the teacher even when a matching checkpoint exists.
+    /// Start over: remove the runs' checkpoints first.
     pub fresh: bool,
+    /// Lines for the log before training starts (what became of earlier results, ...).
+    pub notes: Vec<String>,
 }
 
 pub fn teacher_config(config: &Config) -> CnnConfig {
@@ -65,7 +68,7 @@ pub fn run_plan<B: AutodiffBackend>(input: PlanInput, device: B::Device, events:
         device: input.device_name.clone(),
         data: input.data.description.clone(),
     });
-    for note in &input.data.notes {
+    for note in input.notes.iter().chain(&input.data.notes) {
         let _ = events.send(TrainEvent::Log { message: note.clone() });
     }
     let mut plan = Plan::<B> {
@@ -74,10 +77,21 @@ pub fn run_plan<B: AutodiffBackend>(input: PlanInput, device: B::Device, events:
         norm,
         device,
         events,
+        panic_in: std::env::var(TEST_PANIC_VAR).ok(),
     };
-    let stopped = plan.run_all();
+    let stopped = match plan.run_all() {
+        Ok(stopped) => stopped,
+        Err(error) => {
+            let _ = plan.events.send(TrainEvent::Fatal { error });
+            true
+        }
+    };
     let _ = plan.events.send(TrainEvent::PlanFinished { stopped });
 }
+
+/// Names a run id that panics at its first step: lets tests check that a
+/// panic in training is contained (a run fails; the plan and the UI go on).
+pub const TEST_PANIC_VAR: &str = "KDTUI_TEST_PANIC";
 
 struct Plan<'a, B: AutodiffBackend> {
     input: &'a PlanInput,
@@ -85,12 +99,21 @@ struct Plan<'a, B: AutodiffBackend> {
     device: B::Device,
     events: Sender<TrainEvent>,
     controls: Controls,
+    panic_in: Option<String>,
 }
 
 /// What one run produced.
 struct Trained<B: AutodiffBackend> {
     model: Cnn<B>,
     result: RunResult,
+}
+
+/// Why a run did not produce a result.
+enum RunError {
+    /// Its own fault: the plan goes on without it.
+    Failed(String),
+    /// The plan cannot go on (its checkpoints cannot be written).
+    Fatal(String),
 }
 
 impl<B: AutodiffBackend> Plan<'_, B> {
@@ -105,99 +128,153 @@ impl<B: AutodiffBackend> Plan<'_, B> {
         });
     }
 
-    /// Returns whether the plan was stopped.
-    fn run_all(&mut self) -> bool {
+    /// Says a finished run again (from its checkpoint), without training.
+    fn replay(&self, mut result: RunResult) {
+        let _ = self.events.send(TrainEvent::RunStarted {
+            run_id: result.run_id.clone(),
+            epochs: result.epochs,
+            steps_per_epoch: 0,
+            step: 0,
+            history: result.history.clone(),
+        });
+        result.reused = true;
+        let _ = self.events.send(TrainEvent::RunFinished { result });
+    }
+
+    /// Looks at every run's checkpoint folder (`--fresh` empties them first)
+    /// and says what will be resumed.
+    fn survey(&self, stores: &[RunStore]) -> Result<Vec<Prior>, String> {
+        if self.input.fresh {
+            for store in stores {
+                store.discard().map_err(|e| format!("cannot remove {}: {e}", store.dir.display()))?;
+            }
+            self.log("--fresh: earlier checkpoints of these runs removed; starting over");
+        }
+        let mut priors = Vec::with_capacity(stores.len());
+        for store in stores {
+            let (prior, note) = store.survey().map_err(|e| e.to_string())?;
+            if let Some(note) = note {
+                self.log(note);
+            }
+            priors.push(prior);
+        }
+        let finished = priors.iter().filter(|p| matches!(p, Prior::Finished(_))).count();
+        let partial: Vec<String> = priors
+            .iter()
+            .filter_map(|p| match p {
+                Prior::Partial(p) => Some(format!("{} (from epoch {}, step {})", p.run_id, p.epochs_done + 1, p.step)),
+                _ => None,
+            })
+            .collect();
+        if finished > 0 || !partial.is_empty() {
+            let mut line = format!("resuming: {finished} of {} runs already finished (kept, not retrained)", stores.len());
+            if !partial.is_empty() {
+                line += &format!("; continuing {}", partial.join(", "));
+            }
+            self.log(line);
+        }
+        Ok(priors)
+    }
+
+    /// Returns whether the plan was stopped, or the reason it cannot go on.
+    fn run_all(&mut self) -> Result<bool, String> {
         let config = &self.input.config;
         let runs = &self.input.runs;
+        let stores: Vec<RunStore> = runs.iter().map(|spec| RunStore::new(config, spec)).collect();
+        let mut priors = self.survey(&stores)?.into_iter();
         let Some(teacher_spec) = runs.iter().find(|r| r.kind == RunKind::Teacher) else {
-            return false;
+            return Ok(false);
         };
         let need_logits = runs.iter().any(|r| r.loss.needs_teacher());
-        let teacher_logits = match self.teacher(teacher_spec, need_logits) {
-            Ok(logits) => logits,
-            Err(TeacherOutcome::Stopped) => return true,
-            Err(TeacherOutcome::Failed(e)) => {
-                self.fail(&teacher_spec.run_id, e.clone());
-                None
-            }
-        };
-
-        for spec in runs.iter().filter(|r| r.kind != RunKind::Teacher) {
+        let mut teacher_logits = None;
+        for (spec, store) in runs.iter().zip(&stores) {
+            let prior = priors.next().unwrap_or(Prior::Nothing);
             if self.controls.stopped() {
-                return true;
+                return Ok(true);
+            }
+            if spec.kind == RunKind::Teacher {
+                match self.teacher(spec, store, prior, need_logits) {
+                    Ok(logits) => teacher_logits = logits,
+                    Err(RunError::Fatal(e)) => return Err(e),
+                    Err(RunError::Failed(e)) => self.fail(&spec.run_id, e),
+                }
+                continue;
+            }
+            if let Prior::Finished(result) = prior {
+                self.replay(result);
+                continue;
             }
             let soft = match (spec.loss.needs_teacher(), &teacher_logits) {
                 (false, _) => None,
                 (true, Some(logits)) => Some(distill::soft_targets(logits, CLASSES, spec.temperature.unwrap_or(1.0))),
                 (true, None) => {
-                    self.fail(&spec.run_id, "no teacher: its run failed, so there are no soft targets");
+                    self.fail(&spec.run_id, format!("no teacher: the {} run failed, so there are no soft targets", teacher_spec.run_id));
                     continue;
                 }
             };
             let student = student_config(config);
-            let outcome = catch_unwind(AssertUnwindSafe(|| {
-                self.train(spec, &student, config.student.epochs, config.student.learning_rate, soft.as_deref())
-            }));
-            match outcome {
+            match self.train_caught(spec, &student, config.student.epochs, config.student.learning_rate, soft.as_deref(), store) {
                 Ok(trained) => {
                     let _ = self.events.send(TrainEvent::RunFinished { result: trained.result });
                 }
-                Err(panic) => self.fail(&spec.run_id, format!("training panicked: {}", panic_message(&panic))),
+                Err(RunError::Failed(e)) => self.fail(&spec.run_id, e),
+                Err(RunError::Fatal(e)) => return Err(e),
             }
         }
-        self.controls.stopped()
+        Ok(self.controls.stopped())
     }
 
-    /// Trains or loads the teacher and returns its logits over the training set
-    /// when `need_logits`.
-    fn teacher(&mut self, spec: &RunSpec, need_logits: bool) -> Result<Option<Vec<f32>>, TeacherOutcome> {
+    /// `train`, with a panic turned into a failed run.
+    fn train_caught(
+        &mut self,
+        spec: &RunSpec,
+        shape: &CnnConfig,
+        epochs: usize,
+        lr: f64,
+        soft: Option<&[f32]>,
+        store: &RunStore,
+    ) -> Result<Trained<B>, RunError> {
+        match catch_unwind(AssertUnwindSafe(|| self.train(spec, shape, epochs, lr, soft, store))) {
+            Ok(Ok(trained)) => Ok(trained),
+            Ok(Err(e)) => Err(RunError::Fatal(format!("{}: cannot save its checkpoint: {e}", spec.run_id))),
+            Err(panic) => Err(RunError::Failed(format!("training panicked: {}", panic_message(&panic)))),
+        }
+    }
+
+    /// Trains the teacher, or resumes it, or loads it when it has finished;
+    /// returns its logits over the training set when `need_logits`.
+    fn teacher(&mut self, spec: &RunSpec, store: &RunStore, prior: Prior, need_logits: bool) -> Result<Option<Vec<f32>>, RunError> {
         let config = &self.input.config;
         let shape = teacher_config(config);
-        let hash = config.teacher_hash();
-        let store = TeacherStore::new(&config.plan.checkpoints, &config.plan.name, &hash);
-        let fresh_model = || shape.init::<B::InnerBackend>(&self.device);
-
-        let loaded = match self.input.fresh {
-            true => None,
-            false => store
-                .load_result()
-                .filter(|r| r.status == RunStatus::Done)
-                .and_then(|r| Some((store.load_model(fresh_model(), &self.device)?, r))),
+        let finished = match prior {
+            Prior::Finished(result) if result.status == RunStatus::Diverged => {
+                self.replay(result);
+                return Err(RunError::Failed("the teacher diverged (NaN or infinite loss)".into()));
+            }
+            Prior::Finished(result) => match self.load_model(&shape, store) {
+                Some(model) => Some((model, result)),
+                None => {
+                    self.log(format!("teacher checkpoint in {} does not load; retraining it", store.dir.display()));
+                    store.discard().map_err(|e| RunError::Fatal(format!("cannot remove {}: {e}", store.dir.display())))?;
+                    None
+                }
+            },
+            _ => None,
         };
-        let teacher: Cnn<B::InnerBackend> = match loaded {
-            Some((model, mut result)) => {
-                self.log(format!("teacher reused from {} (config hash {hash})", store.dir.display()));
-                let _ = self.events.send(TrainEvent::RunStarted {
-                    run_id: spec.run_id.clone(),
-                    epochs: result.epochs,
-                    steps_per_epoch: 0,
-                });
-                result.reused = true;
-                let _ = self.events.send(TrainEvent::RunFinished { result });
+        let teacher: Cnn<B::InnerBackend> = match finished {
+            Some((model, result)) => {
+                self.log(format!("teacher reused from {}", store.dir.display()));
+                self.replay(result);
                 model
             }
             None => {
-                let trained = catch_unwind(AssertUnwindSafe(|| {
-                    self.train(spec, &shape, config.teacher.epochs, config.teacher.learning_rate, None)
-                }))
-                .map_err(|p| TeacherOutcome::Failed(format!("training panicked: {}", panic_message(&p))))?;
+                let trained = self.train_caught(spec, &shape, config.teacher.epochs, config.teacher.learning_rate, None, store)?;
                 let status = trained.result.status;
-                if status == RunStatus::Done {
-                    let saved = store.save_model(trained.model.valid()).and_then(|_| store.save_result(&trained.result));
-                    match saved {
-                        Ok(()) => self.log(format!("teacher checkpoint saved in {}", store.dir.display())),
-                        Err(e) => self.log(format!("teacher checkpoint not saved: {e}")),
-                    }
-                }
-                let _ = self.events.send(TrainEvent::RunFinished {
-                    result: trained.result,
-                });
+                let _ = self.events.send(TrainEvent::RunFinished { result: trained.result });
                 match status {
                     RunStatus::Done => trained.model.valid(),
-                    RunStatus::Interrupted => return Err(TeacherOutcome::Stopped),
-                    RunStatus::Diverged => {
-                        return Err(TeacherOutcome::Failed("the teacher diverged (NaN or infinite loss)".into()))
-                    }
+                    RunStatus::Interrupted => return Ok(None),
+                    RunStatus::Diverged => return Err(RunError::Failed("the teacher diverged (NaN or infinite loss)".into())),
                 }
             }
         };
@@ -205,15 +282,15 @@ impl<B: AutodiffBackend> Plan<'_, B> {
             return Ok(None);
         }
         let train = &self.input.data.train;
-        if let Some(logits) = store.load_logits(train.len()).filter(|_| !self.input.fresh) {
+        if let Some(logits) = store.load_logits(train.len()) {
             self.log("teacher logits read from the cache");
             return Ok(Some(logits));
         }
         let started = Instant::now();
         let logits = predict(&teacher, train, &self.norm, config.train.eval_batch_size, &self.device);
-        if let Err(e) = store.save_logits(&logits) {
-            self.log(format!("teacher logits not cached: {e}"));
-        }
+        store
+            .save_logits(&logits)
+            .map_err(|e| RunError::Fatal(format!("teacher logits: {e}")))?;
         self.log(format!(
             "teacher logits over {} training images computed in {:.1} s and cached",
             train.len(),
@@ -222,9 +299,25 @@ impl<B: AutodiffBackend> Plan<'_, B> {
         Ok(Some(logits))
     }
 
-    /// One run's training loop. Checks the controls between steps; evaluates on
-    /// the whole test set after every epoch.
-    fn train(&mut self, spec: &RunSpec, shape: &CnnConfig, epochs: usize, lr: f64, soft: Option<&[f32]>) -> Trained<B> {
+    /// The model of a run's checkpoint, in inference mode.
+    fn load_model(&self, shape: &CnnConfig, store: &RunStore) -> Option<Cnn<B::InnerBackend>> {
+        let saved = store.load()?;
+        let record: <Cnn<B> as Module<B>>::Record = decode::<B, _>(saved.model, &self.device)?;
+        Some(shape.init::<B>(&self.device).load_record(record).valid())
+    }
+
+    /// One run's training loop, from its checkpoint when it has one. Checks the
+    /// controls between steps; evaluates on the whole test set and saves a
+    /// checkpoint after every epoch, and saves one when stopped between steps.
+    fn train(
+        &mut self,
+        spec: &RunSpec,
+        shape: &CnnConfig,
+        epochs: usize,
+        lr: f64,
+        soft: Option<&[f32]>,
+        store: &RunStore,
+    ) -> Result<Trained<B>, WriteError> {
         let config = &self.input.config;
         let train = &self.input.data.train;
         let test = &self.input.data.test;
@@ -237,29 +330,80 @@ impl<B: AutodiffBackend> Plan<'_, B> {
         let mut model: Cnn<B> = shape.init(&self.device);
         let mut optim = AdamConfig::new()
             .with_weight_decay(Some(WeightDecayConfig::new(config.train.weight_decay as f32)))
-            .init();
+            .init::<B, Cnn<B>>();
+        let mut progress = Progress {
+            hash: store.hash.clone(),
+            run_id: spec.run_id.clone(),
+            epochs_done: 0,
+            steps_into_epoch: 0,
+            step: 0,
+            partial: PartialEpoch::default(),
+            history: Vec::new(),
+            wall_seconds: 0.0,
+        };
+        if let Some(saved) = store.load() {
+            let model_record: Option<<Cnn<B> as Module<B>>::Record> = decode::<B, _>(saved.model, &self.device);
+            let optim_record = saved.optimizer.and_then(|bytes| decode::<B, _>(bytes, &self.device));
+            let finished = saved.progress.epochs_done >= epochs;
+            match (model_record, optim_record) {
+                (Some(m), optim_record) if optim_record.is_some() || finished => {
+                    model = model.load_record(m);
+                    if let Some(o) = optim_record {
+                        optim = optim.load_record(o);
+                    }
+                    progress = saved.progress;
+                    self.log(format!(
+                        "{}: resumed from its checkpoint at epoch {}, step {}",
+                        spec.run_id,
+                        progress.epochs_done + 1,
+                        progress.step
+                    ));
+                }
+                _ => self.log(format!("{}: its checkpoint does not load into this model; starting over", spec.run_id)),
+            }
+        }
         // A last batch of one image would give BatchNorm a zero variance.
         let steps_per_epoch = train.len() / batch_size + usize::from(train.len() % batch_size > 1);
         let _ = self.events.send(TrainEvent::RunStarted {
             run_id: spec.run_id.clone(),
             epochs,
             steps_per_epoch,
+            step: progress.step,
+            history: progress.history.clone(),
         });
 
         let mut status = RunStatus::Done;
-        let mut history = Vec::new();
-        let mut step = 0;
+        let mut step = progress.step;
+        let loaded_at_step = step;
         let mut order: Vec<usize> = (0..train.len()).collect();
         let mut shuffle = ChaCha8Rng::seed_from_u64(spec.seed ^ 0x5eed_0f_0de5);
-        'epochs: for epoch in 1..=epochs {
+        for _ in 0..progress.epochs_done {
+            order.shuffle(&mut shuffle);
+        }
+        let (first_epoch, skip_steps) = (progress.epochs_done + 1, progress.steps_into_epoch);
+        let wall_before = progress.wall_seconds;
+        'epochs: for epoch in first_epoch..=epochs {
             let epoch_started = Instant::now();
             order.shuffle(&mut shuffle);
-            let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+            let skip = if epoch == first_epoch { skip_steps } else { 0 };
+            let mut partial = std::mem::take(&mut progress.partial);
+            let mut steps_in_epoch = skip;
             let mut window = Window::new();
-            for indices in order.chunks(batch_size).filter(|c| c.len() > 1) {
+            for indices in order.chunks(batch_size).filter(|c| c.len() > 1).skip(skip) {
                 if self.controls.between_steps() == Flow::Stop {
                     status = RunStatus::Interrupted;
+                    if step > loaded_at_step {
+                        partial.seconds += epoch_started.elapsed().as_secs_f64();
+                        progress.steps_into_epoch = steps_in_epoch;
+                        progress.partial = partial;
+                        progress.step = step;
+                        progress.wall_seconds = wall_before + started.elapsed().as_secs_f64();
+                        store.save(&progress, &encode::<B, _>(model.clone().into_record()), Some(&encode::<B, _>(optim.to_record())))?;
+                    }
                     break 'epochs;
+                }
+                if step == loaded_at_step && self.panic_in.as_deref() == Some(&spec.run_id) {
+                    panic!("injected by {TEST_PANIC_VAR} for a test");
                 }
                 let batch = make_batch::<B>(train, &self.norm, indices, soft, &self.device);
                 // [b, 3, 32, 32] -> [b, 10]
@@ -267,7 +411,11 @@ impl<B: AutodiffBackend> Plan<'_, B> {
                 let loss = distill::loss(spec.loss, logits.clone(), batch.onehot, batch.soft, temperature, c);
                 let loss_value: f64 = loss.clone().into_scalar().elem();
                 if !loss_value.is_finite() {
-                    self.log(format!("{}: loss became {loss_value} at epoch {epoch}, step {step}", spec.run_id));
+                    self.log(format!(
+                        "{}: loss became {loss_value} in epoch {epoch}, step {step}; the checkpoint of epoch {} is kept",
+                        spec.run_id,
+                        epoch - 1
+                    ));
                     status = RunStatus::Diverged;
                     break 'epochs;
                 }
@@ -283,9 +431,10 @@ impl<B: AutodiffBackend> Plan<'_, B> {
                 model = optim.step(cosine_lr(lr, step, epochs * steps_per_epoch), model, grads);
 
                 step += 1;
-                loss_sum += loss_value * indices.len() as f64;
-                correct += hits as usize;
-                seen += indices.len();
+                steps_in_epoch += 1;
+                partial.loss_sum += loss_value * indices.len() as f64;
+                partial.correct += hits as usize;
+                partial.seen += indices.len();
                 window.add(loss_value, hits as usize, indices.len());
                 if step % config.train.log_every == 0 {
                     let _ = self.events.send(window.event(&spec.run_id, epoch, step));
@@ -293,23 +442,32 @@ impl<B: AutodiffBackend> Plan<'_, B> {
                 }
             }
             let (test_loss, test_accuracy) = evaluate(&model.valid(), test, &self.norm, config.train.eval_batch_size, &self.device);
-            let seconds = epoch_started.elapsed().as_secs_f64();
+            let seconds = partial.seconds + epoch_started.elapsed().as_secs_f64();
+            let seen = partial.seen.max(1) as f64;
             let metrics = EpochMetrics {
                 epoch,
-                train_loss: loss_sum / seen.max(1) as f64,
-                train_accuracy: correct as f64 / seen.max(1) as f64,
+                train_loss: partial.loss_sum / seen,
+                train_accuracy: partial.correct as f64 / seen,
                 test_loss,
                 test_accuracy,
                 seconds,
-                images_per_sec: seen as f64 / seconds,
+                images_per_sec: partial.seen as f64 / seconds,
             };
             let _ = self.events.send(TrainEvent::EpochFinished {
                 run_id: spec.run_id.clone(),
                 metrics: metrics.clone(),
             });
-            history.push(metrics);
+            progress.history.push(metrics);
+            progress.epochs_done = epoch;
+            progress.steps_into_epoch = 0;
+            progress.step = step;
+            progress.wall_seconds = wall_before + started.elapsed().as_secs_f64();
+            // The last epoch's checkpoint is the trained model: no optimizer state.
+            let optim_bytes = (epoch < epochs).then(|| encode::<B, _>(optim.to_record()));
+            store.save(&progress, &encode::<B, _>(model.clone().into_record()), optim_bytes.as_deref())?;
         }
 
+        let history = progress.history;
         let last = history.last();
         let result = RunResult {
             run_id: spec.run_id.clone(),
@@ -323,11 +481,14 @@ impl<B: AutodiffBackend> Plan<'_, B> {
             best_test_accuracy: history.iter().map(|m| m.test_accuracy).fold(0.0, f64::max),
             final_train_loss: last.map_or(f64::NAN, |m| m.train_loss),
             model_bytes: model_bytes(shape),
-            wall_seconds: started.elapsed().as_secs_f64(),
+            wall_seconds: wall_before + started.elapsed().as_secs_f64(),
             reused: false,
             history,
         };
-        Trained { model, result }
+        if status != RunStatus::Interrupted {
+            store.save_result(&result)?;
+        }
+        Ok(Trained { model, result })
     }
 }
 
@@ -336,11 +497,6 @@ impl<B: AutodiffBackend> Plan<'_, B> {
 pub fn cosine_lr(base: f64, step: usize, total: usize) -> f64 {
     let progress = step as f64 / total.max(1) as f64;
     base * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
-}
-
-enum TeacherOutcome {
-    Stopped,
-    Failed(String),
 }
 
 /// Running metrics over the steps since the last step event.
