@@ -91,6 +91,19 @@ pub fn resolve(choice: DeviceChoice) -> Result<Resolved, DeviceError> {
 /// Name of the training thread (the TUI's panic hook tells it apart).
 pub const TRAIN_THREAD: &str = "kdtui-train";
 
+/// A panic on the training thread is caught there and reported as a failed
+/// run; this keeps the default hook from also printing it (with a backtrace
+/// hint) over the batch output or the TUI. Other threads' panics go to the
+/// hook that was installed before.
+pub fn quiet_trainer_panics() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() != Some(TRAIN_THREAD) {
+            previous(info);
+        }
+    }));
+}
+
 /// The UI's ends of a running plan.
 pub struct Trainer {
     pub events: Receiver<TrainEvent>,

@@ -106,6 +106,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         fresh: cli.fresh,
         notes: opened.note.into_iter().collect(),
     };
+    device::quiet_trainer_panics();
     let trainer = device::spawn(resolved, input);
     if cli.batch {
         kdtui::batch::run(trainer, results, &out, Some(stop))

@@ -43,14 +43,8 @@ pub fn check_terminal() -> Result<(), TuiError> {
 pub fn run(trainer: Trainer, results: Results, out: &Path, stop: Option<StopRequest>) -> Result<Results, TuiError> {
     check_terminal()?;
     let mut terminal = ratatui::init();
-    // A panic on the training thread is caught there and shown as a failed
-    // run; only a panic of the UI itself must restore the terminal and print.
-    let ui_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if std::thread::current().name() != Some(crate::device::TRAIN_THREAD) {
-            ui_hook(info);
-        }
-    }));
+    // Only a panic of the UI itself must restore the terminal (ratatui's hook) and print.
+    crate::device::quiet_trainer_panics();
     let mut app = App::new(results);
     let outcome = event_loop(&mut terminal, &mut app, &trainer, out, stop.as_ref(), || {
         if event::poll(Duration::from_millis(20))? {

@@ -146,6 +146,26 @@ fn sorting_every_column_both_ways_keeps_the_selection() {
 }
 
 #[test]
+fn unwritable_results_and_fatal_trainer_errors_stop_the_plan_on_screen() {
+    let mut app = started_app();
+    assert_eq!(
+        app.on_results_unwritable("cannot write results/results.json: No space left on device".into()),
+        Some(Control::Stop),
+        "training on would produce results nobody gets"
+    );
+    let s = screen(&app, 120, 40);
+    assert!(s.contains("FAILED") && s.contains("No space left on device"), "{s}");
+
+    let mut app = started_app();
+    app.on_event(TrainEvent::Fatal {
+        error: "soft-T5-s1: cannot save its checkpoint: cannot write checkpoints/study/soft-T5-s1/checkpoint.bin".into(),
+    });
+    app.on_event(TrainEvent::PlanFinished { stopped: true });
+    let s = screen(&app, 120, 40);
+    assert!(s.contains("FAILED") && s.contains("checkpoint.bin"), "the fault stays on screen: {s}");
+}
+
+#[test]
 fn failed_run_and_failed_trainer_are_shown() {
     let mut app = started_app();
     app.on_event(TrainEvent::RunFailed {

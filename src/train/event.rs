@@ -49,13 +49,19 @@ pub enum TrainEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
     pub epoch: usize,
+    #[serde(deserialize_with = "nan_from_null")]
     pub train_loss: f64,
+    #[serde(deserialize_with = "nan_from_null")]
     pub train_accuracy: f64,
     /// Hard-label cross-entropy on the whole test set.
+    #[serde(deserialize_with = "nan_from_null")]
     pub test_loss: f64,
     /// Accuracy on the whole test set.
+    #[serde(deserialize_with = "nan_from_null")]
     pub test_accuracy: f64,
+    #[serde(deserialize_with = "nan_from_null")]
     pub seconds: f64,
+    #[serde(deserialize_with = "nan_from_null")]
     pub images_per_sec: f64,
 }
 
@@ -78,12 +84,44 @@ pub struct RunResult {
     pub seed: u64,
     pub status: RunStatus,
     pub epochs: usize,
+    #[serde(deserialize_with = "nan_from_null")]
     pub final_test_accuracy: f64,
+    #[serde(deserialize_with = "nan_from_null")]
     pub best_test_accuracy: f64,
+    #[serde(deserialize_with = "nan_from_null")]
     pub final_train_loss: f64,
     pub model_bytes: u64,
+    #[serde(deserialize_with = "nan_from_null")]
     pub wall_seconds: f64,
     /// Loaded from a checkpoint instead of trained in this session.
     pub reused: bool,
     pub history: Vec<EpochMetrics>,
+}
+
+/// JSON has no NaN or infinity: serde_json writes them as `null` (a run that
+/// diverged before its first epoch has no train loss), and this reads `null`
+/// back as NaN instead of refusing the whole file.
+fn nan_from_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_numbers_survive_a_json_round_trip_as_nan() {
+        let m = EpochMetrics {
+            epoch: 1,
+            train_loss: f64::NAN,
+            train_accuracy: 0.5,
+            test_loss: f64::INFINITY,
+            test_accuracy: 0.5,
+            seconds: 1.0,
+            images_per_sec: 2.0,
+        };
+        let back: EpochMetrics = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert!(back.train_loss.is_nan() && back.test_loss.is_nan());
+        assert_eq!(back.test_accuracy, 0.5);
+    }
 }

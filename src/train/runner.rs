@@ -182,11 +182,12 @@ impl<B: AutodiffBackend> Plan<'_, B> {
         let runs = &self.input.runs;
         let stores: Vec<RunStore> = runs.iter().map(|spec| RunStore::new(config, spec)).collect();
         let mut priors = self.survey(&stores)?.into_iter();
-        let Some(teacher_spec) = runs.iter().find(|r| r.kind == RunKind::Teacher) else {
+        if !runs.iter().any(|r| r.kind == RunKind::Teacher) {
             return Ok(false);
-        };
+        }
         let need_logits = runs.iter().any(|r| r.loss.needs_teacher());
         let mut teacher_logits = None;
+        let mut no_teacher = "the teacher run failed";
         for (spec, store) in runs.iter().zip(&stores) {
             let prior = priors.next().unwrap_or(Prior::Nothing);
             if self.controls.stopped() {
@@ -194,7 +195,8 @@ impl<B: AutodiffBackend> Plan<'_, B> {
             }
             if spec.kind == RunKind::Teacher {
                 match self.teacher(spec, store, prior, need_logits) {
-                    Ok(logits) => teacher_logits = logits,
+                    Ok(Some(logits)) => teacher_logits = Some(logits),
+                    Ok(None) => no_teacher = "the teacher diverged",
                     Err(RunError::Fatal(e)) => return Err(e),
                     Err(RunError::Failed(e)) => self.fail(&spec.run_id, e),
                 }
@@ -208,7 +210,7 @@ impl<B: AutodiffBackend> Plan<'_, B> {
                 (false, _) => None,
                 (true, Some(logits)) => Some(distill::soft_targets(logits, CLASSES, spec.temperature.unwrap_or(1.0))),
                 (true, None) => {
-                    self.fail(&spec.run_id, format!("no teacher: the {} run failed, so there are no soft targets", teacher_spec.run_id));
+                    self.fail(&spec.run_id, format!("no teacher: {no_teacher}, so there are no soft targets"));
                     continue;
                 }
             };
@@ -249,7 +251,7 @@ impl<B: AutodiffBackend> Plan<'_, B> {
         let finished = match prior {
             Prior::Finished(result) if result.status == RunStatus::Diverged => {
                 self.replay(result);
-                return Err(RunError::Failed("the teacher diverged (NaN or infinite loss)".into()));
+                return Ok(None);
             }
             Prior::Finished(result) => match self.load_model(&shape, store) {
                 Some(model) => Some((model, result)),
@@ -273,8 +275,7 @@ impl<B: AutodiffBackend> Plan<'_, B> {
                 let _ = self.events.send(TrainEvent::RunFinished { result: trained.result });
                 match status {
                     RunStatus::Done => trained.model.valid(),
-                    RunStatus::Interrupted => return Ok(None),
-                    RunStatus::Diverged => return Err(RunError::Failed("the teacher diverged (NaN or infinite loss)".into())),
+                    RunStatus::Interrupted | RunStatus::Diverged => return Ok(None),
                 }
             }
         };
@@ -411,11 +412,11 @@ impl<B: AutodiffBackend> Plan<'_, B> {
                 let loss = distill::loss(spec.loss, logits.clone(), batch.onehot, batch.soft, temperature, c);
                 let loss_value: f64 = loss.clone().into_scalar().elem();
                 if !loss_value.is_finite() {
-                    self.log(format!(
-                        "{}: loss became {loss_value} in epoch {epoch}, step {step}; the checkpoint of epoch {} is kept",
-                        spec.run_id,
-                        epoch - 1
-                    ));
+                    let kept = match epoch {
+                        1 => "it has no earlier checkpoint".to_string(),
+                        _ => format!("its checkpoint of epoch {} is kept", epoch - 1),
+                    };
+                    self.log(format!("{}: loss became {loss_value} in epoch {epoch}, step {step}; {kept}", spec.run_id));
                     status = RunStatus::Diverged;
                     break 'epochs;
                 }

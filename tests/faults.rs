@@ -1,0 +1,147 @@
+//! Faults a long study meets: a run that diverges, a panic in training, a
+//! results or checkpoint directory that cannot be written. Each gives a clear
+//! message, keeps what was finished and never ends in a panic.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+mod common;
+use common::{write, TINY};
+
+fn kdtui(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kdtui"))
+        .args(["--batch", "--device", "cpu"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn text(out: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn results_json(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("results/results.json")).unwrap()).unwrap()
+}
+
+fn run_status<'a>(json: &'a serde_json::Value, id: &str) -> &'a str {
+    json["runs"].as_array().unwrap().iter().find(|r| r["run_id"] == id).unwrap()["status"].as_str().unwrap()
+}
+
+#[test]
+fn a_diverging_teacher_is_marked_and_the_plan_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    // Float weights stepped by 3e38 overflow f32 within a step or two.
+    write(dir.path(), "config.toml", &TINY.replace("[teacher]\n", "[teacher]\nlearning_rate = 3e38\n"));
+    let out = kdtui(dir.path(), &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("teacher DIVERGED") && stdout.contains("NaN or infinite loss in epoch 1"), "{stdout}");
+    assert!(stdout.contains("baseline-s1 done"), "the plan went on: {stdout}");
+    assert!(stdout.contains("soft-T5-s1 FAILED: no teacher: the teacher diverged"), "{stdout}");
+    assert!(stderr.contains("1 run(s) failed: soft-T5-s1"), "{stderr}");
+    assert!(stdout.contains("gt_soft-T5-s1 done"), "gt_soft needs no teacher: {stdout}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let json = results_json(dir.path());
+    assert_eq!(run_status(&json, "teacher"), "diverged");
+    assert_eq!(run_status(&json, "baseline-s1"), "done");
+
+    // It diverged in its first epoch: there is no good checkpoint to keep, only
+    // the verdict, so the next session does not train it again.
+    let teacher_dir = std::fs::read_dir(dir.path().join("checkpoints/tiny"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("teacher-"))
+        .unwrap();
+    assert!(teacher_dir.join("result.json").is_file());
+    assert!(!teacher_dir.join("checkpoint.bin").exists());
+    let (stdout, _) = text(&kdtui(dir.path(), &[]));
+    assert!(!stdout.contains("teacher epoch"), "retrained: {stdout}");
+    assert!(stdout.contains("teacher DIVERGED"), "{stdout}");
+}
+
+#[test]
+fn a_panic_in_training_fails_that_run_only() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "config.toml", TINY);
+    let out = Command::new(env!("CARGO_BIN_EXE_kdtui"))
+        .args(["--batch", "--device", "cpu"])
+        .env(kdtui::train::runner::TEST_PANIC_VAR, "soft-T5-s1")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("soft-T5-s1 FAILED: training panicked: injected"), "{stdout}");
+    assert!(stdout.contains("gt_soft-T5-s1 done"), "the plan went on: {stdout}");
+    assert!(stderr.contains("1 run(s) failed: soft-T5-s1"), "{stderr}");
+    assert!(!stderr.contains("panicked at") && !stderr.contains("RUST_BACKTRACE"), "{stderr}");
+    let json = results_json(dir.path());
+    assert_eq!(json["failures"][0]["run_id"], "soft-T5-s1");
+    assert_eq!(run_status(&json, "gt_soft-T5-s1"), "done");
+
+    // The next session retries the failed run and keeps the others.
+    let (stdout, _) = text(&kdtui(dir.path(), &[]));
+    assert!(stdout.contains("resuming: 3 of 4 runs already finished"), "{stdout}");
+    assert!(stdout.contains("soft-T5-s1 done"), "{stdout}");
+    assert_eq!(results_json(dir.path())["failures"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn unwritable_directories_are_named_before_training_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "config.toml", TINY);
+    write(dir.path(), "results", "a file where the results directory should be");
+    let out = kdtui(dir.path(), &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("results directory results is not writable"), "{stderr}");
+    assert!(!stdout.contains("epoch"), "it trained: {stdout}");
+
+    write(dir.path(), "config.toml", &TINY.replace("[plan]\n", "[plan]\nout = \"out\"\ncheckpoints = \"results\"\n"));
+    let out = kdtui(dir.path(), &[]);
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("checkpoint directory results/tiny is not writable"), "{stderr}");
+}
+
+#[test]
+fn results_that_cannot_be_written_stop_the_plan_and_keep_the_earlier_files() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "config.toml", TINY);
+    assert!(kdtui(dir.path(), &["--only", "baseline"]).status.success());
+    let earlier = std::fs::read(dir.path().join("results/results.json")).unwrap();
+
+    // A directory where a results file must go: renaming onto it fails, as a
+    // full disk or a read-only mount would make the write fail.
+    let blocked = dir.path().join("results/runs/baseline-s1.csv");
+    std::fs::remove_file(&blocked).unwrap();
+    std::fs::create_dir_all(blocked.join("in-the-way")).unwrap();
+    let out = kdtui(dir.path(), &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("cannot write results/runs/baseline-s1.csv"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!stdout.contains("soft-T5-s1 done"), "the plan went on: {stdout}");
+    assert_eq!(std::fs::read(dir.path().join("results/results.json")).unwrap(), earlier, "earlier results changed");
+}
+
+#[test]
+fn a_checkpoint_that_cannot_be_written_stops_the_plan_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "config.toml", TINY);
+    assert!(kdtui(dir.path(), &["--only", "teacher"]).status.success());
+    let teacher_dir = std::fs::read_dir(dir.path().join("checkpoints/tiny")).unwrap().next().unwrap().unwrap().path();
+    let logits = teacher_dir.join("train_logits.bin");
+    assert!(!logits.exists(), "--only teacher needs no logits");
+    std::fs::create_dir_all(logits.join("in-the-way")).unwrap();
+
+    let out = kdtui(dir.path(), &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("train_logits.bin"), "{stderr}");
+    assert!(!stdout.contains("soft-T5-s1 done"), "{stdout}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(run_status(&results_json(dir.path()), "teacher"), "done");
+}
