@@ -223,7 +223,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: one_line_toml_error(&e),
+            message: one_line_toml_error(&e, text),
         })?;
         config.validate(path)?;
         Ok(config)
@@ -357,24 +357,64 @@ pub fn short_hash(bytes: &[u8]) -> String {
     Sha256::digest(bytes).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-fn one_line_toml_error(e: &toml::de::Error) -> String {
-    // toml's message spans several lines with a source excerpt; keep the gist.
-    let msg = e.message().trim().to_string();
-    match e.span() {
-        Some(_) => {
-            let full = e.to_string();
-            let location = full
-                .lines()
-                .next()
-                .and_then(|l| l.strip_prefix("TOML parse error at "))
-                .map(|s| s.to_string());
-            match location {
-                Some(loc) => format!("{loc}: {msg}"),
-                None => msg,
-            }
-        }
-        None => msg,
+/// toml's message spans several lines with a source excerpt; this keeps one
+/// line: where, which key, what was wrong, and a suggestion for a misspelt
+/// key or value.
+fn one_line_toml_error(e: &toml::de::Error, text: &str) -> String {
+    let mut msg = e.message().trim().lines().map(str::trim).collect::<Vec<_>>().join("; ");
+    for (rust, plain) in [
+        ("expected usize", "expected a whole number >= 0"),
+        ("expected u64", "expected a whole number >= 0"),
+        ("expected u32", "expected a whole number >= 0"),
+        ("expected f64", "expected a number"),
+    ] {
+        msg = msg.replace(rust, plain);
     }
+    if let Some(suggestion) = suggestion(&msg) {
+        msg += &format!("; did you mean `{suggestion}`?");
+    }
+    let Some(span) = e.span() else { return msg };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    match key_at(text, span.start) {
+        Some(key) if !msg.contains("unknown field") => format!("line {line}, column {column}: `{key}`: {msg}"),
+        _ => format!("line {line}, column {column}: {msg}"),
+    }
+}
+
+/// The closest candidate of a serde "unknown field/variant `x`, expected one
+/// of `a`, `b`" message, when it is close enough to be a likely typo.
+fn suggestion(msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("unknown field `").or_else(|| msg.strip_prefix("unknown variant `"))?;
+    let (given, rest) = rest.split_once('`')?;
+    let candidates = rest.split('`').skip(1).step_by(2);
+    candidates
+        .map(|c| (strsim::damerau_levenshtein(&given.to_lowercase(), &c.to_lowercase()), c))
+        .filter(|&(d, c)| d <= 2.max(c.len() / 4) && d < c.len())
+        .min()
+        .map(|(_, c)| c.to_string())
+}
+
+/// `section.key` of the `key = value` line holding byte `at`, if it is one.
+fn key_at(text: &str, at: usize) -> Option<String> {
+    let at = at.min(text.len());
+    let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[start..].lines().next()?;
+    let key = line.split_once('=')?.0.trim();
+    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
+        return None;
+    }
+    let section = text[..start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    Some(match section {
+        Some(section) => format!("{section}.{key}"),
+        None => key.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -407,6 +447,23 @@ mod tests {
         let e = Config::parse("[train]\nbatch_sise = 3\n", Path::new("c.toml")).unwrap_err();
         assert!(e.to_string().contains("line 2"), "{e}");
         assert!(e.to_string().contains("batch_sise"), "{e}");
+    }
+
+    #[test]
+    fn misspellings_get_a_suggestion_and_far_misses_do_not() {
+        let msg = |text: &str| Config::parse(text, Path::new("c.toml")).unwrap_err().to_string();
+        assert!(msg("[train]\nbatch_sise = 3\n").ends_with("did you mean `batch_size`?"));
+        assert!(msg("[trian]\n").ends_with("did you mean `train`?"));
+        assert!(msg("[plan]\nlosses = [\"sofft\"]\n").ends_with("did you mean `soft`?"));
+        assert!(msg("[data]\nsource = \"SVHN\"\n").ends_with("did you mean `svhn`?"));
+        assert!(!msg("[train]\ncolour = 3\n").contains("did you mean"));
+    }
+
+    #[test]
+    fn wrong_types_name_the_key_in_plain_words() {
+        let e = Config::parse("[plan]\nname = \"x\"\n\n[train]\nbatch_size = \"big\"\n", Path::new("c.toml")).unwrap_err();
+        let e = e.to_string();
+        assert!(e.contains("line 5, column 14: `train.batch_size`: invalid type: string \"big\", expected a whole number >= 0"), "{e}");
     }
 
     #[test]

@@ -172,7 +172,7 @@ fn idx_raw_and_gz_are_padded_to_32_and_repeated_to_3_channels() {
     let pixels: Vec<u8> = (0..n * 28 * 28).map(|i| (i % 251) as u8).collect();
     std::fs::write(dir.path().join("train-images-idx3-ubyte"), idx_bytes(&[n as u32, 28, 28], &pixels)).unwrap();
     std::fs::write(dir.path().join("train-labels-idx1-ubyte.gz"), gz(&idx_bytes(&[n as u32], &[7, 0, 9]))).unwrap();
-    let d = idx::load_pair(dir.path(), "train").unwrap();
+    let d = idx::load_pair(dir.path(), "train").unwrap().data;
     assert_eq!(d.labels, vec![7, 0, 9]);
     // 28x28 sits at offset (2, 2) of the 32x32 canvas, border zero.
     for ch in 0..3 {
@@ -188,26 +188,26 @@ fn idx_errors_name_the_file_and_the_problem() {
     let img = idx_bytes(&[2, 28, 28], &vec![1u8; 2 * 28 * 28]);
     std::fs::write(dir.path().join("t10k-images-idx3-ubyte"), &img[..img.len() - 10]).unwrap();
     std::fs::write(dir.path().join("t10k-labels-idx1-ubyte"), idx_bytes(&[2], &[1, 2])).unwrap();
-    let err = idx::load_pair(dir.path(), "t10k").unwrap_err();
+    let err = idx::load_pair(dir.path(), "t10k").err().unwrap();
     assert!(err.to_string().contains("t10k-images-idx3-ubyte") && err.to_string().contains("truncated"), "{err}");
 
     std::fs::write(dir.path().join("t10k-images-idx3-ubyte"), &img).unwrap();
     std::fs::write(dir.path().join("t10k-labels-idx1-ubyte"), idx_bytes(&[2], &[1, 12])).unwrap();
-    let err = idx::load_pair(dir.path(), "t10k").unwrap_err();
+    let err = idx::load_pair(dir.path(), "t10k").err().unwrap();
     assert!(err.to_string().contains("label 12"), "{err}");
 
     std::fs::write(dir.path().join("t10k-labels-idx1-ubyte"), idx_bytes(&[3], &[1, 2, 3])).unwrap();
-    let err = idx::load_pair(dir.path(), "t10k").unwrap_err();
+    let err = idx::load_pair(dir.path(), "t10k").err().unwrap();
     assert!(err.to_string().contains("3 labels for 2 images"), "{err}");
 
     std::fs::write(dir.path().join("t10k-labels-idx1-ubyte.gz"), b"\x1f\x8b not really gzip").unwrap();
     std::fs::remove_file(dir.path().join("t10k-labels-idx1-ubyte")).unwrap();
-    let err = idx::load_pair(dir.path(), "t10k").unwrap_err();
+    let err = idx::load_pair(dir.path(), "t10k").err().unwrap();
     assert!(err.to_string().contains("t10k-labels-idx1-ubyte.gz") && err.to_string().contains("gzip"), "{err}");
 
     std::fs::write(dir.path().join("t10k-labels-idx1-ubyte.gz"), gz(&idx_bytes(&[1], &[4]))).unwrap();
     let big = idx_bytes(&[1, 40, 40], &[0u8; 1600]);
     std::fs::write(dir.path().join("t10k-images-idx3-ubyte"), big).unwrap();
-    let err = idx::load_pair(dir.path(), "t10k").unwrap_err();
+    let err = idx::load_pair(dir.path(), "t10k").err().unwrap();
     assert!(err.to_string().contains("40x40"), "{err}");
 }

@@ -11,8 +11,16 @@ use super::{read_file, DataError, Dataset, CHANNELS, CLASSES, PIXELS, SIDE};
 
 const FORMAT: &str = "IDX";
 
+/// One split read from IDX files: the dataset, and the images' own size
+/// before padding (train and test must agree on it).
+pub struct Split {
+    pub data: Dataset,
+    pub size: (usize, usize),
+    pub images_path: PathBuf,
+}
+
 /// Loads `<prefix>-images-idx3-ubyte[.gz]` and `<prefix>-labels-idx1-ubyte[.gz]`.
-pub fn load_pair(dir: &Path, prefix: &str) -> Result<Dataset, DataError> {
+pub fn load_pair(dir: &Path, prefix: &str) -> Result<Split, DataError> {
     let images_path = find(dir, &format!("{prefix}-images-idx3-ubyte"));
     let labels_path = find(dir, &format!("{prefix}-labels-idx1-ubyte"));
     let (dims, pixels) = read_idx(&images_path, 3)?;
@@ -43,7 +51,11 @@ pub fn load_pair(dir: &Path, prefix: &str) -> Result<Dataset, DataError> {
             }
         }
     }
-    Ok(Dataset { images, labels })
+    Ok(Split {
+        data: Dataset { images, labels },
+        size: (h, w),
+        images_path,
+    })
 }
 
 fn find(dir: &Path, stem: &str) -> PathBuf {

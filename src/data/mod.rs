@@ -30,8 +30,10 @@ pub enum DataError {
         format: &'static str,
         reason: String,
     },
-    #[error("dataset {name} is empty")]
-    Empty { name: String },
+    #[error("the {split} set is empty ({from})")]
+    Empty { split: &'static str, from: String },
+    #[error("train images are {train} but test images are {test} ({path}); both splits must have one image size")]
+    SizeMismatch { train: String, test: String, path: PathBuf },
 }
 
 /// Images as u8 in [n][channel][row][column] order, labels 0..9.
@@ -84,11 +86,12 @@ pub fn load(config: &DataConfig) -> Result<Data, DataError> {
         notes.push(note);
         Ok(d)
     };
-    let (mut train, mut test, what) = match config.source {
+    // Where each split came from, for an error that says where to look.
+    let (mut train, mut test, what, from) = match config.source {
         DataSource::Synthetic => {
             let train = synthetic::generate(config.train_size, config.seed, synthetic::Split::Train);
             let test = synthetic::generate(config.test_size, config.seed, synthetic::Split::Test);
-            (train, test, "synthetic")
+            (train, test, "synthetic", ["[data] train_size".to_string(), "[data] test_size".to_string()])
         }
         DataSource::Svhn => {
             let dir = existing_dir(&config.dir)?;
@@ -97,22 +100,30 @@ pub fn load(config: &DataConfig) -> Result<Data, DataError> {
                 train.append(svhn(dir.join("extra_32x32.mat"))?);
             }
             let test = svhn(dir.join("test_32x32.mat"))?;
-            (train, test, "svhn")
+            let from = ["train_32x32.mat", "test_32x32.mat"].map(|f| dir.join(f).display().to_string());
+            (train, test, "svhn", from)
         }
         DataSource::Idx => {
             let dir = existing_dir(&config.dir)?;
             let train = idx::load_pair(&dir, "train")?;
             let test = idx::load_pair(&dir, "t10k")?;
-            (train, test, "idx")
+            if train.size != test.size {
+                let size = |(h, w): (usize, usize)| format!("{h}x{w}");
+                return Err(DataError::SizeMismatch {
+                    train: size(train.size),
+                    test: size(test.size),
+                    path: test.images_path,
+                });
+            }
+            let from = [&train, &test].map(|s| s.images_path.display().to_string());
+            (train.data, test.data, "idx", from)
         }
     };
     train.truncate(config.train_limit);
     test.truncate(config.test_limit);
-    for (name, set) in [("train", &train), ("test", &test)] {
+    for ((split, set), from) in [("train", &train), ("test", &test)].into_iter().zip(from) {
         if set.is_empty() {
-            return Err(DataError::Empty {
-                name: format!("{what} {name}"),
-            });
+            return Err(DataError::Empty { split, from });
         }
     }
     let description = format!("{what}: {} train / {} test", train.len(), test.len());
