@@ -151,9 +151,9 @@ fn kill_9_at_random_moments_loses_no_finished_run() {
     let mut seen: BTreeMap<String, f64> = BTreeMap::new();
     let mut kills = 0;
     let mut completed = false;
-    for _ in 0..40 {
+    for _ in 0..60 {
         let mut child = kdtui().spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(rng.random_range(plan_ms / 10..plan_ms / 2)));
+        std::thread::sleep(Duration::from_millis(rng.random_range(plan_ms / 20..plan_ms / 4)));
         if let Some(status) = child.try_wait().unwrap() {
             let mut err = String::new();
             std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();

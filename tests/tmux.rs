@@ -129,3 +129,45 @@ fn without_a_terminal_it_says_to_use_batch() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--batch") && err.lines().count() == 1, "{err}");
 }
+
+#[test]
+fn a_second_session_resumes_and_fresh_asks_before_removing_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.toml"), CONFIG).unwrap();
+    let bin = env!("CARGO_BIN_EXE_kdtui");
+    let name = format!("kdtui-resume-{}", std::process::id());
+    let session = Session(name.clone());
+    let command = format!(
+        "cd {} && {bin} --device cpu; echo FIRST=$?; {bin} --device cpu; echo SECOND=$?; {bin} --device cpu --fresh; echo THIRD=$?; sleep 60",
+        dir.path().display()
+    );
+    let status = Command::new("tmux")
+        .args(["new-session", "-d", "-x", "120", "-y", "40", "-s", &name, &command])
+        .status()
+        .expect("tmux must be installed to test the terminal UI");
+    assert!(status.success());
+    let wait = Duration::from_secs(60);
+
+    session.wait_for("run 1/40", wait);
+    session.wait_for("run 2/40", wait);
+    session.keys("q");
+    session.wait_for("Stop training and quit?", Duration::from_secs(5));
+    session.keys("y");
+    // The second session opens at once and says what it resumed.
+    let screen = session.wait_for("resuming: 0 of 3 runs already finished", wait);
+    assert!(screen.contains("continuing teacher"), "{screen}");
+    let screen = session.wait_for("resumed from its checkpoint", wait);
+    assert!(!screen.contains("run 1/40"), "the teacher started over: {screen}");
+    session.keys("q");
+    session.wait_for("Stop training and quit?", Duration::from_secs(5));
+    session.keys("y");
+
+    let screen = session.wait_for("over? [y/N]", wait);
+    assert!(screen.contains("FIRST=0") && screen.contains("SECOND=0"), "{screen}");
+    assert!(screen.contains("remove the checkpoints of 1 run(s)") && screen.contains("move the results in results aside"), "{screen}");
+    session.keys("n");
+    session.keys("Enter");
+    let end = session.wait_for("THIRD=", wait);
+    assert!(end.contains("nothing removed") && end.contains("THIRD=0"), "{end}");
+    assert!(std::fs::read_dir(dir.path().join("checkpoints/tmux")).unwrap().count() == 1, "checkpoints were removed");
+}

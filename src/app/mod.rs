@@ -569,7 +569,8 @@ pub fn status_word(s: &RowStatus) -> &'static str {
         RowStatus::Queued => "queued",
         RowStatus::Running => "running",
         RowStatus::Done => "done",
-        RowStatus::Reused => "reused",
+        // Finished in an earlier session (or a reused teacher): not retrained.
+        RowStatus::Reused => "done (kept)",
         RowStatus::Interrupted => "interrupted",
         RowStatus::Diverged => "diverged",
         RowStatus::Failed(_) => "failed",

@@ -2,7 +2,6 @@
 //! or `.gz`). Grayscale images up to 32x32 are centred on a 32x32 canvas and
 //! repeated into 3 channels, so every model sees the same input shape.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use flate2::read::GzDecoder;
@@ -23,22 +22,42 @@ pub struct Split {
 pub fn load_pair(dir: &Path, prefix: &str) -> Result<Split, DataError> {
     let images_path = find(dir, &format!("{prefix}-images-idx3-ubyte"));
     let labels_path = find(dir, &format!("{prefix}-labels-idx1-ubyte"));
-    let (dims, pixels) = read_idx(&images_path, 3)?;
-    let (ldims, labels) = read_idx(&labels_path, 1)?;
     let corrupt = |path: &Path, reason: String| DataError::Corrupt {
         path: path.to_path_buf(),
         format: FORMAT,
         reason,
     };
+    let images = read_file(&images_path, HINT)?;
+    let images = decode(images, 3).map_err(|e| corrupt(&images_path, e))?;
+    let labels = read_file(&labels_path, HINT)?;
+    let labels = decode(labels, 1).map_err(|e| corrupt(&labels_path, e))?;
+    let (data, size) = pair(images, labels).map_err(|e| match e {
+        PairError::Images(why) => corrupt(&images_path, why),
+        PairError::Labels(why) => corrupt(&labels_path, why.replace("{images}", &images_path.display().to_string())),
+    })?;
+    Ok(Split { data, size, images_path })
+}
+
+const HINT: &str = " (put MNIST-style IDX files, raw or .gz, into [data] dir)";
+
+/// Which of the two files a pairing problem is in.
+pub enum PairError {
+    Images(String),
+    Labels(String),
+}
+
+/// Images [n, h, w] and labels [n] as one dataset on the 32x32 RGB canvas,
+/// and the images' own size.
+pub fn pair((dims, pixels): (Vec<usize>, Vec<u8>), (ldims, labels): (Vec<usize>, Vec<u8>)) -> Result<(Dataset, (usize, usize)), PairError> {
     let (n, h, w) = (dims[0], dims[1], dims[2]);
     if h > SIDE || w > SIDE || h == 0 || w == 0 {
-        return Err(corrupt(&images_path, format!("images are {h}x{w}; kdtui takes at most {SIDE}x{SIDE}")));
+        return Err(PairError::Images(format!("images are {h}x{w}; kdtui takes at most {SIDE}x{SIDE}")));
     }
     if ldims[0] != n {
-        return Err(corrupt(&labels_path, format!("it has {} labels for {n} images in {}", ldims[0], images_path.display())));
+        return Err(PairError::Labels(format!("it has {} labels for {n} images in {{images}}", ldims[0])));
     }
     if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= CLASSES) {
-        return Err(corrupt(&labels_path, format!("label {l} of item {i} is outside 0..9")));
+        return Err(PairError::Labels(format!("label {l} of item {i} is outside 0..9")));
     }
     let (top, left) = ((SIDE - h) / 2, (SIDE - w) / 2);
     let mut images = vec![0u8; n * PIXELS];
@@ -51,11 +70,7 @@ pub fn load_pair(dir: &Path, prefix: &str) -> Result<Split, DataError> {
             }
         }
     }
-    Ok(Split {
-        data: Dataset { images, labels },
-        size: (h, w),
-        images_path,
-    })
+    Ok((Dataset { images, labels }, (h, w)))
 }
 
 fn find(dir: &Path, stem: &str) -> PathBuf {
@@ -68,24 +83,14 @@ fn find(dir: &Path, stem: &str) -> PathBuf {
     }
 }
 
-/// Reads an unsigned-byte IDX file with `rank` dimensions: (dims, data).
-pub fn read_idx(path: &Path, rank: usize) -> Result<(Vec<usize>, Vec<u8>), DataError> {
-    let corrupt = |reason: String| DataError::Corrupt {
-        path: path.to_path_buf(),
-        format: FORMAT,
-        reason,
-    };
-    let raw = read_file(path, " (put MNIST-style IDX files, raw or .gz, into [data] dir)")?;
+/// The bytes of an IDX file, raw or gzipped, as (dims, data).
+pub fn decode(raw: Vec<u8>, rank: usize) -> Result<(Vec<usize>, Vec<u8>), String> {
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| corrupt(format!("gzip stream does not inflate: {e}")))?;
-        out
+        super::inflate(GzDecoder::new(raw.as_slice()), raw.len()).map_err(|e| format!("gzip stream {e}"))?
     } else {
         raw
     };
-    parse(&bytes, rank).map_err(corrupt)
+    parse(&bytes, rank)
 }
 
 /// Parses IDX bytes of unsigned-byte type and the given rank.

@@ -2,6 +2,7 @@
 //! (`synthetic`, `svhn` .mat files, `idx` MNIST-style files).
 
 pub mod batcher;
+pub mod harness;
 pub mod idx;
 pub mod svhn_mat;
 pub mod synthetic;
@@ -157,4 +158,24 @@ pub(crate) fn read_file(path: &Path, hint: &str) -> Result<Vec<u8>, DataError> {
             }
         }
     })
+}
+
+/// Real data compresses a few times at most; a stream that inflates past
+/// this many times its compressed size is a zip bomb or garbage, refused
+/// before it takes all memory.
+const MAX_INFLATION: usize = 1000;
+
+/// Reads a decompressor to its end, or says why not ("does not inflate: ...").
+pub(crate) fn inflate(decoder: impl std::io::Read, compressed: usize) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let limit = compressed.saturating_mul(MAX_INFLATION).max(1 << 20);
+    let mut out = Vec::new();
+    decoder
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("does not inflate: {e}"))?;
+    if out.len() > limit {
+        return Err(format!("inflates to more than {MAX_INFLATION} times its {compressed} bytes; refused"));
+    }
+    Ok(out)
 }

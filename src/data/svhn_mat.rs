@@ -2,7 +2,6 @@
 //! data elements are zlib-compressed matrices `X` (uint8 [32, 32, 3, N],
 //! column-major) and `y` ([N, 1], uint8 or double, 10 meaning digit 0).
 
-use std::io::Read;
 use std::path::Path;
 
 use flate2::read::ZlibDecoder;
@@ -75,16 +74,20 @@ pub fn load_checked(path: &Path) -> Result<(Dataset, String), DataError> {
 }
 
 fn parse_dataset(path: &Path, bytes: &[u8]) -> Result<Dataset, DataError> {
-    let corrupt = |reason: String| DataError::Corrupt {
+    dataset(bytes).map_err(|reason| DataError::Corrupt {
         path: path.to_path_buf(),
         format: "MATLAB v5 .mat",
         reason,
-    };
-    let matrices = parse(bytes).map_err(corrupt)?;
+    })
+}
+
+/// The dataset held by the bytes of an SVHN .mat file.
+pub fn dataset(bytes: &[u8]) -> Result<Dataset, String> {
+    let matrices = parse(bytes)?;
     let find = |name: &str| matrices.iter().find(|m| m.name == name);
-    let x = find("X").ok_or_else(|| corrupt("it has no variable `X`".into()))?;
-    let y = find("y").ok_or_else(|| corrupt("it has no variable `y`".into()))?;
-    to_dataset(x, y).map_err(corrupt)
+    let x = find("X").ok_or("it has no variable `X`")?;
+    let y = find("y").ok_or("it has no variable `y`")?;
+    to_dataset(x, y)
 }
 
 fn to_dataset(x: &Matrix, y: &Matrix) -> Result<Dataset, String> {
@@ -95,7 +98,7 @@ fn to_dataset(x: &Matrix, y: &Matrix) -> Result<Dataset, String> {
     let Values::U8(pixels) = &x.values else {
         return Err("`X` is not uint8".into());
     };
-    let y_len: usize = y.dims.iter().product();
+    let y_len = element_count(&y.dims).ok_or("`y` has dimensions whose product overflows")?;
     if y_len != n || y.dims.iter().filter(|&&d| d != 1).count() > 1 {
         return Err(format!("`y` has shape {:?}, expected [{n}, 1] to match `X`", y.dims));
     }
@@ -156,10 +159,8 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Matrix>, String> {
         let data = &bytes[data_at..end];
         match ty {
             MI_COMPRESSED => {
-                let mut inflated = Vec::new();
-                ZlibDecoder::new(data)
-                    .read_to_end(&mut inflated)
-                    .map_err(|e| format!("compressed element at byte {pos} does not inflate: {e}"))?;
+                let inflated = super::inflate(ZlibDecoder::new(data), data.len())
+                    .map_err(|e| format!("compressed element at byte {pos} {e}"))?;
                 let (ity, isize, iat) = r.tag(&inflated, 0)?;
                 if ity == MI_MATRIX {
                     let iend = iat.checked_add(isize).filter(|&e| e <= inflated.len()).ok_or_else(|| {
@@ -182,6 +183,12 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Matrix>, String> {
         }
     }
     Ok(out)
+}
+
+/// The number of values a shape holds; None when it overflows (a crafted
+/// header must not wrap around to a small count, found by fuzzing).
+fn element_count(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
 }
 
 fn pad8(n: usize) -> usize {
@@ -238,7 +245,7 @@ impl Reader {
         let name = String::from_utf8_lossy(name).to_string();
         let (ty, real) = next()?;
         let values = self.numbers(ty, real, class)?;
-        let expected: usize = dims.iter().product();
+        let expected = element_count(&dims).ok_or_else(|| format!("`{name}` has dimensions {dims:?} whose product overflows"))?;
         if values.len() != expected {
             return Err(format!(
                 "`{name}` has {} values but its shape {dims:?} needs {expected} (truncated?)",

@@ -1,0 +1,36 @@
+//! What the fuzz targets (`fuzz/`) and `tests/fuzz_smoke.rs` check on
+//! arbitrary bytes: the file readers return a dataset or an error and never
+//! panic, and a dataset they return is whole (one label per image, every
+//! label a class). Public so that the nightly-only fuzz crate and the stable
+//! test suite run the same checks.
+
+use super::{idx, svhn_mat, Dataset, CLASSES, PIXELS};
+
+fn check(d: &Dataset) {
+    assert_eq!(d.images.len(), d.labels.len() * PIXELS, "images and labels disagree");
+    assert!(d.labels.iter().all(|&l| (l as usize) < CLASSES), "a label outside 0..9");
+}
+
+/// Bytes as an SVHN `.mat` file.
+pub fn mat(bytes: &[u8]) {
+    if let Ok(d) = svhn_mat::dataset(bytes) {
+        check(&d);
+    }
+}
+
+/// Bytes as a pair of IDX files (raw or gzipped): the first byte says where
+/// the images file ends and the labels file begins.
+pub fn idx(bytes: &[u8]) {
+    let Some((&cut, rest)) = bytes.split_first() else { return };
+    let at = rest.len() * cut as usize / 256;
+    let (images, labels) = rest.split_at(at);
+    let images = idx::decode(images.to_vec(), 3);
+    let labels = idx::decode(labels.to_vec(), 1);
+    if let (Ok(images), Ok(labels)) = (images, labels) {
+        assert_eq!(images.0.len(), 3);
+        assert_eq!(labels.0.len(), 1);
+        if let Ok((d, _)) = idx::pair(images, labels) {
+            check(&d);
+        }
+    }
+}
