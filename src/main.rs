@@ -115,7 +115,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
     } else {
         let results = kdtui::tui::run(trainer, results, &out, Some(stop)).map_err(|e| failed(e.into()))?;
         let done = results.runs.len();
-        println!("{done} runs recorded; results in {}", out.display());
+        let next = if results.finished { "" } else { "; run kdtui again to continue the plan" };
+        println!("{done} runs recorded; results in {}{next}", out.display());
     }
     Ok(())
 }

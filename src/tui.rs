@@ -4,6 +4,8 @@
 
 use std::io::IsTerminal;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::TryRecvError;
@@ -46,6 +48,10 @@ pub fn run(trainer: Trainer, results: Results, out: &Path, stop: Option<StopRequ
     // Only a panic of the UI itself must restore the terminal (ratatui's hook) and print.
     crate::device::quiet_trainer_panics();
     let mut app = App::new(results);
+    let ui_done = Arc::new(AtomicBool::new(false));
+    if let Some(stop) = &stop {
+        watch_for_hangup(&trainer, stop.clone(), Arc::clone(&ui_done));
+    }
     let outcome = event_loop(&mut terminal, &mut app, &trainer, out, stop.as_ref(), || {
         if event::poll(Duration::from_millis(20))? {
             event::read().map(Some)
@@ -53,6 +59,7 @@ pub fn run(trainer: Trainer, results: Results, out: &Path, stop: Option<StopRequ
             Ok(None)
         }
     });
+    ui_done.store(true, Ordering::Relaxed);
     ratatui::restore();
     let _ = std::panic::take_hook();
     // The trainer may still be on its last step (after a fault): let it save.
@@ -61,9 +68,40 @@ pub fn run(trainer: Trainer, results: Results, out: &Path, stop: Option<StopRequ
         eprintln!("kdtui: waiting for the training thread to save its checkpoint ...");
     }
     let _ = trainer.thread.join();
+    // What it said after the screen closed (the stopped run's result) still counts.
+    while let Ok(event) = trainer.events.try_recv() {
+        app.on_event(event);
+    }
     outcome?;
     app.results.write(out)?;
     Ok(app.results)
+}
+
+/// After SIGHUP (the terminal closed) crossterm's input poll spins on end of
+/// file and never returns to the event loop, which then never sees the stop
+/// request. When the loop has not ended a few seconds after a stop signal,
+/// this stops the trainer itself, waits for it to save its checkpoint (its
+/// results are in the checkpoints; the next session rebuilds the table from
+/// them) and ends the process.
+fn watch_for_hangup(trainer: &Trainer, stop: StopRequest, ui_done: Arc<AtomicBool>) {
+    let control = trainer.control.clone();
+    let events = trainer.events.clone();
+    std::thread::spawn(move || {
+        while !stop.requested() {
+            if ui_done.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        if ui_done.load(Ordering::Relaxed) {
+            return;
+        }
+        let _ = control.send(crate::train::Control::Stop);
+        // Until the trainer is gone (its sender dropped): the UI takes no more events.
+        while events.recv().is_ok() {}
+        std::process::exit(129);
+    });
 }
 
 fn draw<B: Backend>(terminal: &mut Terminal<B>, app: &App) -> Result<(), TuiError>

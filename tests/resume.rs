@@ -207,3 +207,32 @@ fn walk(dir: &Path) -> Vec<String> {
     }
     out
 }
+
+#[test]
+fn a_changed_config_sets_stale_checkpoints_and_results_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let kdtui = |config: &str| {
+        common::write(dir.path(), "config.toml", config);
+        let out = Command::new(env!("CARGO_BIN_EXE_kdtui"))
+            .args(["--batch", "--device", "cpu", "--only", "baseline"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    kdtui(common::TINY);
+    let earlier = std::fs::read(dir.path().join("results/results.json")).unwrap();
+
+    let stdout = kdtui(&common::TINY.replace("[student]\n", "[student]\nw_bits = 4\n"));
+    assert!(stdout.contains("teacher reused"), "student bits do not touch the teacher: {stdout}");
+    assert!(stdout.contains("is for another config; set aside in checkpoints/tiny/baseline-s1.stale-"), "{stdout}");
+    assert!(stdout.contains("baseline-s1 epoch 1/1"), "retrained: {stdout}");
+    assert!(stdout.contains("(another config) moved to results/previous-"), "{stdout}");
+    let previous = std::fs::read_dir(dir.path().join("results"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("previous-"))
+        .unwrap();
+    assert_eq!(std::fs::read(previous.join("results.json")).unwrap(), earlier, "earlier results kept as they were");
+}

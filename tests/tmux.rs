@@ -171,3 +171,29 @@ fn a_second_session_resumes_and_fresh_asks_before_removing_anything() {
     assert!(end.contains("nothing removed") && end.contains("THIRD=0"), "{end}");
     assert!(std::fs::read_dir(dir.path().join("checkpoints/tmux")).unwrap().count() == 1, "checkpoints were removed");
 }
+
+#[test]
+fn closing_the_terminal_saves_the_run_and_ends_the_process() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.toml"), CONFIG).unwrap();
+    let bin = env!("CARGO_BIN_EXE_kdtui");
+    let name = format!("kdtui-hangup-{}", std::process::id());
+    let session = Session(name.clone());
+    let command = format!("cd {} && echo $$ > kdtui.pid && exec {bin} --device cpu", dir.path().display());
+    let status = Command::new("tmux")
+        .args(["new-session", "-d", "-x", "120", "-y", "40", "-s", &name, &command])
+        .status()
+        .expect("tmux must be installed to test the terminal UI");
+    assert!(status.success());
+    session.wait_for("run 2/40", Duration::from_secs(60));
+    let pid = std::fs::read_to_string(dir.path().join("kdtui.pid")).unwrap().trim().to_string();
+    // The terminal goes away (SIGHUP), as when an SSH connection drops.
+    session.tmux(&["kill-session", "-t", &name]);
+    let start = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(start.elapsed() < Duration::from_secs(30), "kdtui still running 30 s after its terminal closed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let teacher = std::fs::read_dir(dir.path().join("checkpoints/tmux")).unwrap().next().unwrap().unwrap().path();
+    assert!(teacher.join("checkpoint.bin").is_file(), "the teacher's progress was not saved");
+}
