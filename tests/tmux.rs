@@ -30,6 +30,20 @@ hidden = 16
 struct Session(String);
 
 impl Session {
+    /// A detached 120x40 tmux session running `command` in a shell, in a
+    /// temporary folder holding CONFIG as config.toml.
+    fn start(dir: &Path, name: &str, command: &str) -> Session {
+        std::fs::write(dir.join("config.toml"), CONFIG).unwrap();
+        let name = format!("kdtui-{name}-{}", std::process::id());
+        let command = format!("cd {} && {command}", dir.display());
+        let status = Command::new("tmux")
+            .args(["new-session", "-d", "-x", "120", "-y", "40", "-s", &name, &command])
+            .status()
+            .expect("tmux must be installed to test the terminal UI");
+        assert!(status.success());
+        Session(name)
+    }
+
     fn tmux(&self, args: &[&str]) -> String {
         let out = Command::new("tmux").args(args).output().expect("tmux must be installed to test the terminal UI");
         String::from_utf8_lossy(&out.stdout).to_string()
@@ -67,16 +81,9 @@ fn body(screen: &str) -> String {
 #[test]
 fn pause_resume_and_quit_in_a_real_terminal() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("config.toml"), CONFIG).unwrap();
     let bin = env!("CARGO_BIN_EXE_kdtui");
-    let name = format!("kdtui-test-{}", std::process::id());
-    let session = Session(name.clone());
-    let command = format!("cd {} && {bin} --device cpu; echo EXITED=$?; sleep 60", dir.path().display());
-    let status = Command::new("tmux")
-        .args(["new-session", "-d", "-x", "120", "-y", "40", "-s", &name, &command])
-        .status()
-        .expect("tmux must be installed to test the terminal UI");
-    assert!(status.success());
+    let session = Session::start(dir.path(), "test", &format!("{bin} --device cpu; echo EXITED=$?; sleep 60"));
+    let name = session.0.clone();
 
     let wait = Duration::from_secs(60);
     session.wait_for("run 1/40", wait);
@@ -133,19 +140,12 @@ fn without_a_terminal_it_says_to_use_batch() {
 #[test]
 fn a_second_session_resumes_and_fresh_asks_before_removing_anything() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("config.toml"), CONFIG).unwrap();
     let bin = env!("CARGO_BIN_EXE_kdtui");
-    let name = format!("kdtui-resume-{}", std::process::id());
-    let session = Session(name.clone());
-    let command = format!(
-        "cd {} && {bin} --device cpu; echo FIRST=$?; {bin} --device cpu; echo SECOND=$?; {bin} --device cpu --fresh; echo THIRD=$?; sleep 60",
-        dir.path().display()
+    let session = Session::start(
+        dir.path(),
+        "resume",
+        &format!("{bin} --device cpu; echo FIRST=$?; {bin} --device cpu; echo SECOND=$?; {bin} --device cpu --fresh; echo THIRD=$?; sleep 60"),
     );
-    let status = Command::new("tmux")
-        .args(["new-session", "-d", "-x", "120", "-y", "40", "-s", &name, &command])
-        .status()
-        .expect("tmux must be installed to test the terminal UI");
-    assert!(status.success());
     let wait = Duration::from_secs(60);
 
     session.wait_for("run 1/40", wait);
@@ -175,16 +175,9 @@ fn a_second_session_resumes_and_fresh_asks_before_removing_anything() {
 #[test]
 fn closing_the_terminal_saves_the_run_and_ends_the_process() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("config.toml"), CONFIG).unwrap();
     let bin = env!("CARGO_BIN_EXE_kdtui");
-    let name = format!("kdtui-hangup-{}", std::process::id());
-    let session = Session(name.clone());
-    let command = format!("cd {} && echo $$ > kdtui.pid && exec {bin} --device cpu", dir.path().display());
-    let status = Command::new("tmux")
-        .args(["new-session", "-d", "-x", "120", "-y", "40", "-s", &name, &command])
-        .status()
-        .expect("tmux must be installed to test the terminal UI");
-    assert!(status.success());
+    let session = Session::start(dir.path(), "hangup", &format!("echo $$ > kdtui.pid && exec {bin} --device cpu"));
+    let name = session.0.clone();
     session.wait_for("run 2/40", Duration::from_secs(60));
     let pid = std::fs::read_to_string(dir.path().join("kdtui.pid")).unwrap().trim().to_string();
     // The terminal goes away (SIGHUP), as when an SSH connection drops.
