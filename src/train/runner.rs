@@ -108,6 +108,18 @@ struct Trained<B: AutodiffBackend> {
     result: RunResult,
 }
 
+/// One run to train: what it is, its model, its schedule, its soft targets
+/// (distillation) and where its checkpoints go.
+#[derive(Clone, Copy)]
+struct Job<'a> {
+    spec: &'a RunSpec,
+    shape: &'a CnnConfig,
+    epochs: usize,
+    lr: f64,
+    soft: Option<&'a [f32]>,
+    store: &'a RunStore,
+}
+
 /// Why a run did not produce a result.
 enum RunError {
     /// Its own fault: the plan goes on without it.
@@ -215,7 +227,15 @@ impl<B: AutodiffBackend> Plan<'_, B> {
                 }
             };
             let student = student_config(config);
-            match self.train_caught(spec, &student, config.student.epochs, config.student.learning_rate, soft.as_deref(), store) {
+            let job = Job {
+                spec,
+                shape: &student,
+                epochs: config.student.epochs,
+                lr: config.student.learning_rate,
+                soft: soft.as_deref(),
+                store,
+            };
+            match self.train_caught(job) {
                 Ok(trained) => {
                     let _ = self.events.send(TrainEvent::RunFinished { result: trained.result });
                 }
@@ -227,16 +247,9 @@ impl<B: AutodiffBackend> Plan<'_, B> {
     }
 
     /// `train`, with a panic turned into a failed run.
-    fn train_caught(
-        &mut self,
-        spec: &RunSpec,
-        shape: &CnnConfig,
-        epochs: usize,
-        lr: f64,
-        soft: Option<&[f32]>,
-        store: &RunStore,
-    ) -> Result<Trained<B>, RunError> {
-        match catch_unwind(AssertUnwindSafe(|| self.train(spec, shape, epochs, lr, soft, store))) {
+    fn train_caught(&mut self, job: Job) -> Result<Trained<B>, RunError> {
+        let spec = job.spec;
+        match catch_unwind(AssertUnwindSafe(|| self.train(job))) {
             Ok(Ok(trained)) => Ok(trained),
             Ok(Err(e)) => Err(RunError::Fatal(format!("{}: cannot save its checkpoint: {e}", spec.run_id))),
             Err(panic) => Err(RunError::Failed(format!("training panicked: {}", panic_message(&panic)))),
@@ -270,7 +283,14 @@ impl<B: AutodiffBackend> Plan<'_, B> {
                 model
             }
             None => {
-                let trained = self.train_caught(spec, &shape, config.teacher.epochs, config.teacher.learning_rate, None, store)?;
+                let trained = self.train_caught(Job {
+                    spec,
+                    shape: &shape,
+                    epochs: config.teacher.epochs,
+                    lr: config.teacher.learning_rate,
+                    soft: None,
+                    store,
+                })?;
                 let status = trained.result.status;
                 let _ = self.events.send(TrainEvent::RunFinished { result: trained.result });
                 match status {
@@ -310,15 +330,15 @@ impl<B: AutodiffBackend> Plan<'_, B> {
     /// One run's training loop, from its checkpoint when it has one. Checks the
     /// controls between steps; evaluates on the whole test set and saves a
     /// checkpoint after every epoch, and saves one when stopped between steps.
-    fn train(
-        &mut self,
-        spec: &RunSpec,
-        shape: &CnnConfig,
-        epochs: usize,
-        lr: f64,
-        soft: Option<&[f32]>,
-        store: &RunStore,
-    ) -> Result<Trained<B>, WriteError> {
+    fn train(&mut self, job: Job) -> Result<Trained<B>, WriteError> {
+        let Job {
+            spec,
+            shape,
+            epochs,
+            lr,
+            soft,
+            store,
+        } = job;
         let config = &self.input.config;
         let train = &self.input.data.train;
         let test = &self.input.data.test;
