@@ -85,16 +85,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let checkpoints = config.plan.checkpoints.join(&config.plan.name);
     atomic_file::check_writable(&checkpoints)
         .map_err(|e| failed(anyhow::anyhow!("checkpoint directory {} is not writable: {}", e.path.display(), e.source)))?;
-    let opened = results::open(&out, &config.study_hash(), cli.fresh).map_err(|e| failed(e.into()))?;
+    let study_hash = config.study_hash();
+    let opened = results::open(&out, &study_hash, cli.fresh).map_err(|e| failed(e.into()))?;
+    let (runs_before, failures_before) = opened.previous.map(|p| (p.runs, p.failures)).unwrap_or_default();
     let results = Results {
         plan: config.plan.name.clone(),
         data: data.description.clone(),
         test_images: data.test.len(),
         device: resolved.describe(),
         config: std::fs::read_to_string(&cli.config).unwrap_or_else(|_| config.to_toml()),
-        study_hash: config.study_hash(),
-        runs: opened.previous.as_ref().map(|p| p.runs.clone()).unwrap_or_default(),
-        failures: opened.previous.map(|p| p.failures).unwrap_or_default(),
+        study_hash,
+        runs: runs_before,
+        failures: failures_before,
         ..Results::default()
     };
     let stop = kdtui::signals::install().map_err(|e| failed(anyhow::anyhow!("cannot install signal handlers: {e}")))?;

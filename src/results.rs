@@ -249,12 +249,11 @@ pub fn open(out: &Path, study_hash: &str, fresh: bool) -> Result<Opened, OpenErr
     if present.is_empty() {
         return Ok(Opened { previous: None, note: None });
     }
-    let previous = Results::load(out);
-    let why = match &previous {
+    let why = match Results::load(out) {
         Some(p) if p.study_hash == study_hash && !fresh => {
             return Ok(Opened {
-                previous: previous.clone(),
                 note: Some(format!("continuing the results in {} ({} runs recorded)", out.display(), p.runs.len())),
+                previous: Some(p),
             })
         }
         Some(_) if fresh => "--fresh",
