@@ -12,13 +12,12 @@
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::module::{conv2d, linear};
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::module::linear;
 use serde::{Deserialize, Serialize};
 
+use super::kernels::{conv3x3, max_pool2x2, CnnBackend};
 use super::norm::BatchNorm2d;
 use super::quant::{quantize_activations, quantize_weights, FLOAT_BITS};
 use crate::data::{CHANNELS, CLASSES};
@@ -85,11 +84,13 @@ impl<B: Backend> ConvBlock<B> {
             a_range: p.a_range,
         }
     }
+}
 
+impl<B: CnnBackend> ConvBlock<B> {
     /// [batch, in, h, w] -> [batch, out, h, w]
     fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let weight = quantize_weights(self.conv.weight.val(), self.w_bits);
-        let x = conv2d(x, weight, None, ConvOptions::new([1, 1], [1, 1], [1, 1], 1));
+        let x = conv3x3(x, weight);
         quantize_activations(self.norm.forward(x), self.a_bits, self.a_range)
     }
 }
@@ -97,7 +98,6 @@ impl<B: Backend> ConvBlock<B> {
 #[derive(Module, Debug)]
 pub struct Cnn<B: Backend> {
     blocks: Vec<ConvBlock<B>>,
-    pool: MaxPool2d,
     hidden: Linear<B>,
     hidden_norm: BatchNorm2d<B>,
     classifier: Linear<B>,
@@ -126,7 +126,6 @@ impl CnnConfig {
             .collect();
         Cnn {
             blocks,
-            pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
             hidden: LinearConfig::new(w3 * 16, self.hidden).with_bias(false).init(device),
             hidden_norm: BatchNorm2d::new(self.hidden, device),
             classifier: LinearConfig::new(self.hidden, CLASSES).init(device),
@@ -138,7 +137,7 @@ impl CnnConfig {
     }
 }
 
-impl<B: Backend> Cnn<B> {
+impl<B: CnnBackend> Cnn<B> {
     /// images [batch, 3, 32, 32] (normalised) -> logits [batch, 10]
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         let mut x = images;
@@ -146,7 +145,7 @@ impl<B: Backend> Cnn<B> {
             x = block.forward(x);
             if POOL_AFTER.contains(&i) {
                 // [b, c, h, w] -> [b, c, h/2, w/2]: 32 -> 16 -> 8 -> 4
-                x = self.pool.forward(x);
+                x = max_pool2x2(x);
             }
         }
         // [b, w3, 4, 4] -> [b, w3 * 16]

@@ -2,8 +2,10 @@
 //! architecture, `Cnn`; the student differs only in its `Precision`.
 
 pub mod cnn;
+pub mod kernels;
 pub mod norm;
 pub mod quant;
 pub mod size;
 
 pub use cnn::{Cnn, CnnConfig, Precision};
+pub use kernels::{CnnBackend, TrainBackend};

@@ -1,16 +1,20 @@
-//! BatchNorm over [batch, channels, height, width], written for speed on the
-//! `flex` CPU backend.
+//! BatchNorm over [batch, channels, height, width].
 //!
 //! burn's own `BatchNorm` broadcasts [1, C, 1, 1] statistics against the input
 //! and transposes it to reduce; on `flex` both fall off the SIMD paths onto a
 //! scalar strided iterator, which took about a third of a teacher training
-//! step (perf, batch 128). Here every per-channel vector is repeated to
-//! [B, C, 1, 1] first, a "per-row scalar" broadcast that `flex` runs with SIMD,
-//! and reductions run over the innermost dims. The arithmetic is the same.
+//! step (perf, batch 128). Training goes through `kernels::batch_norm`, one op
+//! with its own backward (on `flex`, kdtui's kernels: a pass for the
+//! statistics and one for the output, instead of a dozen tensor ops each way).
+//! Inference repeats the per-channel vectors to [B, C, 1, 1] first, a
+//! "per-row scalar" broadcast that `flex` runs with SIMD. The arithmetic is
+//! burn's, which the test below holds it to.
 
 use burn::module::{Param, RunningState};
 use burn::nn::Initializer;
 use burn::prelude::*;
+
+use super::kernels::{batch_norm, CnnBackend};
 
 #[derive(Module, Debug)]
 pub struct BatchNorm2d<B: Backend> {
@@ -33,7 +37,9 @@ impl<B: Backend> BatchNorm2d<B> {
             epsilon: 1e-5,
         }
     }
+}
 
+impl<B: CnnBackend> BatchNorm2d<B> {
     /// [b, c, h, w] -> [b, c, h, w]; batch statistics while autodiff is on
     /// (training), running statistics otherwise.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -44,19 +50,11 @@ impl<B: Backend> BatchNorm2d<B> {
             let shift = self.beta.val() - self.running_mean.value() * scale.clone();
             return x * per_row(scale) + per_row(shift);
         }
-        // [b, c, h, w] -> [b, c, 1, 1] -> [1, c, 1, 1]
-        let channel_mean = |t: Tensor<B, 4>| t.mean_dim(3).mean_dim(2).mean_dim(0);
-        let mean = channel_mean(x.clone());
-        let centred = x - mean.clone().repeat_dim(0, b);
-        let var = channel_mean(centred.clone().square());
-        let inv_std = (var.clone() + self.epsilon).sqrt().recip();
-        let scale = self.gamma.val().reshape([1, c, 1, 1]) * inv_std;
-        let out = centred * scale.repeat_dim(0, b) + per_row(self.beta.val());
-
+        let (out, mean, var) = batch_norm(x, self.gamma.val(), self.beta.val(), self.epsilon);
         let m = self.momentum;
-        let update = |state: &RunningState<Tensor<B, 1>>, batch: Tensor<B, 4>| {
+        let update = |state: &RunningState<Tensor<B, 1>>, batch: Tensor<B, 1>| {
             let old = state.value_sync();
-            state.update((old * (1.0 - m) + batch.detach().reshape([c]) * m).detach());
+            state.update((old * (1.0 - m) + batch.detach() * m).detach());
         };
         update(&self.running_mean, mean);
         update(&self.running_var, var);

@@ -8,7 +8,6 @@ use burn::module::{AutodiffModule, Module};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 use crossbeam_channel::{Receiver, Sender};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -19,12 +18,12 @@ use super::control::{Control, Controls, Flow};
 use super::event::{EpochMetrics, RunResult, RunStatus, TrainEvent};
 use super::plan::{RunKind, RunSpec};
 use crate::config::Config;
-use crate::data::batcher::{make_batch, Normalizer};
+use crate::data::batcher::{make_batch, Batch, Normalizer};
 use crate::data::{Data, Dataset, CLASSES};
 use crate::distill;
 use crate::model::size::model_bytes;
 use crate::atomic_file::WriteError;
-use crate::model::{Cnn, CnnConfig, Precision};
+use crate::model::{Cnn, CnnConfig, CnnBackend, Precision, TrainBackend};
 
 /// Everything a plan needs besides the device.
 pub struct PlanInput {
@@ -60,7 +59,7 @@ pub fn student_config(config: &Config) -> CnnConfig {
 }
 
 /// Runs the whole plan on this thread, reporting through `events`.
-pub fn run_plan<B: AutodiffBackend>(input: PlanInput, device: B::Device, events: Sender<TrainEvent>, control: Receiver<Control>) {
+pub fn run_plan<B: TrainBackend>(input: PlanInput, device: B::Device, events: Sender<TrainEvent>, control: Receiver<Control>) {
     let norm = Normalizer::fit(&input.data.train);
     let _ = events.send(TrainEvent::PlanStarted {
         plan: input.config.plan.name.clone(),
@@ -93,7 +92,7 @@ pub fn run_plan<B: AutodiffBackend>(input: PlanInput, device: B::Device, events:
 /// panic in training is contained (a run fails; the plan and the UI go on).
 pub const TEST_PANIC_VAR: &str = "KDTUI_TEST_PANIC";
 
-struct Plan<'a, B: AutodiffBackend> {
+struct Plan<'a, B: TrainBackend> {
     input: &'a PlanInput,
     norm: Normalizer,
     device: B::Device,
@@ -103,7 +102,7 @@ struct Plan<'a, B: AutodiffBackend> {
 }
 
 /// What one run produced.
-struct Trained<B: AutodiffBackend> {
+struct Trained<B: TrainBackend> {
     model: Cnn<B>,
     result: RunResult,
 }
@@ -128,7 +127,7 @@ enum RunError {
     Fatal(String),
 }
 
-impl<B: AutodiffBackend> Plan<'_, B> {
+impl<B: TrainBackend> Plan<'_, B> {
     fn log(&self, message: impl Into<String>) {
         let _ = self.events.send(TrainEvent::Log { message: message.into() });
     }
@@ -344,14 +343,16 @@ impl<B: AutodiffBackend> Plan<'_, B> {
         let test = &self.input.data.test;
         let batch_size = config.train.batch_size.min(train.len());
         let temperature = spec.temperature.unwrap_or(1.0);
-        let c = config.soft_weight(temperature);
+        let objective = Objective {
+            loss: spec.loss,
+            temperature,
+            c: config.soft_weight(temperature),
+        };
         let started = Instant::now();
 
         B::seed(&self.device, spec.seed);
         let mut model: Cnn<B> = shape.init(&self.device);
-        let mut optim = AdamConfig::new()
-            .with_weight_decay(Some(WeightDecayConfig::new(config.train.weight_decay as f32)))
-            .init::<B, Cnn<B>>();
+        let mut optim = adam::<B>(config);
         let mut progress = Progress {
             hash: store.hash.clone(),
             run_id: spec.run_id.clone(),
@@ -427,10 +428,9 @@ impl<B: AutodiffBackend> Plan<'_, B> {
                     panic!("injected by {TEST_PANIC_VAR} for a test");
                 }
                 let batch = make_batch::<B>(train, &self.norm, indices, soft, &self.device);
-                // [b, 3, 32, 32] -> [b, 10]
-                let logits = model.forward(batch.images);
-                let loss = distill::loss(spec.loss, logits.clone(), batch.onehot, batch.soft, temperature, c);
-                let loss_value: f64 = loss.clone().into_scalar().elem();
+                let step_lr = cosine_lr(lr, step, epochs * steps_per_epoch);
+                let (next, loss_value, hits) = train_step(model, &mut optim, batch, objective, step_lr);
+                model = next;
                 if !loss_value.is_finite() {
                     let kept = match epoch {
                         1 => "it has no earlier checkpoint".to_string(),
@@ -440,23 +440,13 @@ impl<B: AutodiffBackend> Plan<'_, B> {
                     status = RunStatus::Diverged;
                     break 'epochs;
                 }
-                let hits: i64 = logits
-                    .argmax(1)
-                    .squeeze_dim::<1>(1)
-                    .equal(batch.labels)
-                    .int()
-                    .sum()
-                    .into_scalar()
-                    .elem();
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                model = optim.step(cosine_lr(lr, step, epochs * steps_per_epoch), model, grads);
 
                 step += 1;
                 steps_in_epoch += 1;
                 partial.loss_sum += loss_value * indices.len() as f64;
-                partial.correct += hits as usize;
+                partial.correct += hits;
                 partial.seen += indices.len();
-                window.add(loss_value, hits as usize, indices.len());
+                window.add(loss_value, hits, indices.len());
                 if step % config.train.log_every == 0 {
                     let _ = self.events.send(window.event(&spec.run_id, epoch, step));
                     window = Window::new();
@@ -513,6 +503,53 @@ impl<B: AutodiffBackend> Plan<'_, B> {
     }
 }
 
+/// What a step minimises: the run's loss at its temperature, soft term weighted by c.
+#[derive(Debug, Clone, Copy)]
+pub struct Objective {
+    pub loss: distill::Loss,
+    pub temperature: f64,
+    pub c: f64,
+}
+
+/// One optimisation step on `batch`: forward, loss, backward, Adam at `lr`.
+/// Returns the updated model, the loss and the number of correct predictions.
+/// A non-finite loss is returned, not stepped past: the caller decides.
+///
+/// The benchmark (`kdtui bench`) times this same function.
+pub fn train_step<B: TrainBackend, O: Optimizer<Cnn<B>, B>>(
+    model: Cnn<B>,
+    optim: &mut O,
+    batch: Batch<B>,
+    objective: Objective,
+    lr: f64,
+) -> (Cnn<B>, f64, usize) {
+    // [b, 3, 32, 32] -> [b, 10]
+    let logits = model.forward(batch.images);
+    let Objective { loss, temperature, c } = objective;
+    let loss = distill::loss(loss, logits.clone(), batch.onehot, batch.soft, temperature, c);
+    let loss_value: f64 = loss.clone().into_scalar().elem();
+    if !loss_value.is_finite() {
+        return (model, loss_value, 0);
+    }
+    let hits: i64 = logits
+        .argmax(1)
+        .squeeze_dim::<1>(1)
+        .equal(batch.labels)
+        .int()
+        .sum()
+        .into_scalar()
+        .elem();
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    (optim.step(lr, model, grads), loss_value, hits as usize)
+}
+
+/// A fresh Adam with the config's weight decay, as every run starts with.
+pub fn adam<B: TrainBackend>(config: &Config) -> impl Optimizer<Cnn<B>, B> {
+    AdamConfig::new()
+        .with_weight_decay(Some(WeightDecayConfig::new(config.train.weight_decay as f32)))
+        .init::<B, Cnn<B>>()
+}
+
 /// Cosine decay from `base` at step 0 towards 0 at `total`: short runs end
 /// on small steps instead of bouncing at the full learning rate.
 pub fn cosine_lr(base: f64, step: usize, total: usize) -> f64 {
@@ -560,7 +597,7 @@ impl Window {
 }
 
 /// Logits [n, 10] row-major for every image of `data`, in inference mode.
-pub fn predict<B: Backend>(model: &Cnn<B>, data: &Dataset, norm: &Normalizer, batch_size: usize, device: &B::Device) -> Vec<f32> {
+pub fn predict<B: CnnBackend>(model: &Cnn<B>, data: &Dataset, norm: &Normalizer, batch_size: usize, device: &B::Device) -> Vec<f32> {
     let all: Vec<usize> = (0..data.len()).collect();
     let mut out = Vec::with_capacity(data.len() * CLASSES);
     for indices in all.chunks(batch_size) {
@@ -572,7 +609,7 @@ pub fn predict<B: Backend>(model: &Cnn<B>, data: &Dataset, norm: &Normalizer, ba
 }
 
 /// (mean hard-label cross-entropy, accuracy) over the whole of `data`.
-pub fn evaluate<B: Backend>(model: &Cnn<B>, data: &Dataset, norm: &Normalizer, batch_size: usize, device: &B::Device) -> (f64, f64) {
+pub fn evaluate<B: CnnBackend>(model: &Cnn<B>, data: &Dataset, norm: &Normalizer, batch_size: usize, device: &B::Device) -> (f64, f64) {
     let logits = predict(model, data, norm, batch_size, device);
     let (mut loss, mut correct) = (0.0f64, 0usize);
     for (row, &label) in logits.chunks_exact(CLASSES).zip(&data.labels) {
