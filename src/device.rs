@@ -130,6 +130,14 @@ pub fn spawn(resolved: Resolved, mut input: PlanInput) -> Trainer {
     }
 }
 
+/// `kdtui bench --measure`: one model's figures on the resolved device, in this process.
+pub fn measure(resolved: Resolved, config: &crate::config::Config, model: crate::bench::Model, timing: crate::bench::Timing) -> crate::bench::Measurement {
+    match resolved {
+        Resolved::Cpu => crate::bench::measure::<CpuTrainBackend>(config, model, timing, Default::default(), &resolved.describe()),
+        Resolved::Cuda(n) => cuda::measure(n, config, model, timing),
+    }
+}
+
 #[cfg(feature = "cuda")]
 mod cuda {
     use super::*;
@@ -170,6 +178,11 @@ mod cuda {
     pub fn run(n: usize, input: PlanInput, events: Sender<TrainEvent>, control: Receiver<Control>) {
         run_plan::<Autodiff<Cuda>>(input, CudaDevice::new(n), events, control)
     }
+
+    pub fn measure(n: usize, config: &crate::config::Config, model: crate::bench::Model, timing: crate::bench::Timing) -> crate::bench::Measurement {
+        let name = Resolved::Cuda(n).describe();
+        crate::bench::measure::<Autodiff<Cuda>>(config, model, timing, CudaDevice::new(n), &name)
+    }
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -187,6 +200,10 @@ mod cuda {
     }
 
     pub fn run(_n: usize, _input: PlanInput, _events: Sender<TrainEvent>, _control: Receiver<Control>) {
+        unreachable!("resolve() never picks CUDA in a build without it")
+    }
+
+    pub fn measure(_n: usize, _config: &crate::config::Config, _model: crate::bench::Model, _timing: crate::bench::Timing) -> crate::bench::Measurement {
         unreachable!("resolve() never picks CUDA in a build without it")
     }
 }

@@ -6,6 +6,7 @@
 pub mod app;
 pub mod atomic_file;
 pub mod batch;
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod device;

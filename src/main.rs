@@ -15,8 +15,10 @@ use kdtui::train::runner::PlanInput;
 
 /// Distil a float CNN teacher into a quantized student and watch the study live.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Run the plan headless: one line per epoch, results files as runs finish.
     /// Without it kdtui opens the interactive monitor.
     #[arg(long)]
@@ -39,6 +41,46 @@ struct Cli {
     /// stopped.
     #[arg(long)]
     fresh: bool,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Measure training and inference throughput and peak memory of the
+    /// teacher and the student, beside the same network in PyTorch.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct BenchArgs {
+    /// Config file (model sizes, bits, batch size, learning rates).
+    #[arg(long, default_value = "config.toml")]
+    config: PathBuf,
+    /// cpu, cuda, cuda:N or auto; the reference runs on the same kind.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Threads for both sides on the CPU (default: the cores this process may use).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Least seconds each figure is measured for, per round.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Rounds of measurements, alternating kdtui and PyTorch; each figure
+    /// reported is the median over the rounds.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Python that has torch, for the reference (README: "Benchmark").
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// Measure kdtui only.
+    #[arg(long)]
+    no_reference: bool,
+    /// Also run the config's whole plan end to end (in a scratch directory) and time it.
+    #[arg(long)]
+    plan: bool,
+    /// Measure one model in this process and print it as JSON (what the
+    /// benchmark runs in its child processes).
+    #[arg(long, hide = true)]
+    measure: Option<kdtui::bench::Model>,
 }
 
 /// Usage and config errors exit with 2, everything else with 1.
@@ -66,6 +108,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
+    if let Some(Command::Bench(args)) = cli.command {
+        return bench(args);
+    }
     let config = Config::load(&cli.config).map_err(usage)?;
     let choice: DeviceChoice = cli.device.parse().map_err(usage)?;
     let selectors = if cli.only.is_empty() { config.plan.only.clone() } else { cli.only.clone() };
@@ -142,4 +187,48 @@ fn confirm_fresh(config: &Config, runs: &[RunSpec], out: &std::path::Path) -> st
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+fn bench(args: BenchArgs) -> Result<(), Failure> {
+    use kdtui::bench;
+    let config = Config::load(&args.config).map_err(usage)?;
+    if !(args.seconds > 0.0 && args.seconds.is_finite()) {
+        return Err(usage(anyhow::anyhow!("--seconds must be a positive number, got {}", args.seconds)));
+    }
+    if args.rounds == 0 {
+        return Err(usage(anyhow::anyhow!("--rounds must be at least 1")));
+    }
+    if args.threads == Some(0) {
+        return Err(usage(anyhow::anyhow!("--threads must be at least 1")));
+    }
+    let choice: DeviceChoice = args.device.parse().map_err(usage)?;
+    let resolved = device::resolve(choice).map_err(usage)?;
+    let timing = bench::Timing { seconds: args.seconds };
+    if let Some(model) = args.measure {
+        let measurement = device::measure(resolved, &config, model, timing);
+        println!("{}", serde_json::to_string(&measurement).expect("a measurement serialises"));
+        return Ok(());
+    }
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let request = bench::Request {
+        config_path: args.config.clone(),
+        // The children resolve the same device again; pass what this one found.
+        device: match resolved {
+            device::Resolved::Cpu => "cpu".into(),
+            device::Resolved::Cuda(n) => format!("cuda:{n}"),
+        },
+        threads,
+        timing,
+        rounds: args.rounds,
+        python: (!args.no_reference).then(|| args.python.clone()),
+        plan: args.plan,
+    };
+    let report = bench::run(&request, &config, |line| eprintln!("{line}")).map_err(|e| Failure {
+        code: 1,
+        error: e.into(),
+    })?;
+    print!("{}\n{}", bench::describe(&report, &request, &config), bench::render(&report));
+    Ok(())
 }

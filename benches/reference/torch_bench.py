@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""PyTorch reference for `kdtui bench`: the same CNN, quantizer, loss,
+optimizer and batch sizes as kdtui (src/model/cnn.rs, src/model/quant.rs,
+src/model/norm.rs, src/distill.rs, src/train/runner.rs), timed the same way.
+
+kdtui bench runs it once per model and reads the one JSON line it prints;
+run by hand it prints the same line. It needs torch and installs nothing:
+README, "Benchmark", says how to set it up.
+
+    python3 torch_bench.py --model teacher --threads 2 --device cpu
+"""
+import argparse
+import json
+import math
+import resource
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+CLASSES = 10
+
+
+def ste(x, q):
+    """q in the forward pass, gradient 1 to x in the backward pass (kdtui's `x + (q - x).detach()`)."""
+    return x + (q - x).detach()
+
+
+def quantize_weights(w, bits):
+    if bits >= 32:
+        return w
+    t = torch.tanh(w)
+    unit = t / (t.abs().max() * 2.0 + 1e-8) + 0.5
+    n = float((1 << bits) - 1)
+    return ste(unit, torch.round(unit * n) / n) * 2.0 - 1.0
+
+
+def quantize_activations(x, bits, a_range):
+    if bits >= 32:
+        return F.relu(x)
+    n = float((1 << bits) - 1)
+    clipped = x.clamp(0.0, a_range)
+    return ste(clipped, torch.round(clipped * (n / a_range)) * (a_range / n))
+
+
+class ConvBlock(nn.Module):
+    def __init__(self, cin, cout, w_bits, a_bits, a_range):
+        super().__init__()
+        # kdtui: no bias (BatchNorm follows), BatchNorm momentum 0.1, eps 1e-5
+        self.conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.norm = nn.BatchNorm2d(cout, eps=1e-5, momentum=0.1)
+        self.w_bits, self.a_bits, self.a_range = w_bits, a_bits, a_range
+
+    def forward(self, x):
+        x = F.conv2d(x, quantize_weights(self.conv.weight, self.w_bits), None, 1, 1)
+        return quantize_activations(self.norm(x), self.a_bits, self.a_range)
+
+
+class Cnn(nn.Module):
+    POOL_AFTER = (0, 2, 4)
+
+    def __init__(self, widths, hidden, w_bits, a_bits, first_last_bits, a_range):
+        super().__init__()
+        w1, w2, w3 = widths
+        layers = [(3, w1), (w1, w2), (w2, w2), (w2, w3), (w3, w3)]
+        self.blocks = nn.ModuleList(
+            ConvBlock(i, o, first_last_bits if k == 0 else w_bits, a_bits, a_range) for k, (i, o) in enumerate(layers)
+        )
+        self.hidden = nn.Linear(w3 * 16, hidden, bias=False)
+        self.hidden_norm = nn.BatchNorm1d(hidden, eps=1e-5, momentum=0.1)
+        self.classifier = nn.Linear(hidden, CLASSES)
+        self.w_bits, self.a_bits, self.a_range, self.last_bits = w_bits, a_bits, a_range, first_last_bits
+
+    def forward(self, x):
+        for k, block in enumerate(self.blocks):
+            x = block(x)
+            if k in self.POOL_AFTER:
+                x = F.max_pool2d(x, 2, 2)
+        x = torch.flatten(x, 1)
+        x = F.linear(x, quantize_weights(self.hidden.weight, self.w_bits))
+        x = quantize_activations(self.hidden_norm(x), self.a_bits, self.a_range)
+        return F.linear(x, quantize_weights(self.classifier.weight, self.last_bits), self.classifier.bias)
+
+
+def cross_entropy(logits, target, temperature):
+    return -(target * F.log_softmax(logits / temperature, dim=1)).sum(1).mean()
+
+
+def peak_rss_bytes():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=["teacher", "student"], required=True)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=2, help="intra-op threads on the CPU")
+    p.add_argument("--widths", default="32,64,128")
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--w-bits", type=int, default=2)
+    p.add_argument("--a-bits", type=int, default=2)
+    p.add_argument("--first-last-bits", type=int, default=32)
+    p.add_argument("--a-range", type=float, default=3.0)
+    p.add_argument("--temperature", type=float, default=15.0, help="the student's hard_soft loss")
+    p.add_argument("--soft-weight", type=float, default=None, help="c of hard_soft; default T^2")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--eval-batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--train-images", type=int, default=2048)
+    p.add_argument("--warmup-steps", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=20.0, help="least time measured per phase")
+    a = p.parse_args()
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(1)
+    device = torch.device(a.device)
+    if a.model == "teacher":
+        model = Cnn([int(w) for w in a.widths.split(",")], a.hidden, 32, 32, 32, 1.0)
+    else:
+        model = Cnn([int(w) for w in a.widths.split(",")], a.hidden, a.w_bits, a.a_bits, a.first_last_bits, a.a_range)
+    model = model.to(device)
+    # burn's Adam: beta (0.9, 0.999), epsilon 1e-5, L2 weight decay added to the gradient.
+    optim = torch.optim.Adam(model.parameters(), lr=a.lr, betas=(0.9, 0.999), eps=1e-5, weight_decay=a.weight_decay)
+
+    # The data pipeline is part of a step in kdtui (bytes -> normalised batch), so here too.
+    gen = torch.Generator().manual_seed(7)
+    images = torch.randint(0, 256, (a.train_images, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, CLASSES, (a.train_images,), generator=gen)
+    soft = torch.softmax(torch.randn(a.train_images, CLASSES, generator=gen) / a.temperature, dim=1)
+    mean = torch.tensor([0.45, 0.45, 0.45]).view(1, 3, 1, 1)
+    std = torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1)
+    c = a.temperature**2 if a.soft_weight is None else a.soft_weight
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def batch(idx):
+        x = ((images[idx].float() / 255.0 - mean) / std).to(device, non_blocking=True)
+        return x, labels[idx].to(device), soft[idx].to(device)
+
+    def train_step(idx):
+        x, y, q = batch(idx)
+        logits = model(x)
+        onehot = F.one_hot(y, CLASSES).float()
+        loss = cross_entropy(logits, onehot, 1.0)
+        if a.model == "student":
+            # hard_soft: CE(z, gt) + c * CE(softmax(z / T), q_T)
+            loss = loss + c * cross_entropy(logits, q, a.temperature)
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        # kdtui reads the loss and the hits every step (NaN check, metrics).
+        return loss.item(), (logits.argmax(1) == y).sum().item()
+
+    def timed(step, size):
+        order = torch.randperm(a.train_images, generator=gen)
+        starts = range(0, a.train_images - size + 1, size)
+        for k, s in zip(range(a.warmup_steps), starts):
+            step(order[s : s + size])
+        sync()
+        images_done, t0 = 0, time.perf_counter()
+        while True:
+            for s in starts:
+                step(order[s : s + size])
+                images_done += size
+                elapsed = time.perf_counter() - t0
+                if elapsed >= a.seconds:
+                    sync()
+                    return images_done / (time.perf_counter() - t0)
+
+    model.train()
+    train_ips = timed(train_step, a.batch_size)
+
+    model.eval()
+
+    def infer_step(idx):
+        with torch.inference_mode():
+            x, _, _ = batch(idx)
+            model(x).argmax(1).cpu()
+
+    infer_ips = timed(infer_step, a.eval_batch_size)
+
+    out = {
+        "side": "pytorch",
+        "model": a.model,
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "version": f"torch {torch.__version__}",
+        "threads": torch.get_num_threads(),
+        "train_images_per_sec": round(train_ips, 2),
+        "infer_images_per_sec": round(infer_ips, 2),
+        "peak_rss_bytes": peak_rss_bytes(),
+        "peak_device_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+    }
+    assert math.isfinite(train_ips) and math.isfinite(infer_ips)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

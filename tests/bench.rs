@@ -1,0 +1,101 @@
+//! `kdtui bench` as a user meets it. The figures themselves are not checked
+//! (speed is what the benchmark reports, not what tests assert); what is
+//! checked is that every figure is measured and printed, that a missing
+//! PyTorch is said and not fatal, and that bad arguments are refused.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+
+mod common;
+use common::{write, TINY};
+
+fn kdtui(dir: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("kdtui").unwrap();
+    cmd.current_dir(dir);
+    cmd
+}
+
+/// The figure column of `model`'s `figure` row in the printed table.
+fn figure(stdout: &str, model: &str, figure: &str) -> Option<String> {
+    stdout
+        .lines()
+        .find(|l| l.starts_with(model) && l.contains(figure))
+        .map(|l| l[8 + 1 + 22..].split_whitespace().next().unwrap_or("").to_string())
+}
+
+#[test]
+fn measures_both_models_and_says_why_the_reference_did_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "config.toml", TINY);
+    let out = kdtui(dir.path())
+        .args(["bench", "--device", "cpu", "--seconds", "0.3", "--rounds", "1", "--threads", "2", "--python", "/nonexistent/python3"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("PyTorch: not measured: cannot run `/nonexistent/python3`"), "{stdout}");
+    assert!(stdout.contains("README, \"Benchmark\""), "{stdout}");
+    assert!(stdout.contains("on cpu (burn flex, 2 threads)"), "backend and device: {stdout}");
+    for model in ["teacher", "student"] {
+        for name in ["train images/s", "inference images/s"] {
+            let value = figure(&stdout, model, name).unwrap_or_else(|| panic!("no {model} {name} row:\n{stdout}"));
+            let v: f64 = value.parse().unwrap_or_else(|_| panic!("{model} {name}: {value:?}\n{stdout}"));
+            assert!(v > 0.0, "{model} {name}: {v}");
+        }
+        let memory = figure(&stdout, model, "peak memory").unwrap();
+        let mib: f64 = memory.parse().unwrap();
+        assert!(mib > 1.0, "{model} peak memory {mib} MiB");
+    }
+    // No ratio without a reference.
+    assert!(stdout.lines().filter(|l| l.contains("images/s")).all(|l| l.trim_end().ends_with('-')), "{stdout}");
+    // Nothing is written where it ran: no results, no checkpoints.
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("config.toml")]);
+}
+
+#[test]
+fn bad_arguments_are_refused_before_measuring() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "config.toml", TINY);
+    for (args, expect) in [
+        (vec!["bench", "--seconds", "0"], "--seconds must be a positive number"),
+        (vec!["bench", "--threads", "0"], "--threads must be at least 1"),
+        (vec!["bench", "--rounds", "0"], "--rounds must be at least 1"),
+        (vec!["bench", "--device", "gpu"], "unknown device \"gpu\""),
+        (vec!["bench", "--config", "missing.toml"], "missing.toml"),
+    ] {
+        let out = kdtui(dir.path()).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expect), "{args:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: one line, got {stderr}");
+    }
+}
+
+/// The reference runs wherever PyTorch is installed; here it must at least
+/// be a Python program, and take every argument kdtui passes it.
+#[test]
+fn reference_script_is_valid_python_and_takes_kdtuis_arguments() {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/reference/torch_bench.py");
+    let text = std::fs::read_to_string(&script).unwrap();
+    assert_eq!(text, kdtui::bench::REFERENCE_SCRIPT, "the compiled-in copy is the file");
+    let source = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bench.rs")).unwrap();
+    // The flags kdtui passes: the string literals of `reference_child`.
+    let body = &source[source.find("fn reference_child").unwrap()..source.find("fn one_json_line").unwrap()];
+    let flags: Vec<&str> = body.split('"').filter(|s| s.starts_with("--") && s.len() > 2 && !s.contains(' ')).collect();
+    assert!(flags.len() >= 10, "found only {flags:?}");
+    for flag in flags {
+        assert!(text.contains(&format!("\"{flag}\"")), "the reference takes no {flag}");
+    }
+    let Ok(out) = std::process::Command::new("python3")
+        .args(["-c", "import ast, sys; ast.parse(open(sys.argv[1]).read())"])
+        .arg(&script)
+        .output()
+    else {
+        eprintln!("no python3 here; syntax not checked");
+        return;
+    };
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
