@@ -20,9 +20,12 @@ epochs = 2
 TOML
 ips() { python3 -c "import json,sys;h=json.load(open(sys.argv[1]))['runs'][0]['history'];print(' '.join('%.1f'%m['images_per_sec'] for m in h))" "$1/results.json"; }
 for i in 1 2; do
-  "$bin" --batch --device cpu --fresh --out "batch$i" > /dev/null
+  # A new start each time, without --fresh (the monitor would ask first).
+  rm -rf checkpoints
+  "$bin" --batch --device cpu --out "batch$i" > /dev/null
   echo "batch $i: $(ips "batch$i") img/s"
-  tmux new-session -d -x 120 -y 40 -s kdtui-tp "$bin --device cpu --fresh --out tui$i; sleep 5"
+  rm -rf checkpoints
+  tmux new-session -d -x 120 -y 40 -s kdtui-tp "$bin --device cpu --out tui$i; sleep 5"
   until grep -q '"finished": true' "tui$i/results.json" 2>/dev/null; do sleep 1; done
   tmux send-keys -t kdtui-tp q; sleep 2; tmux kill-session -t kdtui-tp 2>/dev/null || true
   echo "tui   $i: $(ips "tui$i") img/s"

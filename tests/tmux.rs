@@ -12,7 +12,9 @@ name = "tmux"
 losses = ["soft"]
 temperatures = [5.0]
 [data]
-train_size = 512
+# Epochs of about half a second here: long enough for a 100 ms poll of the
+# screen to see each one (at 512 images one passed unseen).
+train_size = 2048
 test_size = 64
 [train]
 batch_size = 16
