@@ -33,8 +33,10 @@ pub const INFER_BATCH: usize = 256;
 /// The student is timed on `hard_soft` at this T: it reads teacher targets
 /// and both cross-entropies, the most work any study loss does.
 pub const STUDENT_TEMPERATURE: f64 = 15.0;
-/// Images the timing loops cycle through.
-const TRAIN_IMAGES: usize = 2048;
+/// Images the timing loops cycle through: 2,048, or one batch when larger.
+fn bench_images(config: &Config) -> usize {
+    2048usize.max(INFER_BATCH).max(config.train.batch_size)
+}
 const WARMUP_STEPS: usize = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -122,7 +124,8 @@ fn images_per_sec(n: usize, size: usize, timing: Timing, mut step: impl FnMut(&[
 /// `INFER_BATCH` without autodiff. Each step ends in a read of its result, so
 /// asynchronous backends are timed to completion.
 pub fn measure<B: TrainBackend>(config: &Config, model: Model, timing: Timing, device: B::Device, device_name: &str) -> Measurement {
-    let data = synthetic::generate(TRAIN_IMAGES.max(INFER_BATCH), 7, synthetic::Split::Train);
+    let batch_size = config.train.batch_size;
+    let data = synthetic::generate(bench_images(config), 7, synthetic::Split::Train);
     let norm = Normalizer::fit(&data);
     let (shape, objective) = match model {
         Model::Teacher => (teacher_config(config), Objective { loss: Loss::Hard, temperature: 1.0, c: 0.0 }),
@@ -147,7 +150,6 @@ pub fn measure<B: TrainBackend>(config: &Config, model: Model, timing: Timing, d
         Model::Teacher => config.teacher.learning_rate,
         Model::Student => config.student.learning_rate,
     };
-    let batch_size = config.train.batch_size;
     let train = images_per_sec(data.len(), batch_size, timing, |indices| {
         let batch = make_batch::<B>(&data, &norm, indices, soft.as_deref(), &device);
         let (next, loss, _) = train_step(net.take().expect("model"), &mut optim, batch, objective, lr);
@@ -185,7 +187,7 @@ pub fn peak_rss_bytes() -> Option<u64> {
 #[derive(Debug, Clone)]
 pub struct Request {
     pub config_path: PathBuf,
-    /// `--device` as given, passed on to the children.
+    /// The device the parent resolved (`cpu`, `cuda:N`), passed on to the children.
     pub device: String,
     pub threads: usize,
     pub timing: Timing,
@@ -334,7 +336,7 @@ fn reference_child(python: &str, request: &Request, config: &Config, model: Mode
         .args(["--batch-size", &config.train.batch_size.to_string()])
         .args(["--eval-batch-size", &INFER_BATCH.to_string()])
         .args(["--lr", &lr.to_string(), "--weight-decay", &config.train.weight_decay.to_string()])
-        .args(["--train-images", &TRAIN_IMAGES.to_string()])
+        .args(["--train-images", &bench_images(config).to_string()])
         .args(["--seconds", &request.timing.seconds.to_string()])
         // Both sides get the same threads: torch reads these besides set_num_threads.
         .env("OMP_NUM_THREADS", request.threads.to_string())

@@ -113,6 +113,8 @@ def main():
     p.add_argument("--warmup-steps", type=int, default=3)
     p.add_argument("--seconds", type=float, default=20.0, help="least time measured per phase")
     a = p.parse_args()
+    # At least one batch of each kind, or the timing loops would have nothing to run.
+    a.train_images = max(a.train_images, a.batch_size, a.eval_batch_size)
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(1)
