@@ -444,7 +444,7 @@ pub mod cpu {
                         let dst = &mut plane[sy as usize * w..(sy as usize + 1) * w];
                         let (d, s) = match kx {
                             0 => (&mut dst[..w - 1], &src[1..]),
-                            1 => (&mut dst[..], &src[..]),
+                            1 => (dst, src),
                             _ => (&mut dst[1..], &src[..w - 1]),
                         };
                         for (d, s) in d.iter_mut().zip(s) {
