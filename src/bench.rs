@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::data::batcher::{make_batch, Normalizer};
 use crate::data::{synthetic, CLASSES};
 use crate::distill::{self, Loss};
-use crate::model::{Cnn, TrainBackend};
+use crate::model::{Cnn, CnnConfig, TrainBackend};
 use crate::train::runner::{adam, student_config, teacher_config, train_step, Objective};
 
 /// The PyTorch reference, run as `python - <args>` with this on stdin.
@@ -50,6 +50,21 @@ impl Model {
         match self {
             Model::Teacher => "teacher",
             Model::Student => "student",
+        }
+    }
+
+    /// The network the config gives this model.
+    pub fn shape(self, config: &Config) -> CnnConfig {
+        match self {
+            Model::Teacher => teacher_config(config),
+            Model::Student => student_config(config),
+        }
+    }
+
+    pub fn learning_rate(self, config: &Config) -> f64 {
+        match self {
+            Model::Teacher => config.teacher.learning_rate,
+            Model::Student => config.student.learning_rate,
         }
     }
 }
@@ -127,16 +142,13 @@ pub fn measure<B: TrainBackend>(config: &Config, model: Model, timing: Timing, d
     let batch_size = config.train.batch_size;
     let data = synthetic::generate(bench_images(config), 7, synthetic::Split::Train);
     let norm = Normalizer::fit(&data);
-    let (shape, objective) = match model {
-        Model::Teacher => (teacher_config(config), Objective { loss: Loss::Hard, temperature: 1.0, c: 0.0 }),
-        Model::Student => (
-            student_config(config),
-            Objective {
-                loss: Loss::HardSoft,
-                temperature: STUDENT_TEMPERATURE,
-                c: config.soft_weight(STUDENT_TEMPERATURE),
-            },
-        ),
+    let objective = match model {
+        Model::Teacher => Objective { loss: Loss::Hard, temperature: 1.0, c: 0.0 },
+        Model::Student => Objective {
+            loss: Loss::HardSoft,
+            temperature: STUDENT_TEMPERATURE,
+            c: config.soft_weight(STUDENT_TEMPERATURE),
+        },
     };
     let soft = (model == Model::Student).then(|| {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
@@ -144,12 +156,9 @@ pub fn measure<B: TrainBackend>(config: &Config, model: Model, timing: Timing, d
         distill::soft_targets(&logits, CLASSES, STUDENT_TEMPERATURE)
     });
     B::seed(&device, 1);
-    let mut net: Option<Cnn<B>> = Some(shape.init(&device));
+    let mut net: Option<Cnn<B>> = Some(model.shape(config).init(&device));
     let mut optim = adam::<B>(config);
-    let lr = match model {
-        Model::Teacher => config.teacher.learning_rate,
-        Model::Student => config.student.learning_rate,
-    };
+    let lr = model.learning_rate(config);
     let train = images_per_sec(data.len(), batch_size, timing, |indices| {
         let batch = make_batch::<B>(&data, &norm, indices, soft.as_deref(), &device);
         let (next, loss, _) = train_step(net.take().expect("model"), &mut optim, batch, objective, lr);
@@ -313,29 +322,22 @@ fn measure_child(exe: &Path, request: &Request, model: Model) -> Result<Measurem
 }
 
 fn reference_child(python: &str, request: &Request, config: &Config, model: Model) -> Result<Measurement, BenchError> {
-    let (shape, lr) = match model {
-        Model::Teacher => (&config.teacher.widths, config.teacher.learning_rate),
-        Model::Student => (&config.student.widths, config.student.learning_rate),
-    };
-    let hidden = match model {
-        Model::Teacher => config.teacher.hidden,
-        Model::Student => config.student.hidden,
-    };
-    let widths = shape.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(",");
+    let shape = model.shape(config);
+    let widths = shape.widths.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(",");
     let device = if request.device.starts_with("cuda") { "cuda" } else { "cpu" };
     let s = &config.student;
     let mut cmd = Command::new(python);
     cmd.arg("-")
         .args(["--model", model.name(), "--device", device])
         .args(["--threads", &request.threads.to_string()])
-        .args(["--widths", &widths, "--hidden", &hidden.to_string()])
+        .args(["--widths", &widths, "--hidden", &shape.hidden.to_string()])
         .args(["--w-bits", &s.w_bits.to_string(), "--a-bits", &s.a_bits.to_string()])
         .args(["--first-last-bits", &s.first_last_bits.to_string(), "--a-range", &s.a_range.to_string()])
         .args(["--temperature", &STUDENT_TEMPERATURE.to_string()])
         .args(["--soft-weight", &config.soft_weight(STUDENT_TEMPERATURE).to_string()])
         .args(["--batch-size", &config.train.batch_size.to_string()])
         .args(["--eval-batch-size", &INFER_BATCH.to_string()])
-        .args(["--lr", &lr.to_string(), "--weight-decay", &config.train.weight_decay.to_string()])
+        .args(["--lr", &model.learning_rate(config).to_string(), "--weight-decay", &config.train.weight_decay.to_string()])
         .args(["--train-images", &bench_images(config).to_string()])
         .args(["--seconds", &request.timing.seconds.to_string()])
         // Both sides get the same threads: torch reads these besides set_num_threads.
