@@ -11,7 +11,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::device::Trainer;
 use crate::results::{Results, ResultsError};
+use crate::results::TENSORBOARD_DIR;
 use crate::signals::StopRequest;
+use crate::tensorboard::Recorder;
 use crate::train::{Control, RunStatus, TrainEvent};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +44,7 @@ pub fn run(trainer: Trainer, mut results: Results, out: &Path, stop: Option<Stop
     let mut current_epochs = 0;
     let mut fatal = None;
     let mut stop_sent = false;
+    let mut tensorboard = Recorder::new(out.join(TENSORBOARD_DIR));
     let outcome = loop {
         if !stop_sent && stop.as_ref().is_some_and(StopRequest::requested) {
             stop_sent = true;
@@ -53,6 +56,9 @@ pub fn run(trainer: Trainer, mut results: Results, out: &Path, stop: Option<Stop
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break Err(BatchError::TrainerDied(join_message(trainer.thread))),
         };
+        if let Some(warning) = tensorboard.on_event(&event) {
+            say(&bar, format!("  {warning}"));
+        }
         match event {
             TrainEvent::PlanStarted { plan, runs, device, data } => {
                 total_runs = runs.len();
@@ -149,7 +155,7 @@ pub fn run(trainer: Trainer, mut results: Results, out: &Path, stop: Option<Stop
     }
     outcome?;
     results.write(out)?;
-    println!("results written to {}", out.display());
+    println!("results written to {} (report.md, figures/, models/, tensorboard/)", out.display());
     if let Some(error) = fatal {
         return Err(BatchError::Fatal(error));
     }

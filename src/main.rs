@@ -48,6 +48,48 @@ enum Command {
     /// Measure training and inference throughput and peak memory of the
     /// teacher and the student, beside the same network in PyTorch.
     Bench(BenchArgs),
+    /// Rebuild report.md and the figures of a results directory from its
+    /// results.json, without training.
+    Report(ReportArgs),
+    /// Write a run's model file: a student with its weights packed at their
+    /// bit width, or the float teacher (safetensors; README, "The packed model file").
+    Export(ExportArgs),
+    /// Test accuracy of a model file (kdtui export) or a checkpoint, on the
+    /// whole test set.
+    Eval(EvalArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ReportArgs {
+    /// Results directory (holds results.json).
+    #[arg(default_value = "results")]
+    dir: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+struct ExportArgs {
+    /// Run id: teacher, baseline-s1, soft-T5-s1, ...
+    run: String,
+    /// Config file of the plan the run belongs to (finds its checkpoint).
+    #[arg(long, default_value = "config.toml")]
+    config: PathBuf,
+    /// Output file (default: <[plan] out>/models/<run>.safetensors).
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+struct EvalArgs {
+    /// A model file (.safetensors from kdtui export or <results>/models/) or
+    /// a checkpoint (<checkpoints>/<plan>/<run>/checkpoint.bin).
+    file: PathBuf,
+    /// Config file: the data to test on and, for a checkpoint, its network.
+    #[arg(long, default_value = "config.toml")]
+    config: PathBuf,
+    /// Test data instead of the config's [data]: `synthetic`, or a directory
+    /// with SVHN's test_32x32.mat or IDX t10k files.
+    #[arg(long)]
+    data: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -101,15 +143,32 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            eprintln!("kdtui: {:#}", f.error);
+            eprintln!("kdtui: {}", message(&f.error));
             ExitCode::from(f.code)
         }
     }
 }
 
+/// The error and its causes on one line, each cause once: most of kdtui's
+/// errors already say their cause, and anyhow's `{:#}` would repeat it.
+fn message(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line = format!("{line}: {cause}");
+        }
+    }
+    line
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
-    if let Some(Command::Bench(args)) = cli.command {
-        return bench(args);
+    match cli.command {
+        Some(Command::Bench(args)) => return bench(args),
+        Some(Command::Report(args)) => return report(args),
+        Some(Command::Export(args)) => return export(args),
+        Some(Command::Eval(args)) => return eval(args),
+        None => {}
     }
     let config = Config::load(&cli.config).map_err(usage)?;
     let choice: DeviceChoice = cli.device.parse().map_err(usage)?;
@@ -152,6 +211,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         device_name: String::new(),
         fresh: cli.fresh,
         notes: opened.note.into_iter().collect(),
+        models: Some(out.join(results::MODELS_DIR)),
     };
     device::quiet_trainer_panics();
     let trainer = device::spawn(resolved, input);
@@ -163,7 +223,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         let results = kdtui::tui::run(trainer, results, &out, Some(stop)).map_err(|e| failed(e.into()))?;
         let done = results.runs.len();
         let next = if results.finished { "" } else { "; run kdtui again to continue the plan" };
-        println!("{done} runs recorded; results in {}{next}", out.display());
+        println!("{done} runs recorded; results in {} (report.md, figures/, models/, tensorboard/){next}", out.display());
     }
     Ok(())
 }
@@ -230,5 +290,49 @@ fn bench(args: BenchArgs) -> Result<(), Failure> {
         error: e.into(),
     })?;
     print!("{}\n{}", bench::describe(&report, &request, &config), bench::render(&report));
+    Ok(())
+}
+
+fn report(args: ReportArgs) -> Result<(), Failure> {
+    let json = args.dir.join("results.json");
+    let text = std::fs::read(&json).map_err(|e| {
+        usage(anyhow::anyhow!("cannot read {}: {e} (kdtui report takes a results directory that a plan wrote)", json.display()))
+    })?;
+    let results: Results = serde_json::from_slice(&text)
+        .map_err(|e| Failure { code: 1, error: anyhow::anyhow!("{} is not a kdtui results file: {e}", json.display()) })?;
+    let figures = kdtui::report::write(&results, &args.dir).map_err(|e| Failure { code: 1, error: e.into() })?;
+    println!("{} and {figures} figures written ({} runs)", args.dir.join("report.md").display(), results.runs.len());
+    Ok(())
+}
+
+fn export(args: ExportArgs) -> Result<(), Failure> {
+    let config = Config::load(&args.config).map_err(usage)?;
+    let output = args
+        .output
+        .unwrap_or_else(|| config.plan.out.join(results::MODELS_DIR).join(format!("{}.safetensors", args.run)));
+    let exported = kdtui::export::export(&config, &args.config, &args.run, &output).map_err(|e| {
+        let code = if matches!(e, kdtui::export::ExportError::UnknownRun { .. }) { 2 } else { 1 };
+        Failure { code, error: e.into() }
+    })?;
+    if let Some(note) = exported.unfinished {
+        eprintln!("kdtui: note: {note}");
+    }
+    println!("{} ({} bytes)", exported.path.display(), exported.bytes);
+    Ok(())
+}
+
+fn eval(args: EvalArgs) -> Result<(), Failure> {
+    let config = Config::load(&args.config).map_err(usage)?;
+    let data = kdtui::export::data_config(&config, args.data.as_deref()).map_err(usage)?;
+    let e = kdtui::export::eval(&args.file, &config, &args.config, &data).map_err(|e| Failure { code: 1, error: e.into() })?;
+    println!("{}: {}", args.file.display(), e.model);
+    println!("data: {}", e.data);
+    println!(
+        "test accuracy {:.2}% ({}/{} images), test loss {:.4}",
+        100.0 * e.accuracy(),
+        e.correct,
+        e.images,
+        e.loss
+    );
     Ok(())
 }

@@ -55,6 +55,8 @@ pub struct Group {
 pub enum ResultsError {
     #[error(transparent)]
     Write(#[from] WriteError),
+    #[error(transparent)]
+    Report(#[from] report::ReportError),
     #[error("cannot format {path}: {message}")]
     Format { path: PathBuf, message: String },
 }
@@ -195,10 +197,12 @@ impl Results {
             let text = Self::run_csv(r).map_err(|e| format_err(path.clone(), e))?;
             atomic_file::write(&path, text.as_bytes())?;
         }
+        // The figures take the longest: before the two tables, so a kill
+        // between those two (which must agree) stays unlikely.
+        report::write(self, dir)?;
         let csv_path = dir.join("results.csv");
         let text = self.to_csv().map_err(|e| format_err(csv_path.clone(), e))?;
         atomic_file::write(&csv_path, text.as_bytes())?;
-        atomic_file::write(&dir.join("report.md"), report::markdown(self).as_bytes())?;
         // results.json last: its presence means the others are current.
         let json = serde_json::to_vec_pretty(self).expect("results serialise");
         atomic_file::write(&dir.join("results.json"), &json)?;
@@ -210,8 +214,13 @@ impl Results {
     }
 }
 
-/// The files `Results::write` leaves in a results directory.
-const RESULT_FILES: [&str; 4] = ["results.json", "results.csv", "report.md", "runs"];
+/// Model files of finished runs (`<run_id>.safetensors`), written by the trainer.
+pub const MODELS_DIR: &str = "models";
+/// TensorBoard event files, a directory per run.
+pub const TENSORBOARD_DIR: &str = "tensorboard";
+
+/// What a results directory holds: `Results::write`'s files and the two above.
+const RESULT_FILES: [&str; 7] = ["results.json", "results.csv", "report.md", "runs", report::FIGURES_DIR, MODELS_DIR, TENSORBOARD_DIR];
 
 /// What a results directory holds for a new session.
 pub struct Opened {
@@ -243,8 +252,9 @@ pub fn open(out: &Path, study_hash: &str, fresh: bool) -> Result<Opened, OpenErr
         source: e.source,
     })?;
 
-    atomic_file::remove_leftovers(out);
-    atomic_file::remove_leftovers(&out.join("runs"));
+    for sub in ["", "runs", report::FIGURES_DIR, MODELS_DIR] {
+        atomic_file::remove_leftovers(&out.join(sub));
+    }
     let present: Vec<&str> = RESULT_FILES.into_iter().filter(|f| out.join(f).exists()).collect();
     if present.is_empty() {
         return Ok(Opened { previous: None, note: None });

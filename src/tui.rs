@@ -16,8 +16,9 @@ use ratatui::Terminal;
 use crate::app::App;
 use crate::device::Trainer;
 use crate::keys;
-use crate::results::{Results, ResultsError};
+use crate::results::{Results, ResultsError, TENSORBOARD_DIR};
 use crate::signals::StopRequest;
+use crate::tensorboard::Recorder;
 use crate::ui;
 
 const FRAME: Duration = Duration::from_millis(100);
@@ -128,10 +129,14 @@ where
     let mut last_draw: Option<Instant> = None;
     let mut dirty = true;
     let mut trainer_gone = false;
+    let mut tensorboard = Recorder::new(out.join(TENSORBOARD_DIR));
     loop {
         while !trainer_gone {
             match trainer.events.try_recv() {
                 Ok(ev) => {
+                    if let Some(warning) = tensorboard.on_event(&ev) {
+                        app.log(warning);
+                    }
                     if app.on_event(ev) {
                         if let Err(e) = app.results.write(out) {
                             if let Some(control) = app.on_results_unwritable(e.to_string()) {

@@ -101,6 +101,7 @@ fn pause_holds_the_trainer_still_and_stop_ends_the_plan() {
             device_name: String::new(),
             fresh: true,
             notes: vec![],
+            models: None,
         },
     );
     let wait = Duration::from_secs(60);

@@ -39,6 +39,7 @@ fn run(config: &Config, stop_when: impl Fn(&TrainEvent) -> bool) -> BTreeMap<Str
             device_name: String::new(),
             fresh: false,
             notes: vec![],
+            models: None,
         },
     );
     let mut results = BTreeMap::new();

@@ -10,7 +10,7 @@
 //! resolution would add a quarter of the multiply-adds and a third of the
 //! elementwise work for 1% more parameters.
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::kernels::{conv3x3, max_pool2x2, CnnBackend};
 use super::norm::BatchNorm2d;
-use super::quant::{quantize_activations, quantize_weights, FLOAT_BITS};
+use super::quant::{quantize_activations, quantize_weights, weight_from_levels, weight_levels, FLOAT_BITS};
 use crate::data::{CHANNELS, CLASSES};
 
 /// Bits of weights and activations; 32 everywhere is the float teacher.
@@ -157,5 +157,91 @@ impl<B: CnnBackend> Cnn<B> {
         let x = quantize_activations(x, self.a_bits, self.a_range);
         let bias = self.classifier.bias.as_ref().map(|b| b.val());
         linear(x, quantize_weights(self.classifier.weight.val(), self.last_bits), bias)
+    }
+}
+
+/// One tensor of a model file: burn's parameter path, shape, and the bits its
+/// values are stored at (32: float values; fewer: quantized weights, stored as
+/// their level indices, see `quant::weight_levels`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slot {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub bits: u32,
+}
+
+const NORM_PARTS: [&str; 4] = ["gamma", "beta", "running_mean", "running_var"];
+
+impl CnnConfig {
+    /// Every tensor of the network, in the order `Cnn::stored` gives them.
+    pub fn layout(&self) -> Vec<Slot> {
+        let p = self.precision;
+        let slot = |name: String, shape: Vec<usize>, bits: u32| Slot { name, shape, bits };
+        let norm = |prefix: &str, c: usize| NORM_PARTS.map(|part| slot(format!("{prefix}.{part}"), vec![c], FLOAT_BITS));
+        let mut out = Vec::new();
+        for (i, (input, output)) in conv_layers(self.widths).into_iter().enumerate() {
+            let bits = if i == 0 { p.first_last_bits } else { p.w_bits };
+            out.push(slot(format!("blocks.{i}.conv.weight"), vec![output, input, 3, 3], bits.min(FLOAT_BITS)));
+            out.extend(norm(&format!("blocks.{i}.norm"), output));
+        }
+        out.push(slot("hidden.weight".into(), vec![self.widths[2] * 16, self.hidden], p.w_bits.min(FLOAT_BITS)));
+        out.extend(norm("hidden_norm", self.hidden));
+        out.push(slot("classifier.weight".into(), vec![self.hidden, CLASSES], p.first_last_bits.min(FLOAT_BITS)));
+        out.push(slot("classifier.bias".into(), vec![CLASSES], FLOAT_BITS));
+        out
+    }
+}
+
+impl<B: Backend> Cnn<B> {
+    /// The tensors of `CnnConfig::layout`, flattened: quantized weights as
+    /// their levels, everything else as it is.
+    pub fn stored(&self) -> Vec<Tensor<B, 1>> {
+        fn flat<B: Backend, const D: usize>(t: Tensor<B, D>, bits: u32) -> Tensor<B, 1> {
+            let t = if bits < FLOAT_BITS { weight_levels(t, bits) } else { t };
+            t.flatten(0, D - 1)
+        }
+        let mut out = Vec::new();
+        for block in &self.blocks {
+            out.push(flat(block.conv.weight.val(), block.w_bits));
+            out.extend(block.norm.parts());
+        }
+        out.push(flat(self.hidden.weight.val(), self.w_bits));
+        out.extend(self.hidden_norm.parts());
+        out.push(flat(self.classifier.weight.val(), self.last_bits));
+        out.push(self.classifier.bias.as_ref().expect("the classifier has a bias").val());
+        out
+    }
+
+    /// The model `stored` was taken from, given its tensors in layout order.
+    /// Quantized weights come back as the weights the quantizer gave in
+    /// training (bit for bit) and are used as they are: the returned model
+    /// computes exactly what the trained one did, in inference mode.
+    pub fn from_stored(config: &CnnConfig, tensors: Vec<Tensor<B, 1>>, device: &B::Device) -> Self {
+        let layout = config.layout();
+        assert_eq!(tensors.len(), layout.len(), "one tensor per slot of the layout");
+        let mut model: Cnn<B> = config.init(device);
+        let mut values = layout.into_iter().zip(tensors).map(|(slot, t)| {
+            let t = if slot.bits < FLOAT_BITS { weight_from_levels(t, slot.bits) } else { t };
+            (slot.shape, t)
+        });
+        let mut next = || values.next().expect("layout and model agree");
+        let norm = |n: BatchNorm2d<B>, next: &mut dyn FnMut() -> (Vec<usize>, Tensor<B, 1>)| {
+            n.with_parts(std::array::from_fn(|_| next().1))
+        };
+        for block in &mut model.blocks {
+            let (shape, w) = next();
+            block.conv.weight = Param::from_tensor(w.reshape([shape[0], shape[1], shape[2], shape[3]]));
+            block.w_bits = FLOAT_BITS;
+            block.norm = norm(block.norm.clone(), &mut next);
+        }
+        let (shape, w) = next();
+        model.hidden.weight = Param::from_tensor(w.reshape([shape[0], shape[1]]));
+        model.hidden_norm = norm(model.hidden_norm.clone(), &mut next);
+        let (shape, w) = next();
+        model.classifier.weight = Param::from_tensor(w.reshape([shape[0], shape[1]]));
+        model.classifier.bias = Some(Param::from_tensor(next().1));
+        model.w_bits = FLOAT_BITS;
+        model.last_bits = FLOAT_BITS;
+        model
     }
 }

@@ -4,6 +4,7 @@
 pub mod cnn;
 pub mod kernels;
 pub mod norm;
+pub mod packed;
 pub mod quant;
 pub mod size;
 

@@ -39,6 +39,24 @@ impl<B: Backend> BatchNorm2d<B> {
     }
 }
 
+impl<B: Backend> BatchNorm2d<B> {
+    /// gamma, beta, running mean, running variance: what a model file stores.
+    pub fn parts(&self) -> [Tensor<B, 1>; 4] {
+        [self.gamma.val(), self.beta.val(), self.running_mean.value(), self.running_var.value()]
+    }
+
+    /// The same norm with its four vectors replaced (in `parts` order).
+    pub fn with_parts(self, [gamma, beta, mean, var]: [Tensor<B, 1>; 4]) -> Self {
+        Self {
+            gamma: Param::from_tensor(gamma),
+            beta: Param::from_tensor(beta),
+            running_mean: RunningState::new(mean),
+            running_var: RunningState::new(var),
+            ..self
+        }
+    }
+}
+
 impl<B: CnnBackend> BatchNorm2d<B> {
     /// [b, c, h, w] -> [b, c, h, w]; batch statistics while autodiff is on
     /// (training), running statistics otherwise.

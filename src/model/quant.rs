@@ -10,23 +10,45 @@ use burn::tensor::activation::relu;
 /// 32 bits means "leave it in float".
 pub const FLOAT_BITS: u32 = 32;
 
-/// Rounds x in [0, 1] to one of 2^bits uniform levels; gradient passes straight through.
-pub fn quantize_unit<B: Backend, const D: usize>(x: Tensor<B, D>, bits: u32) -> Tensor<B, D> {
-    let n = ((1u64 << bits) - 1) as f64;
-    let q = (x.clone() * n).round() / n;
-    x.clone() + (q - x).detach()
+/// The level index (0 ..= 2^bits - 1, as floats) of each k-bit weight: what a
+/// packed student stores. Weights below 32 bits only.
+pub fn weight_levels<B: Backend, const D: usize>(w: Tensor<B, D>, bits: u32) -> Tensor<B, D> {
+    weight_unit(w).mul_scalar(levels(bits)).round()
+}
+
+/// A k-bit weight from its level: `2 * (level / n) - 1`, n = 2^bits - 1,
+/// the very float operations `quantize_weights` applies, so a packed student
+/// computes with bit-identical weights.
+pub fn weight_from_levels<B: Backend, const D: usize>(levels_: Tensor<B, D>, bits: u32) -> Tensor<B, D> {
+    levels_.div_scalar(levels(bits)).mul_scalar(2.0).sub_scalar(1.0)
+}
+
+fn levels(bits: u32) -> f64 {
+    ((1u64 << bits) - 1) as f64
+}
+
+/// tanh-normalised weights in [0, 1].
+fn weight_unit<B: Backend, const D: usize>(w: Tensor<B, D>) -> Tensor<B, D> {
+    let t = w.tanh();
+    let max = t.clone().abs().max().unsqueeze::<D>();
+    // 1e-8 keeps an all-zero tensor from dividing by zero.
+    t / (max * 2.0 + 1e-8) + 0.5
 }
 
 /// k-bit weights in [-1, 1]: tanh-normalised to [0, 1], quantized, mapped back.
+///
+/// The straight-through estimator is written `q + (u - u.detach())` here, not
+/// `u + (q - u).detach()`: both have gradient 1, but only the first is exactly
+/// q in the forward pass (the second can be an ulp off), and a packed student,
+/// which stores levels, must compute with the very weights that were evaluated.
 pub fn quantize_weights<B: Backend, const D: usize>(w: Tensor<B, D>, bits: u32) -> Tensor<B, D> {
     if bits >= FLOAT_BITS {
         return w;
     }
-    let t = w.tanh();
-    let max = t.clone().abs().max().unsqueeze::<D>();
-    // 1e-8 keeps an all-zero tensor from dividing by zero.
-    let unit = t / (max * 2.0 + 1e-8) + 0.5;
-    quantize_unit(unit, bits) * 2.0 - 1.0
+    let unit = weight_unit(w);
+    let q = weight_from_levels(unit.clone().mul_scalar(levels(bits)).round().detach(), bits);
+    // d q / d unit = 2 through the straight-through estimator.
+    q + (unit.clone() - unit.detach()).mul_scalar(2.0)
 }
 
 /// k-bit activations: clipped to [0, range], quantized to 2^k uniform levels

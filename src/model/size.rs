@@ -1,6 +1,7 @@
-//! Bytes needed to store a model as trained: fp32 for float parameters, k bits
-//! per quantized weight (packed per tensor), and fp32 for everything else that
-//! must be kept (biases, BatchNorm scale, shift, running mean and variance).
+//! Model size: the length of the model's file (`packed`): fp32 for float
+//! parameters, k bits per quantized weight (packed per tensor), fp32 for
+//! everything else that must be kept (biases, BatchNorm scale, shift, running
+//! mean and variance, the input normalisation), plus the file's header.
 
 use super::cnn::{conv_layers, CnnConfig};
 use super::quant::FLOAT_BITS;
@@ -41,8 +42,13 @@ fn layers(config: &CnnConfig) -> Vec<Layer> {
     out
 }
 
-/// Storage size in bytes.
+/// Size in bytes: the length of the model's file, which `kdtui export` writes.
 pub fn model_bytes(config: &CnnConfig) -> u64 {
+    super::packed::file_len(config)
+}
+
+/// Bytes of the stored values alone, without the file's header and input normalisation.
+pub fn value_bytes(config: &CnnConfig) -> u64 {
     layers(config)
         .iter()
         .map(|l| {
@@ -77,6 +83,15 @@ mod tests {
         let c = config(Precision::FLOAT);
         let model = c.init::<Flex>(&Default::default());
         assert_eq!(model.num_params() as u64, stored_values(&c));
+    }
+
+    #[test]
+    fn the_file_is_its_values_plus_a_small_header() {
+        for c in [config(Precision::FLOAT), config(Precision { w_bits: 2, a_bits: 2, first_last_bits: 32, a_range: 3.0 })] {
+            let header = model_bytes(&c) - value_bytes(&c);
+            // 8-byte length, JSON header (names, shapes, offsets, metadata), 2 x 3 normalisation floats.
+            assert!((24..4096).contains(&header), "{header}");
+        }
     }
 
     #[test]

@@ -269,7 +269,7 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
 }
 
 /// Ok(None) when there is no checkpoint; Err when there is one that cannot be read.
-fn read_checkpoint(path: &Path) -> Result<Option<Saved>, String> {
+pub fn read_checkpoint(path: &Path) -> Result<Option<Saved>, String> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -2,6 +2,7 @@
 //! cached logits, then every student run, each in its own training loop.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module};
@@ -22,8 +23,8 @@ use crate::data::batcher::{make_batch, Batch, Normalizer};
 use crate::data::{Data, Dataset, CLASSES};
 use crate::distill;
 use crate::model::size::model_bytes;
-use crate::atomic_file::WriteError;
-use crate::model::{Cnn, CnnConfig, CnnBackend, Precision, TrainBackend};
+use crate::atomic_file::{self, WriteError};
+use crate::model::{packed, Cnn, CnnConfig, CnnBackend, Precision, TrainBackend};
 
 /// Everything a plan needs besides the device.
 pub struct PlanInput {
@@ -35,6 +36,9 @@ pub struct PlanInput {
     pub fresh: bool,
     /// Lines for the log before training starts (what became of earlier results, ...).
     pub notes: Vec<String>,
+    /// Where each finished run's model file goes (`<run_id>.safetensors`,
+    /// `model::packed`); none: not written.
+    pub models: Option<PathBuf>,
 }
 
 pub fn teacher_config(config: &Config) -> CnnConfig {
@@ -214,6 +218,13 @@ impl<B: TrainBackend> Plan<'_, B> {
                 continue;
             }
             if let Prior::Finished(result) = prior {
+                if result.status == RunStatus::Done && self.model_file_missing(spec) {
+                    let shape = student_config(config);
+                    match self.load_model(&shape, store) {
+                        Some(model) => self.write_model_file(spec, &model, &shape).map_err(|e| e.to_string())?,
+                        None => self.log(format!("{}: its checkpoint does not load; no model file written", spec.run_id)),
+                    }
+                }
                 self.replay(result);
                 continue;
             }
@@ -278,6 +289,9 @@ impl<B: TrainBackend> Plan<'_, B> {
         let teacher: Cnn<B::InnerBackend> = match finished {
             Some((model, result)) => {
                 self.log(format!("teacher reused from {}", store.dir.display()));
+                if self.model_file_missing(spec) {
+                    self.write_model_file(spec, &model, &shape).map_err(|e| RunError::Fatal(e.to_string()))?;
+                }
                 self.replay(result);
                 model
             }
@@ -499,7 +513,26 @@ impl<B: TrainBackend> Plan<'_, B> {
         if status != RunStatus::Interrupted {
             store.save_result(&result)?;
         }
+        if status == RunStatus::Done {
+            self.write_model_file(spec, &model.valid(), shape)?;
+        }
         Ok(Trained { model, result })
+    }
+
+    fn model_file(&self, spec: &RunSpec) -> Option<PathBuf> {
+        Some(self.input.models.as_ref()?.join(format!("{}.safetensors", spec.run_id)))
+    }
+
+    fn model_file_missing(&self, spec: &RunSpec) -> bool {
+        self.model_file(spec).is_some_and(|path| !path.exists())
+    }
+
+    /// A finished run's model file (its size is the run's `model_bytes`).
+    fn write_model_file(&self, spec: &RunSpec, model: &Cnn<B::InnerBackend>, shape: &CnnConfig) -> Result<(), WriteError> {
+        match self.model_file(spec) {
+            Some(path) => atomic_file::write(&path, &packed::pack(model, shape, &self.norm)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -610,17 +643,25 @@ pub fn predict<B: CnnBackend>(model: &Cnn<B>, data: &Dataset, norm: &Normalizer,
 
 /// (mean hard-label cross-entropy, accuracy) over the whole of `data`.
 pub fn evaluate<B: CnnBackend>(model: &Cnn<B>, data: &Dataset, norm: &Normalizer, batch_size: usize, device: &B::Device) -> (f64, f64) {
-    let logits = predict(model, data, norm, batch_size, device);
+    score(&predict(model, data, norm, batch_size, device), &data.labels)
+}
+
+/// (mean hard-label cross-entropy, accuracy) of logits [n, 10] against `labels`.
+pub fn score(logits: &[f32], labels: &[u8]) -> (f64, f64) {
     let (mut loss, mut correct) = (0.0f64, 0usize);
-    for (row, &label) in logits.chunks_exact(CLASSES).zip(&data.labels) {
+    for (row, &label) in logits.chunks_exact(CLASSES).zip(labels) {
         let max = row.iter().fold(f32::NEG_INFINITY, |m, &z| m.max(z)) as f64;
         let lse = max + row.iter().map(|&z| (z as f64 - max).exp()).sum::<f64>().ln();
         loss += lse - row[label as usize] as f64;
-        let predicted = row.iter().enumerate().fold(0, |best, (i, &z)| if z > row[best] { i } else { best });
-        correct += usize::from(predicted == label as usize);
+        correct += usize::from(argmax(row) == label as usize);
     }
-    let n = data.len().max(1) as f64;
+    let n = labels.len().max(1) as f64;
     (loss / n, correct as f64 / n)
+}
+
+/// The predicted class: the first of the largest logits.
+pub fn argmax(row: &[f32]) -> usize {
+    row.iter().enumerate().fold(0, |best, (i, &z)| if z > row[best] { i } else { best })
 }
 
 pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {

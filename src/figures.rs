@@ -1,0 +1,287 @@
+//! The report's figures, drawn with plotters into memory and written as PNG:
+//! every run's curves (`figures/<run_id>.png`) and the sweep
+//! (`figures/sweep.png`: test accuracy against T, a line per loss).
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use crate::atomic_file::{self, WriteError};
+use crate::distill::Loss;
+use crate::results::{Group, Results};
+use crate::study;
+use crate::train::{RunKind, RunResult};
+
+/// DejaVu Sans (its licence beside it in assets/): plotters draws text with
+/// ab_glyph from font bytes it is given, not from the system's fonts.
+static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+const FAMILY: &str = "sans-serif";
+
+#[derive(Debug, thiserror::Error)]
+pub enum FigureError {
+    #[error("drawing {path}: {message}")]
+    Draw { path: String, message: String },
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_err() {
+            unreachable!("the embedded font parses");
+        }
+    });
+}
+
+const LOSS_COLORS: [(Loss, RGBColor); 3] = [
+    (Loss::Soft, RGBColor(31, 119, 180)),
+    (Loss::HardSoft, RGBColor(214, 39, 40)),
+    (Loss::GtSoft, RGBColor(44, 160, 44)),
+];
+const TRAIN: RGBColor = RGBColor(31, 119, 180);
+const TEST: RGBColor = RGBColor(214, 39, 40);
+const GREY: RGBColor = RGBColor(90, 90, 90);
+
+/// Draws with `draw` on a white `size` canvas and writes it to `path` as PNG.
+fn render(path: &Path, (w, h): (u32, u32), draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<(), String>) -> Result<(), FigureError> {
+    register_font();
+    let mut rgb = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+        let err = |message: String| FigureError::Draw {
+            path: path.display().to_string(),
+            message,
+        };
+        draw(&root).map_err(err)?;
+        root.present().map_err(|e| err(e.to_string()))?;
+    }
+    let mut bytes = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut bytes, w, h);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().expect("PNG header in memory");
+        writer.write_image_data(&rgb).expect("PNG data in memory");
+    }
+    atomic_file::write(path, &bytes)?;
+    Ok(())
+}
+
+fn s<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+/// Axis range with a margin, never empty.
+fn span(values: impl Iterator<Item = f64>, margin: f64, floor: Option<f64>, ceil: Option<f64>) -> (f64, f64) {
+    let (lo, hi) = values.filter(|v| v.is_finite()).fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = if lo > hi { (0.0, 1.0) } else { (lo, hi) };
+    let pad = ((hi - lo) * margin).max(1e-3);
+    let lo = floor.map_or(lo - pad, |f| (lo - pad).max(f));
+    let hi = ceil.map_or(hi + pad, |c| (hi + pad).min(c));
+    (lo, if hi > lo { hi } else { lo + 1.0 })
+}
+
+/// One run, per epoch: accuracy (train and test), the training objective,
+/// and the test loss. The two losses get panels of their own: a distilled
+/// run's objective carries c = T^2 times its soft term, hundreds of times the
+/// test loss, and would flatten it on a shared axis.
+pub fn run_figure(run: &RunResult, path: &Path) -> Result<(), FigureError> {
+    render(path, (1200, 380), |root| {
+        let panels = root.split_evenly((1, 3));
+        let epochs = run.history.len().max(1) as f64;
+        let per_epoch = |f: fn(&crate::train::EpochMetrics) -> f64| -> Vec<(f64, f64)> {
+            run.history.iter().map(|m| (m.epoch as f64, f(m))).collect()
+        };
+        let acc = [
+            ("train", TRAIN, per_epoch(|m| 100.0 * m.train_accuracy)),
+            ("test (whole test set)", TEST, per_epoch(|m| 100.0 * m.test_accuracy)),
+        ];
+        curves(&panels[0], &format!("{}: accuracy", run.run_id), "accuracy (%)", epochs, &acc, Some((0.0, 100.0)))?;
+        let train = [("", TRAIN, per_epoch(|m| m.train_loss))];
+        curves(&panels[1], "training objective (epoch mean)", "loss", epochs, &train, Some((0.0, f64::MAX)))?;
+        let test = [("", TEST, per_epoch(|m| m.test_loss))];
+        curves(&panels[2], "test loss (hard-label cross-entropy)", "loss", epochs, &test, Some((0.0, f64::MAX)))
+    })
+}
+
+type Curve<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
+
+fn mesh_colors() -> (RGBColor, RGBColor) {
+    (RGBColor(200, 200, 200), RGBColor(236, 236, 236))
+}
+
+/// Lines over epochs; a legend when the lines have labels.
+fn curves(area: &DrawingArea<BitMapBackend, Shift>, title: &str, y_desc: &str, epochs: f64, lines: &[Curve], clamp: Option<(f64, f64)>) -> Result<(), String> {
+    let (floor, ceil) = clamp.map_or((None, None), |(f, c)| (Some(f), Some(c)));
+    let (y0, y1) = span(lines.iter().flat_map(|l| l.2.iter().map(|p| p.1)), 0.08, floor, ceil);
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FAMILY, 16))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.5..epochs + 0.5, y0..y1)
+        .map_err(s)?;
+    let (bold, light) = mesh_colors();
+    chart
+        .configure_mesh()
+        .bold_line_style(bold)
+        .light_line_style(light)
+        .x_desc("epoch")
+        .y_desc(y_desc)
+        .x_labels((epochs as usize).clamp(2, 12))
+        .x_label_formatter(&|x| if (x - x.round()).abs() < 1e-9 { format!("{x:.0}") } else { String::new() })
+        .label_style((FAMILY, 13))
+        .axis_desc_style((FAMILY, 14))
+        .draw()
+        .map_err(s)?;
+    for (label, color, points) in lines {
+        let color = *color;
+        let series = chart.draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2))).map_err(s)?;
+        if !label.is_empty() {
+            series.label(*label).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        }
+        // Markers, so a run of one epoch still shows its point.
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(s)?;
+    }
+    if lines.iter().all(|l| l.0.is_empty()) {
+        return Ok(());
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FAMILY, 13))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.4))
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(s)
+}
+
+/// A legend entry drawn beside the chart.
+enum Sample {
+    Line(RGBColor, bool),
+    Dot(RGBColor),
+    Triangle(RGBColor),
+}
+
+fn legend(area: &DrawingArea<BitMapBackend, Shift>, entries: &[(String, Sample)]) -> Result<(), String> {
+    let (x, mut y) = (10, 60);
+    for (label, sample) in entries {
+        match *sample {
+            Sample::Line(c, dashed) => {
+                let segments: Vec<(i32, i32)> = if dashed { vec![(x, y), (x + 9, y)] } else { vec![(x, y), (x + 24, y)] };
+                area.draw(&PathElement::new(segments, c.stroke_width(2))).map_err(s)?;
+                if dashed {
+                    area.draw(&PathElement::new(vec![(x + 15, y), (x + 24, y)], c.stroke_width(2))).map_err(s)?;
+                }
+            }
+            Sample::Dot(c) => {
+                area.draw(&PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(2))).map_err(s)?;
+                area.draw(&Circle::new((x + 12, y), 4, c.filled())).map_err(s)?;
+            }
+            Sample::Triangle(c) => area.draw(&TriangleMarker::new((x + 12, y), 7, c.filled())).map_err(s)?,
+        }
+        area.draw(&Text::new(label.clone(), (x + 34, y - 8), (FAMILY, 14))).map_err(s)?;
+        y += 26;
+    }
+    Ok(())
+}
+
+/// The sweep: test accuracy against T, a line per loss (mean over seeds, bars
+/// of one standard deviation where there are several), the teacher and the
+/// student without a teacher as horizontal lines, and the original study's
+/// single-batch numbers as hollow triangles. False when the plan has no
+/// distilled run to draw.
+pub fn sweep_figure(results: &Results, path: &Path) -> Result<bool, FigureError> {
+    let groups = results.groups();
+    let distilled: Vec<&Group> = groups.iter().filter(|g| g.kind == RunKind::Distill).collect();
+    if distilled.is_empty() {
+        return Ok(false);
+    }
+    let reference = |kind: RunKind| groups.iter().find(|g| g.kind == kind).map(|g| 100.0 * g.mean_final);
+    let (teacher, baseline) = (reference(RunKind::Teacher), reference(RunKind::Baseline));
+    let originals: Vec<(Loss, f64, f64)> = LOSS_COLORS
+        .iter()
+        .flat_map(|&(loss, _)| study::TEMPERATURES.iter().filter_map(move |&t| study::original_accuracy(loss, t).map(|a| (loss, t, 100.0 * a))))
+        .collect();
+    let t_max = distilled.iter().filter_map(|g| g.temperature).chain(study::TEMPERATURES).fold(0.0, f64::max);
+    let ys = distilled
+        .iter()
+        .flat_map(|g| [100.0 * (g.mean_final - g.std_final), 100.0 * (g.mean_final + g.std_final)])
+        .chain(originals.iter().map(|o| o.2))
+        .chain(teacher)
+        .chain(baseline);
+    let (y0, y1) = span(ys, 0.06, Some(0.0), Some(100.0));
+    render(path, (1300, 620), |root| {
+        let (root, side) = root.split_horizontally(960);
+        let mut entries: Vec<(String, Sample)> = Vec::new();
+        let seeds = distilled.iter().map(|g| g.seeds).max().unwrap_or(1);
+        let caption = format!(
+            "{}: test accuracy against temperature ({})",
+            results.plan,
+            if seeds > 1 { format!("mean ± std over {seeds} seeds") } else { "one seed".into() }
+        );
+        let mut chart = ChartBuilder::on(&root)
+            .caption(caption, (FAMILY, 18))
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..t_max * 1.05, y0..y1)
+            .map_err(s)?;
+        let (bold, light) = mesh_colors();
+        chart
+            .configure_mesh()
+            .bold_line_style(bold)
+            .light_line_style(light)
+            .x_desc("temperature T")
+            .y_desc("test accuracy (%)")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .label_style((FAMILY, 14))
+            .axis_desc_style((FAMILY, 15))
+            .draw()
+            .map_err(s)?;
+        for (label, value, dashed) in [("teacher (ours)", teacher, false), ("student, no teacher (ours)", baseline, true)] {
+            let Some(v) = value else { continue };
+            let line = [(0.0, v), (t_max * 1.05, v)];
+            let style = GREY.stroke_width(2);
+            if dashed {
+                chart.draw_series(DashedLineSeries::new(line, 10, 6, style)).map_err(s)?;
+            } else {
+                chart.draw_series(LineSeries::new(line, style)).map_err(s)?;
+            }
+            entries.push((format!("{label}: {v:.1}%"), Sample::Line(GREY, dashed)));
+        }
+        for &(loss, color) in &LOSS_COLORS {
+            let mut cells: Vec<&&Group> = distilled.iter().filter(|g| g.loss == loss).collect();
+            cells.sort_by(|a, b| a.temperature.partial_cmp(&b.temperature).unwrap_or(std::cmp::Ordering::Equal));
+            let points: Vec<(f64, f64)> = cells.iter().filter_map(|g| Some((g.temperature?, 100.0 * g.mean_final))).collect();
+            if !points.is_empty() {
+                chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(2))).map_err(s)?;
+                entries.push((format!("{} (ours)", loss.name()), Sample::Dot(color)));
+                chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(s)?;
+            }
+            for g in cells.iter().filter(|g| g.seeds > 1) {
+                let Some(t) = g.temperature else { continue };
+                let (lo, hi) = (100.0 * (g.mean_final - g.std_final), 100.0 * (g.mean_final + g.std_final));
+                let cap = t_max * 0.006;
+                for segment in [vec![(t, lo), (t, hi)], vec![(t - cap, lo), (t + cap, lo)], vec![(t - cap, hi), (t + cap, hi)]] {
+                    chart.draw_series(std::iter::once(PathElement::new(segment, color.stroke_width(1)))).map_err(s)?;
+                }
+            }
+            let orig: Vec<(f64, f64)> = originals.iter().filter(|o| o.0 == loss).map(|o| (o.1, o.2)).collect();
+            chart.draw_series(orig.iter().map(|&p| TriangleMarker::new(p, 7, color.filled()))).map_err(s)?;
+            entries.push((format!("{} (original study)", loss.name()), Sample::Triangle(color)));
+        }
+        if seeds > 1 {
+            entries.push(("bars: ± one std over seeds".into(), Sample::Line(BLACK, false)));
+        }
+        entries.push(("original: each read off one".into(), Sample::Line(WHITE, false)));
+        entries.push(("256-image batch".into(), Sample::Line(WHITE, false)));
+        legend(&side, &entries)
+    })?;
+    Ok(true)
+}
