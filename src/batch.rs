@@ -10,8 +10,7 @@ use crossbeam_channel::RecvTimeoutError;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::device::Trainer;
-use crate::results::{Results, ResultsError};
-use crate::results::TENSORBOARD_DIR;
+use crate::results::{Results, ResultsError, TENSORBOARD_DIR};
 use crate::signals::StopRequest;
 use crate::tensorboard::Recorder;
 use crate::train::{Control, RunStatus, TrainEvent};

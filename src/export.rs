@@ -14,7 +14,7 @@ use crate::data::batcher::Normalizer;
 use crate::data::{self, DataError};
 use crate::model::packed::{self, PackedError};
 use crate::model::size::stored_values;
-use crate::model::Cnn;
+use crate::model::{Cnn, CnnConfig};
 use crate::train::checkpoint::{self, RunStore};
 use crate::train::plan::{self, RunKind};
 use crate::data::CLASSES;
@@ -44,6 +44,15 @@ pub struct Exported {
     pub unfinished: Option<String>,
 }
 
+/// The model of a checkpoint's record, when it is a model of `shape`.
+fn checkpoint_model(record: Vec<u8>, shape: &CnnConfig) -> Option<Cnn<Cpu>> {
+    let device = Default::default();
+    let record = checkpoint::decode::<Cpu, <Cnn<Cpu> as Module<Cpu>>::Record>(record, &device)?;
+    // burn loads a record of other shapes without complaint; the forward pass would panic.
+    let model = shape.init::<Cpu>(&device).load_record(record);
+    (model.num_params() as u64 == stored_values(shape)).then_some(model)
+}
+
 /// Writes the model file of `run_id` (from its checkpoint) to `path`.
 pub fn export(config: &Config, config_path: &Path, run_id: &str, path: &Path) -> Result<Exported, ExportError> {
     let runs = plan::full_plan(config);
@@ -67,20 +76,10 @@ pub fn export(config: &Config, config_path: &Path, run_id: &str, path: &Path) ->
         RunKind::Teacher => teacher_config(config),
         _ => student_config(config),
     };
-    let device = Default::default();
-    let record = checkpoint::decode::<Cpu, <Cnn<Cpu> as Module<Cpu>>::Record>(saved.model, &device).ok_or_else(|| {
-        ExportError::WrongModel {
-            run_id: run_id.into(),
-            path: store.dir.join("checkpoint.bin"),
-        }
+    let model = checkpoint_model(saved.model, &shape).ok_or_else(|| ExportError::WrongModel {
+        run_id: run_id.into(),
+        path: store.dir.join("checkpoint.bin"),
     })?;
-    let model = shape.init::<Cpu>(&device).load_record(record);
-    if model.num_params() as u64 != stored_values(&shape) {
-        return Err(ExportError::WrongModel {
-            run_id: run_id.into(),
-            path: store.dir.join("checkpoint.bin"),
-        });
-    }
     // The normalisation is the training set's, as in training.
     let data = data::load(&config.data)?;
     let bytes = packed::pack(&model, &shape, &Normalizer::fit(&data.train));
@@ -152,7 +151,7 @@ pub fn data_config(config: &Config, choice: Option<&str>) -> Result<crate::confi
 pub fn eval(path: &Path, config: &Config, config_path: &Path, data: &crate::config::DataConfig) -> Result<Evaluation, EvalError> {
     let bytes = std::fs::read(path).map_err(|source| EvalError::Read { path: path.into(), source })?;
     let device = Default::default();
-    let loaded = data::load(data)?;
+    // The model first: a wrong file is refused before the data is read.
     let (model, norm, what) = if bytes.starts_with(b"KDCKPT01") {
         let saved = checkpoint::read_checkpoint(path)
             .map_err(|why| EvalError::Checkpoint { path: path.into(), why })?
@@ -163,19 +162,14 @@ pub fn eval(path: &Path, config: &Config, config_path: &Path, data: &crate::conf
         } else {
             (student_config(config), "student")
         };
-        let wrong = || EvalError::WrongModel {
+        let model = checkpoint_model(saved.model, &shape).ok_or_else(|| EvalError::WrongModel {
             path: path.into(),
             what,
             config: config_path.into(),
-        };
-        let record = checkpoint::decode::<Cpu, <Cnn<Cpu> as Module<Cpu>>::Record>(saved.model, &device).ok_or_else(wrong)?;
-        // burn loads a record of other shapes without complaint; the forward pass would panic.
-        let model = shape.init::<Cpu>(&device).load_record(record);
-        if model.num_params() as u64 != stored_values(&shape) {
-            return Err(wrong());
-        }
+        })?;
         let desc = format!("checkpoint of `{}` ({what}, epoch {})", saved.progress.run_id, saved.progress.epochs_done);
-        (model, Normalizer::fit(&loaded.train), desc)
+        // A checkpoint's inputs were normalised by its training set's statistics.
+        (model, None, desc)
     } else {
         let unpacked = packed::unpack::<Cpu>(&bytes, &device).map_err(|source| match source {
             PackedError::NotSafetensors(_) => EvalError::Unknown { path: path.into() },
@@ -187,17 +181,19 @@ pub fn eval(path: &Path, config: &Config, config_path: &Path, data: &crate::conf
         } else {
             format!("packed student ({}-bit weights, {}-bit activations)", p.w_bits, p.a_bits)
         };
-        (unpacked.model, unpacked.normalizer, desc)
+        (unpacked.model, Some(unpacked.normalizer), desc)
     };
+    let loaded = data::load(data)?;
+    let norm = norm.unwrap_or_else(|| Normalizer::fit(&loaded.train));
     let logits = predict(&model, &loaded.test, &norm, config.train.eval_batch_size, &device);
-    let (loss, accuracy) = score(&logits, &loaded.test.labels);
-    let images = loaded.test.len();
+    let (loss, _) = score(&logits, &loaded.test.labels);
+    let predictions: Vec<u8> = logits.chunks_exact(CLASSES).map(|row| argmax(row) as u8).collect();
     Ok(Evaluation {
         model: what,
-        predictions: logits.chunks_exact(CLASSES).map(|row| argmax(row) as u8).collect(),
+        correct: predictions.iter().zip(&loaded.test.labels).filter(|(p, l)| p == l).count(),
+        images: loaded.test.len(),
+        predictions,
         data: loaded.description,
-        correct: (accuracy * images as f64).round() as usize,
-        images,
         loss,
     })
 }

@@ -79,7 +79,8 @@ fn s<E: std::fmt::Display>(e: E) -> String {
 fn span(values: impl Iterator<Item = f64>, margin: f64, floor: Option<f64>, ceil: Option<f64>) -> (f64, f64) {
     let (lo, hi) = values.filter(|v| v.is_finite()).fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let (lo, hi) = if lo > hi { (0.0, 1.0) } else { (lo, hi) };
-    let pad = ((hi - lo) * margin).max(1e-3);
+    // A flat series (one epoch) still gets a readable window around it.
+    let pad = ((hi - lo) * margin).max(lo.abs().max(hi.abs()) * 0.05).max(1e-3);
     let lo = floor.map_or(lo - pad, |f| (lo - pad).max(f));
     let hi = ceil.map_or(hi + pad, |c| (hi + pad).min(c));
     (lo, if hi > lo { hi } else { lo + 1.0 })
@@ -91,38 +92,50 @@ fn span(values: impl Iterator<Item = f64>, margin: f64, floor: Option<f64>, ceil
 /// test loss, and would flatten it on a shared axis.
 pub fn run_figure(run: &RunResult, path: &Path) -> Result<(), FigureError> {
     render(path, (1200, 380), |root| {
-        let panels = root.split_evenly((1, 3));
+        // A strip on top of every panel, for the legend (inside the plot it would hide points).
+        let (strips, panels) = root.split_vertically(26);
+        let (strips, panels) = (strips.split_evenly((1, 3)), panels.split_evenly((1, 3)));
         let epochs = run.history.len().max(1) as f64;
         let per_epoch = |f: fn(&crate::train::EpochMetrics) -> f64| -> Vec<(f64, f64)> {
             run.history.iter().map(|m| (m.epoch as f64, f(m))).collect()
         };
         let acc = [
-            ("train", TRAIN, per_epoch(|m| 100.0 * m.train_accuracy)),
-            ("test (whole test set)", TEST, per_epoch(|m| 100.0 * m.test_accuracy)),
+            (TRAIN, per_epoch(|m| 100.0 * m.train_accuracy)),
+            (TEST, per_epoch(|m| 100.0 * m.test_accuracy)),
         ];
         curves(&panels[0], &format!("{}: accuracy", run.run_id), "accuracy (%)", epochs, &acc, Some((0.0, 100.0)))?;
-        let train = [("", TRAIN, per_epoch(|m| m.train_loss))];
+        let labels = [("train".to_string(), Sample::Dot(TRAIN)), ("test (whole test set)".to_string(), Sample::Dot(TEST))];
+        legend_row(&strips[0], &labels, (72, 16))?;
+        let train = [(TRAIN, per_epoch(|m| m.train_loss))];
         curves(&panels[1], "training objective (epoch mean)", "loss", epochs, &train, Some((0.0, f64::MAX)))?;
-        let test = [("", TEST, per_epoch(|m| m.test_loss))];
+        let test = [(TEST, per_epoch(|m| m.test_loss))];
         curves(&panels[2], "test loss (hard-label cross-entropy)", "loss", epochs, &test, Some((0.0, f64::MAX)))
     })
 }
 
-type Curve<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);
+/// A line: its colour and (epoch, value) points.
+type Curve = (RGBColor, Vec<(f64, f64)>);
 
 fn mesh_colors() -> (RGBColor, RGBColor) {
     (RGBColor(200, 200, 200), RGBColor(236, 236, 236))
 }
 
-/// Lines over epochs; a legend when the lines have labels.
+/// Tick labels with as many decimals as the axis span needs.
+fn tick_decimals(span: f64) -> usize {
+    (1.0 - span.log10().floor()).clamp(0.0, 4.0) as usize
+}
+
+/// Lines over epochs, with markers.
 fn curves(area: &DrawingArea<BitMapBackend, Shift>, title: &str, y_desc: &str, epochs: f64, lines: &[Curve], clamp: Option<(f64, f64)>) -> Result<(), String> {
     let (floor, ceil) = clamp.map_or((None, None), |(f, c)| (Some(f), Some(c)));
-    let (y0, y1) = span(lines.iter().flat_map(|l| l.2.iter().map(|p| p.1)), 0.08, floor, ceil);
+    let (y0, y1) = span(lines.iter().flat_map(|l| l.1.iter().map(|p| p.1)), 0.08, floor, ceil);
+    let decimals = tick_decimals(y1 - y0);
+    let y_format = move |y: &f64| format!("{y:.decimals$}");
     let mut chart = ChartBuilder::on(area)
         .caption(title, (FAMILY, 16))
         .margin(12)
         .x_label_area_size(40)
-        .y_label_area_size(56)
+        .y_label_area_size(60)
         .build_cartesian_2d(0.5..epochs + 0.5, y0..y1)
         .map_err(s)?;
     let (bold, light) = mesh_colors();
@@ -134,30 +147,18 @@ fn curves(area: &DrawingArea<BitMapBackend, Shift>, title: &str, y_desc: &str, e
         .y_desc(y_desc)
         .x_labels((epochs as usize).clamp(2, 12))
         .x_label_formatter(&|x| if (x - x.round()).abs() < 1e-9 { format!("{x:.0}") } else { String::new() })
+        .y_label_formatter(&y_format)
         .label_style((FAMILY, 13))
         .axis_desc_style((FAMILY, 14))
         .draw()
         .map_err(s)?;
-    for (label, color, points) in lines {
+    for (color, points) in lines {
         let color = *color;
-        let series = chart.draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2))).map_err(s)?;
-        if !label.is_empty() {
-            series.label(*label).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-        }
+        chart.draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2))).map_err(s)?;
         // Markers, so a run of one epoch still shows its point.
         chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(s)?;
     }
-    if lines.iter().all(|l| l.0.is_empty()) {
-        return Ok(());
-    }
-    chart
-        .configure_series_labels()
-        .label_font((FAMILY, 13))
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK.mix(0.4))
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(s)
+    Ok(())
 }
 
 /// A legend entry drawn beside the chart.
@@ -167,25 +168,42 @@ enum Sample {
     Triangle(RGBColor),
 }
 
+/// A legend entry's sample at `(x, y)` (its left end), 24 pixels wide.
+fn sample(area: &DrawingArea<BitMapBackend, Shift>, sample: &Sample, (x, y): (i32, i32)) -> Result<(), String> {
+    match *sample {
+        Sample::Line(c, dashed) => {
+            let first = if dashed { x + 9 } else { x + 24 };
+            area.draw(&PathElement::new(vec![(x, y), (first, y)], c.stroke_width(2))).map_err(s)?;
+            if dashed {
+                area.draw(&PathElement::new(vec![(x + 15, y), (x + 24, y)], c.stroke_width(2))).map_err(s)?;
+            }
+        }
+        Sample::Dot(c) => {
+            area.draw(&PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(2))).map_err(s)?;
+            area.draw(&Circle::new((x + 12, y), 4, c.filled())).map_err(s)?;
+        }
+        Sample::Triangle(c) => area.draw(&TriangleMarker::new((x + 12, y), 7, c.filled())).map_err(s)?,
+    }
+    Ok(())
+}
+
+/// Entries one under the other, from the top of `area`.
 fn legend(area: &DrawingArea<BitMapBackend, Shift>, entries: &[(String, Sample)]) -> Result<(), String> {
     let (x, mut y) = (10, 60);
-    for (label, sample) in entries {
-        match *sample {
-            Sample::Line(c, dashed) => {
-                let segments: Vec<(i32, i32)> = if dashed { vec![(x, y), (x + 9, y)] } else { vec![(x, y), (x + 24, y)] };
-                area.draw(&PathElement::new(segments, c.stroke_width(2))).map_err(s)?;
-                if dashed {
-                    area.draw(&PathElement::new(vec![(x + 15, y), (x + 24, y)], c.stroke_width(2))).map_err(s)?;
-                }
-            }
-            Sample::Dot(c) => {
-                area.draw(&PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(2))).map_err(s)?;
-                area.draw(&Circle::new((x + 12, y), 4, c.filled())).map_err(s)?;
-            }
-            Sample::Triangle(c) => area.draw(&TriangleMarker::new((x + 12, y), 7, c.filled())).map_err(s)?,
-        }
+    for (label, entry) in entries {
+        sample(area, entry, (x, y))?;
         area.draw(&Text::new(label.clone(), (x + 34, y - 8), (FAMILY, 14))).map_err(s)?;
         y += 26;
+    }
+    Ok(())
+}
+
+/// Entries side by side, starting at `(x, y)` in `area`.
+fn legend_row(area: &DrawingArea<BitMapBackend, Shift>, entries: &[(String, Sample)], (mut x, y): (i32, i32)) -> Result<(), String> {
+    for (label, entry) in entries {
+        sample(area, entry, (x, y))?;
+        area.draw(&Text::new(label.clone(), (x + 30, y - 8), (FAMILY, 13))).map_err(s)?;
+        x += 30 + 8 * label.len() as i32 + 18;
     }
     Ok(())
 }

@@ -343,4 +343,86 @@ mod tests {
         std::fs::write(&w.path, bytes).unwrap();
         assert!(read_scalars(&w.path).unwrap_err().contains("checksum"));
     }
+
+    fn metrics(epoch: usize, test_accuracy: f64) -> EpochMetrics {
+        EpochMetrics {
+            epoch,
+            train_loss: 1.0,
+            train_accuracy: 0.5,
+            test_loss: 0.9,
+            test_accuracy,
+            seconds: 1.0,
+            images_per_sec: 100.0,
+        }
+    }
+
+    fn files(dir: &Path) -> Vec<PathBuf> {
+        let mut f: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+        f.sort();
+        f
+    }
+
+    /// A run reused from its checkpoint gets its epochs written once, into a
+    /// results directory that lacks them; a resumed run adds a file with what
+    /// it trains.
+    #[test]
+    fn the_recorder_writes_each_epoch_once_across_sessions() {
+        let root = tempfile::tempdir().unwrap();
+        let started = |steps_per_epoch, history| TrainEvent::RunStarted {
+            run_id: "soft-T5-s1".into(),
+            epochs: 3,
+            steps_per_epoch,
+            step: 0,
+            history,
+        };
+        let dir = root.path().join("soft-T5-s1");
+        // A replay (steps_per_epoch 0) into an empty directory writes the history.
+        let mut rec = Recorder::new(root.path().to_path_buf());
+        assert_eq!(rec.on_event(&started(0, vec![metrics(1, 0.5), metrics(2, 0.6)])), None);
+        let tags = |f: &Path| read_scalars(f).unwrap().into_iter().filter(|s| s.tag == "accuracy/test").map(|s| (s.step, s.value)).collect::<Vec<_>>();
+        assert_eq!(files(&dir).len(), 1);
+        assert_eq!(tags(&files(&dir)[0]), vec![(1, 0.5), (2, 0.6)]);
+        // Replayed again: nothing new.
+        let mut rec = Recorder::new(root.path().to_path_buf());
+        rec.on_event(&started(0, vec![metrics(1, 0.5), metrics(2, 0.6)]));
+        assert_eq!(files(&dir).len(), 1);
+        // Resumed training: a new file with the new epoch and its steps only.
+        rec.on_event(&started(4, vec![metrics(1, 0.5), metrics(2, 0.6)]));
+        let step = TrainEvent::Step {
+            run_id: "soft-T5-s1".into(),
+            epoch: 3,
+            step: 10,
+            loss: 0.25,
+            accuracy: 0.75,
+            images_per_sec: 1.0,
+        };
+        rec.on_event(&step);
+        rec.on_event(&TrainEvent::EpochFinished {
+            run_id: "soft-T5-s1".into(),
+            metrics: metrics(3, 0.7),
+        });
+        let newest = files(&dir).into_iter().find(|f| tags(f) != vec![(1, 0.5), (2, 0.6)]).unwrap();
+        assert_eq!(tags(&newest), vec![(3, 0.7)]);
+        let steps: Vec<(String, i64, f32)> =
+            read_scalars(&newest).unwrap().into_iter().filter(|s| s.tag.starts_with("step/")).map(|s| (s.tag, s.step, s.value)).collect();
+        assert_eq!(steps, vec![("step/loss".into(), 10, 0.25), ("step/accuracy".into(), 10, 0.75)]);
+    }
+
+    #[test]
+    fn an_unwritable_directory_is_one_line_for_the_log_and_no_more() {
+        let root = tempfile::tempdir().unwrap();
+        let blocker = root.path().join("tensorboard");
+        std::fs::write(&blocker, "a file where the directory should be").unwrap();
+        let mut rec = Recorder::new(blocker);
+        let start = TrainEvent::RunStarted {
+            run_id: "teacher".into(),
+            epochs: 1,
+            steps_per_epoch: 3,
+            step: 0,
+            history: vec![],
+        };
+        let warning = rec.on_event(&start).unwrap();
+        assert!(warning.contains("TensorBoard files cannot be written"), "{warning}");
+        assert_eq!(rec.on_event(&start), None);
+    }
 }

@@ -261,7 +261,7 @@ impl<B: TrainBackend> Plan<'_, B> {
         let spec = job.spec;
         match catch_unwind(AssertUnwindSafe(|| self.train(job))) {
             Ok(Ok(trained)) => Ok(trained),
-            Ok(Err(e)) => Err(RunError::Fatal(format!("{}: cannot save its checkpoint: {e}", spec.run_id))),
+            Ok(Err(e)) => Err(RunError::Fatal(format!("{}: cannot save its checkpoint or model file: {e}", spec.run_id))),
             Err(panic) => Err(RunError::Failed(format!("training panicked: {}", panic_message(&panic)))),
         }
     }
