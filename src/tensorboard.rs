@@ -144,28 +144,36 @@ fn read_varint(b: &[u8], pos: &mut usize) -> Result<u64, String> {
     Err("varint too long".into())
 }
 
-/// Fields of one protobuf message: (field, wire type, value bytes or varint).
-fn fields(b: &[u8]) -> Result<Vec<(u64, &[u8], u64)>, String> {
+/// One field of a protobuf message: its number, and its value as bytes
+/// (length-delimited and fixed-width fields) or as a varint.
+struct Field<'a> {
+    number: u64,
+    bytes: &'a [u8],
+    varint: u64,
+}
+
+fn fields(b: &[u8]) -> Result<Vec<Field<'_>>, String> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < b.len() {
         let key = read_varint(b, &mut pos)?;
-        let (field, wire) = (key >> 3, key & 7);
+        let (number, wire) = (key >> 3, key & 7);
         let take = |pos: &mut usize, n: usize| -> Result<&[u8], String> {
             let s = b.get(*pos..*pos + n).ok_or("truncated field")?;
             *pos += n;
             Ok(s)
         };
-        match wire {
-            0 => out.push((field, &b[..0], read_varint(b, &mut pos)?)),
-            1 => out.push((field, take(&mut pos, 8)?, 0)),
-            5 => out.push((field, take(&mut pos, 4)?, 0)),
+        let (bytes, varint) = match wire {
+            0 => (&b[..0], read_varint(b, &mut pos)?),
+            1 => (take(&mut pos, 8)?, 0),
+            5 => (take(&mut pos, 4)?, 0),
             2 => {
                 let n = read_varint(b, &mut pos)? as usize;
-                out.push((field, take(&mut pos, n)?, 0));
+                (take(&mut pos, n)?, 0)
             }
             w => return Err(format!("wire type {w}")),
-        }
+        };
+        out.push(Field { number, bytes, varint });
     }
     Ok(out)
 }
@@ -190,23 +198,23 @@ pub fn read_scalars(path: &Path) -> Result<Vec<Scalar>, String> {
         }
         pos += 16 + n;
         let event = fields(data)?;
-        let step = event.iter().find(|f| f.0 == 2).map_or(0, |f| f.2 as i64);
+        let step = event.iter().find(|f| f.number == 2).map_or(0, |f| f.varint as i64);
         if first {
             first = false;
-            let version = event.iter().find(|f| f.0 == 3).map(|f| f.1);
+            let version = event.iter().find(|f| f.number == 3).map(|f| f.bytes);
             if version != Some(b"brain.Event:2") {
                 return Err("the first event is not file_version brain.Event:2".into());
             }
         }
-        for (_, summary, _) in event.iter().filter(|f| f.0 == 5) {
-            for (_, value, _) in fields(summary)?.into_iter().filter(|f| f.0 == 1) {
-                let v = fields(value)?;
-                let tag = v.iter().find(|f| f.0 == 1).map(|f| String::from_utf8_lossy(f.1).to_string()).unwrap_or_default();
-                if let Some(x) = v.iter().find(|f| f.0 == 2) {
+        for summary in event.iter().filter(|f| f.number == 5) {
+            for value in fields(summary.bytes)?.into_iter().filter(|f| f.number == 1) {
+                let v = fields(value.bytes)?;
+                let tag = v.iter().find(|f| f.number == 1).map(|f| String::from_utf8_lossy(f.bytes).to_string()).unwrap_or_default();
+                if let Some(x) = v.iter().find(|f| f.number == 2) {
                     out.push(Scalar {
                         tag,
                         step,
-                        value: f32::from_le_bytes(x.1.try_into().map_err(|_| "simple_value is not 4 bytes")?),
+                        value: f32::from_le_bytes(x.bytes.try_into().map_err(|_| "simple_value is not 4 bytes")?),
                     });
                 }
             }
@@ -316,6 +324,7 @@ mod tests {
 
     /// CRC-32C's published check value, and TensorFlow's mask written its way.
     #[test]
+    #[allow(clippy::manual_rotate)]
     fn crc_is_castagnoli_masked() {
         assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283, "CRC-32C check value");
         let crc = 0xe306_9283u32;

@@ -169,7 +169,11 @@ pub fn unpack<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<Unpacked<B
         .ok_or_else(|| damaged("no `network` in its metadata".into()))
         .and_then(|n| serde_json::from_str(n).map_err(|e| damaged(format!("metadata `network`: {e}"))))?;
     let p = network.precision;
-    if network.widths.contains(&0) || network.hidden == 0 || [p.w_bits, p.a_bits, p.first_last_bits].iter().any(|&b| b == 0) {
+    // Sizes beyond any CNN of this shape would only overflow the arithmetic below.
+    let size_ok = |n: usize| (1..=1 << 16).contains(&n);
+    let sizes_ok = network.widths.iter().all(|&w| size_ok(w)) && size_ok(network.hidden);
+    let bits_ok = ![p.w_bits, p.a_bits, p.first_last_bits].contains(&0) && p.a_range.is_finite() && p.a_range > 0.0;
+    if !(sizes_ok && bits_ok) {
         return Err(damaged(format!("metadata `network` describes no network: {network:?}")));
     }
     let file = SafeTensors::deserialize(bytes).map_err(|e| PackedError::NotSafetensors(e.to_string()))?;
@@ -206,8 +210,8 @@ pub fn unpack<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<Unpacked<B
         Ok([v[0], v[1], v[2]])
     };
     let normalizer = Normalizer::new(three("input.mean")?, three("input.std")?);
-    if normalizer.std.iter().any(|s| !(*s > 0.0)) {
-        return Err(damaged(format!("`input.std` must be positive, is {:?}", normalizer.std)));
+    if normalizer.std.iter().chain(&normalizer.mean).any(|v| !v.is_finite()) || normalizer.std.iter().any(|&s| s <= 0.0) {
+        return Err(damaged(format!("`input.mean` must be finite and `input.std` positive, are {:?} and {:?}", normalizer.mean, normalizer.std)));
     }
     let model = Cnn::from_stored(&network, tensors, device);
     Ok(Unpacked { network, normalizer, model })

@@ -19,8 +19,8 @@ pub fn weight_levels<B: Backend, const D: usize>(w: Tensor<B, D>, bits: u32) -> 
 /// A k-bit weight from its level: `2 * (level / n) - 1`, n = 2^bits - 1,
 /// the very float operations `quantize_weights` applies, so a packed student
 /// computes with bit-identical weights.
-pub fn weight_from_levels<B: Backend, const D: usize>(levels_: Tensor<B, D>, bits: u32) -> Tensor<B, D> {
-    levels_.div_scalar(levels(bits)).mul_scalar(2.0).sub_scalar(1.0)
+pub fn weight_from_levels<B: Backend, const D: usize>(level: Tensor<B, D>, bits: u32) -> Tensor<B, D> {
+    level.div_scalar(levels(bits)).mul_scalar(2.0).sub_scalar(1.0)
 }
 
 fn levels(bits: u32) -> f64 {
