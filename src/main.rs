@@ -203,6 +203,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         failures: failures_before,
         ..Results::default()
     };
+    // At once, before any run: the directory then says which study it holds
+    // (results.json's study hash), so what a session killed before its first
+    // finished run leaves (TensorBoard files, say) is continued, not set aside.
+    results.write(&out).map_err(|e| failed(e.into()))?;
     let stop = kdtui::signals::install().map_err(|e| failed(anyhow::anyhow!("cannot install signal handlers: {e}")))?;
     let input = PlanInput {
         config,

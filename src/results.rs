@@ -270,7 +270,15 @@ pub fn open(out: &Path, study_hash: &str, fresh: bool) -> Result<Opened, OpenErr
         Some(_) => "another config",
         None => "unreadable results.json",
     };
-    let aside = out.join(format!("previous-{}", crate::train::checkpoint::unix_time()));
+    // Unique even for two sessions set aside within one second.
+    let stamp = crate::train::checkpoint::unix_time();
+    let mut aside = out.join(format!("previous-{stamp}"));
+    for n in 1.. {
+        if !aside.exists() {
+            break;
+        }
+        aside = out.join(format!("previous-{stamp}-{n}"));
+    }
     for f in present {
         let (from, to) = (out.join(f), aside.join(f));
         std::fs::create_dir_all(&aside)
@@ -307,6 +315,20 @@ mod tests {
         let aside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).collect();
         assert_eq!(aside.len(), 1, "{aside:?}");
         assert_eq!(Results::load(&aside[0]), Some(results));
+    }
+
+    #[test]
+    fn two_set_asides_in_one_second_do_not_collide() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("results");
+        for hash in ["aaaa", "bbbb", "cccc"] {
+            std::fs::create_dir_all(out.join(TENSORBOARD_DIR).join("teacher")).unwrap();
+            std::fs::write(out.join(TENSORBOARD_DIR).join("teacher/events"), hash).unwrap();
+            let opened = open(&out, hash, false).unwrap();
+            assert!(opened.note.unwrap().contains("moved to"));
+        }
+        let asides = std::fs::read_dir(&out).unwrap().count();
+        assert_eq!(asides, 3, "three sessions, three folders");
     }
 
     #[test]
