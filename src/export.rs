@@ -66,16 +66,12 @@ pub fn export(config: &Config, config_path: &Path, run_id: &str, path: &Path) ->
         run_id: run_id.into(),
         dir: store.dir.clone(),
     })?;
-    let epochs = match spec.kind {
-        RunKind::Teacher => config.teacher.epochs,
-        _ => config.student.epochs,
+    let (shape, epochs) = match spec.kind {
+        RunKind::Teacher => (teacher_config(config), config.teacher.epochs),
+        _ => (student_config(config), config.student.epochs),
     };
     let unfinished = (saved.progress.epochs_done < epochs)
         .then(|| format!("`{run_id}` has trained {} of {epochs} epochs; the file holds that checkpoint", saved.progress.epochs_done));
-    let shape = match spec.kind {
-        RunKind::Teacher => teacher_config(config),
-        _ => student_config(config),
-    };
     let model = checkpoint_model(saved.model, &shape).ok_or_else(|| ExportError::WrongModel {
         run_id: run_id.into(),
         path: store.dir.join("checkpoint.bin"),

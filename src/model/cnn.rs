@@ -224,24 +224,31 @@ impl<B: Backend> Cnn<B> {
             let t = if slot.bits < FLOAT_BITS { weight_from_levels(t, slot.bits) } else { t };
             (slot.shape, t)
         });
-        let mut next = || values.next().expect("layout and model agree");
-        let norm = |n: BatchNorm2d<B>, next: &mut dyn FnMut() -> (Vec<usize>, Tensor<B, 1>)| {
-            n.with_parts(std::array::from_fn(|_| next().1))
-        };
+        let values = &mut values;
         for block in &mut model.blocks {
-            let (shape, w) = next();
+            let (shape, w) = next_value(values);
             block.conv.weight = Param::from_tensor(w.reshape([shape[0], shape[1], shape[2], shape[3]]));
             block.w_bits = FLOAT_BITS;
-            block.norm = norm(block.norm.clone(), &mut next);
+            block.norm = next_norm(block.norm.clone(), values);
         }
-        let (shape, w) = next();
+        let (shape, w) = next_value(values);
         model.hidden.weight = Param::from_tensor(w.reshape([shape[0], shape[1]]));
-        model.hidden_norm = norm(model.hidden_norm.clone(), &mut next);
-        let (shape, w) = next();
+        model.hidden_norm = next_norm(model.hidden_norm.clone(), values);
+        let (shape, w) = next_value(values);
         model.classifier.weight = Param::from_tensor(w.reshape([shape[0], shape[1]]));
-        model.classifier.bias = Some(Param::from_tensor(next().1));
+        model.classifier.bias = Some(Param::from_tensor(next_value(values).1));
         model.w_bits = FLOAT_BITS;
         model.last_bits = FLOAT_BITS;
         model
     }
+}
+
+/// The next (shape, values) of `from_stored`'s layout walk.
+fn next_value<B: Backend>(values: &mut impl Iterator<Item = (Vec<usize>, Tensor<B, 1>)>) -> (Vec<usize>, Tensor<B, 1>) {
+    values.next().expect("layout and model agree")
+}
+
+/// `norm` with its four vectors taken from the walk, in `BatchNorm2d::parts` order.
+fn next_norm<B: Backend>(norm: BatchNorm2d<B>, values: &mut impl Iterator<Item = (Vec<usize>, Tensor<B, 1>)>) -> BatchNorm2d<B> {
+    norm.with_parts(std::array::from_fn(|_| next_value(values).1))
 }
