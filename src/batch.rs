@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::device::Trainer;
 use crate::results::{Results, ResultsError, TENSORBOARD_DIR};
+use crate::runlog::RunLog;
 use crate::signals::StopRequest;
 use crate::tensorboard::Recorder;
 use crate::train::{Control, RunStatus, TrainEvent};
@@ -44,6 +45,7 @@ pub fn run(trainer: Trainer, mut results: Results, out: &Path, stop: Option<Stop
     let mut fatal = None;
     let mut stop_sent = false;
     let mut tensorboard = Recorder::new(out.join(TENSORBOARD_DIR));
+    let mut runlog = RunLog::new(out.to_path_buf());
     let outcome = loop {
         if !stop_sent && stop.as_ref().is_some_and(StopRequest::requested) {
             stop_sent = true;
@@ -55,7 +57,7 @@ pub fn run(trainer: Trainer, mut results: Results, out: &Path, stop: Option<Stop
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break Err(BatchError::TrainerDied(join_message(trainer.thread))),
         };
-        if let Some(warning) = tensorboard.on_event(&event) {
+        for warning in [tensorboard.on_event(&event), runlog.on_event(&event)].into_iter().flatten() {
             say(&bar, format!("  {warning}"));
         }
         match event {
@@ -140,7 +142,6 @@ pub fn run(trainer: Trainer, mut results: Results, out: &Path, stop: Option<Stop
                 fatal = Some(error);
             }
             TrainEvent::PlanFinished { stopped } => {
-                results.finished = !stopped;
                 results.stopped = stopped;
                 break Ok(());
             }
@@ -161,10 +162,12 @@ pub fn run(trainer: Trainer, mut results: Results, out: &Path, stop: Option<Stop
     if results.stopped {
         return Err(BatchError::Stopped(out.to_path_buf()));
     }
-    if !results.failures.is_empty() {
+    // This session's failures: other shards' are theirs to report.
+    let failed: Vec<&str> = results.failures.iter().map(|f| f.run_id.as_str()).filter(|id| results.own.contains(*id)).collect();
+    if !failed.is_empty() {
         return Err(BatchError::RunsFailed {
-            count: results.failures.len(),
-            list: results.failures.iter().map(|f| f.run_id.as_str()).collect::<Vec<_>>().join(", "),
+            count: failed.len(),
+            list: failed.join(", "),
             report: out.join("report.md"),
         });
     }

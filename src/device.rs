@@ -68,7 +68,10 @@ pub enum Resolved {
 impl Resolved {
     pub fn describe(self) -> String {
         match self {
-            Resolved::Cpu => format!("cpu (burn flex, {} threads)", rayon::current_num_threads()),
+            Resolved::Cpu => match rayon::current_num_threads() {
+                1 => "cpu (burn flex, 1 thread)".to_string(),
+                n => format!("cpu (burn flex, {n} threads)"),
+            },
             Resolved::Cuda(n) => format!("cuda:{n} (burn cuda)"),
         }
     }

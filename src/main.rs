@@ -41,6 +41,11 @@ struct Cli {
     /// stopped.
     #[arg(long)]
     fresh: bool,
+    /// Run only shard I of N of the plan's student runs (I from 0; run k of
+    /// the plan, teacher excluded, belongs to shard k mod N). The teacher must
+    /// have finished (`--only teacher`). For Slurm arrays: see `kdtui slurm`.
+    #[arg(long, value_name = "I/N", requires = "batch", conflicts_with = "fresh")]
+    shard: Option<plan::Shard>,
 }
 
 #[derive(clap::Subcommand, Debug)]
@@ -57,6 +62,42 @@ enum Command {
     /// Test accuracy of a model file (kdtui export) or a checkpoint, on the
     /// whole test set.
     Eval(EvalArgs),
+    /// Write sbatch scripts that run the plan on a Slurm cluster: a teacher
+    /// job, then a job array of shards that waits for it.
+    Slurm(SlurmArgs),
+    /// Follow a study that runs elsewhere (Slurm shards, another session) or
+    /// browse a finished one: the monitor over a results directory, read-only.
+    Watch(WatchArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct SlurmArgs {
+    /// Config file of the plan.
+    #[arg(long, default_value = "config.toml")]
+    config: PathBuf,
+    /// Results directory (default: [plan] out from the config).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Tasks in the students' job array (default: one per student run).
+    #[arg(long)]
+    array_size: Option<usize>,
+    /// cpu, or cuda: one GPU per job (--gres=gpu:1).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Folder for the scripts and the jobs' logs.
+    #[arg(long, default_value = "slurm")]
+    dir: PathBuf,
+    /// Options for both jobs' #SBATCH lines, after `--`:
+    /// `kdtui slurm -- --partition=gpu --time=2:00:00`.
+    #[arg(last = true, allow_hyphen_values = true)]
+    sbatch: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct WatchArgs {
+    /// Results directory of the study.
+    #[arg(default_value = "results")]
+    dir: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -168,12 +209,25 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Report(args)) => return report(args),
         Some(Command::Export(args)) => return export(args),
         Some(Command::Eval(args)) => return eval(args),
+        Some(Command::Slurm(args)) => return slurm(args),
+        Some(Command::Watch(args)) => return watch(args),
         None => {}
     }
     let config = Config::load(&cli.config).map_err(usage)?;
     let choice: DeviceChoice = cli.device.parse().map_err(usage)?;
     let selectors = if cli.only.is_empty() { config.plan.only.clone() } else { cli.only.clone() };
-    let runs = plan::select(&config, &selectors).map_err(usage)?;
+    let mut runs = plan::select(&config, &selectors).map_err(usage)?;
+    let mut notes = vec![];
+    if let Some(shard) = cli.shard {
+        let members = plan::shard_members(&config, shard);
+        runs.retain(|r| r.kind == kdtui::train::RunKind::Teacher || members.contains(&r.run_id));
+        let students = plan::full_plan(&config).len() - 1;
+        notes.push(if members.is_empty() {
+            format!("shard {shard}: no runs (the plan has {students} student runs)")
+        } else {
+            format!("shard {shard}: {} of the plan's {students} student runs: {}", members.len(), members.join(", "))
+        });
+    }
     if !cli.batch {
         // Before loading data or starting anything: a pipe gets one clear line.
         kdtui::tui::check_terminal().map_err(usage)?;
@@ -192,13 +246,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let study_hash = config.study_hash();
     let opened = results::open(&out, &study_hash, cli.fresh).map_err(|e| failed(e.into()))?;
     let (runs_before, failures_before) = opened.previous.map(|p| (p.runs, p.failures)).unwrap_or_default();
-    let results = Results {
+    let mut results = Results {
         plan: config.plan.name.clone(),
         data: data.description.clone(),
         test_images: data.test.len(),
         device: resolved.describe(),
         config: std::fs::read_to_string(&cli.config).unwrap_or_else(|_| config.to_toml()),
         study_hash,
+        planned: plan::full_plan(&config),
         runs: runs_before,
         failures: failures_before,
         ..Results::default()
@@ -214,8 +269,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
         data,
         device_name: String::new(),
         fresh: cli.fresh,
-        notes: opened.note.into_iter().collect(),
+        notes: opened.note.into_iter().chain(notes).collect(),
         models: Some(out.join(results::MODELS_DIR)),
+        train_teacher: cli.shard.is_none(),
     };
     device::quiet_trainer_panics();
     let trainer = device::spawn(resolved, input);
@@ -226,7 +282,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
     } else {
         let results = kdtui::tui::run(trainer, results, &out, Some(stop)).map_err(|e| failed(e.into()))?;
         let done = results.runs.len();
-        let next = if results.finished { "" } else { "; run kdtui again to continue the plan" };
+        let next = if results.stopped { "; run kdtui again to continue the plan" } else { "" };
         println!("{done} runs recorded; results in {} (report.md, figures/, models/, tensorboard/){next}", out.display());
     }
     Ok(())
@@ -323,6 +379,50 @@ fn export(args: ExportArgs) -> Result<(), Failure> {
     }
     println!("{} ({} bytes)", exported.path.display(), exported.bytes);
     Ok(())
+}
+
+fn slurm(args: SlurmArgs) -> Result<(), Failure> {
+    use kdtui::slurm;
+    let config = Config::load(&args.config).map_err(usage)?;
+    let device: slurm::Accelerator = args.device.parse().map_err(usage)?;
+    let students = plan::full_plan(&config).len() - 1;
+    let cwd = std::env::current_dir().map_err(|e| Failure { code: 1, error: anyhow::anyhow!("current directory: {e}") })?;
+    let absolute = |p: &std::path::Path| if p.is_absolute() { p.to_path_buf() } else { cwd.join(p) };
+    let kdtui = std::env::current_exe().map_err(|e| Failure { code: 1, error: anyhow::anyhow!("cannot find this program's path: {e}") })?;
+    let request = slurm::Request {
+        kdtui,
+        workdir: cwd.clone(),
+        config: absolute(&args.config),
+        out: absolute(&args.out.unwrap_or_else(|| config.plan.out.clone())),
+        dir: absolute(&args.dir),
+        plan: config.plan.name.clone(),
+        device,
+        array_size: args.array_size.unwrap_or(students),
+        sbatch: args.sbatch,
+    };
+    slurm::check(&request, students).map_err(usage)?;
+    let written = slurm::write(&request).map_err(|e| Failure { code: 1, error: e.into() })?;
+    for path in &written {
+        println!("wrote {}", path.display());
+    }
+    println!(
+        "plan {}: the teacher job, then {} array tasks for {students} student runs (run k goes to task k mod {}), device {}",
+        config.plan.name,
+        request.array_size,
+        request.array_size,
+        args.device
+    );
+    println!("submit: sh {}", request.dir.join("submit.sh").display());
+    println!("follow: kdtui watch {}", request.out.display());
+    Ok(())
+}
+
+fn watch(args: WatchArgs) -> Result<(), Failure> {
+    let stop = kdtui::signals::install().map_err(|e| Failure { code: 1, error: anyhow::anyhow!("cannot install signal handlers: {e}") })?;
+    kdtui::tui::watch(&args.dir, Some(stop)).map_err(|e| {
+        let code = if matches!(e, kdtui::tui::TuiError::WatchNotATerminal(_) | kdtui::tui::TuiError::Watch(_)) { 2 } else { 1 };
+        Failure { code, error: e.into() }
+    })
 }
 
 fn eval(args: EvalArgs) -> Result<(), Failure> {

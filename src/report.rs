@@ -109,11 +109,14 @@ pub fn markdown(results: &Results) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# kdtui report: {}\n", results.plan);
     let status = if results.finished {
-        "finished"
+        "finished".to_string()
     } else if results.stopped {
-        "stopped before the end"
+        "stopped before the end".to_string()
+    } else if results.planned.is_empty() {
+        "in progress".to_string()
     } else {
-        "in progress"
+        let ended = results.planned.iter().filter(|p| results.runs.iter().any(|r| r.run_id == p.run_id)).count();
+        format!("not finished: {ended} of the study's {} runs have a result", results.planned.len())
     };
     let _ = writeln!(s, "- plan: {status}; {} runs recorded, {} failed", results.runs.len(), results.failures.len());
     let _ = writeln!(s, "- data: {} images", results.data);

@@ -2,8 +2,15 @@
 //! `results.csv`, `runs/<run_id>.csv` (per-epoch metrics) and `report.md`.
 //! Every file is rewritten atomically as each run finishes, so quitting or a
 //! crash never loses a finished run.
+//!
+//! Several processes may write one results directory (the shards of a Slurm
+//! array): each writes under an exclusive lock on `<dir>/.kdtui.lock` and
+//! first merges what the others recorded (every run it did not record itself
+//! is taken from results.json on disk), so the last writer's files hold every
+//! run, each once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -11,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::atomic_file::{self, WriteError};
 use crate::distill::Loss;
 use crate::report;
-use crate::train::{RunKind, RunResult, RunStatus};
+use crate::train::{RunKind, RunResult, RunSpec, RunStatus};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Results {
@@ -25,10 +32,20 @@ pub struct Results {
     /// hash continues these results.
     #[serde(default)]
     pub study_hash: String,
+    /// Every run of the study has a result (a row, not a failure).
     pub finished: bool,
+    /// The last session that wrote these files was stopped before its end.
     pub stopped: bool,
+    /// Every run of the study (the config's whole plan) in plan order: the
+    /// order of the table, and what `finished` is measured against.
+    #[serde(default)]
+    pub planned: Vec<RunSpec>,
     pub runs: Vec<RunResult>,
     pub failures: Vec<Failure>,
+    /// Runs this session recorded (a row or a failure): in a directory other
+    /// processes write too, these are ours and the rest are theirs.
+    #[serde(skip)]
+    pub own: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -59,6 +76,23 @@ pub enum ResultsError {
     Report(#[from] report::ReportError),
     #[error("cannot format {path}: {message}")]
     Format { path: PathBuf, message: String },
+    #[error("cannot lock {path} (it serialises the writers of a shared results directory): {source}")]
+    Lock { path: PathBuf, source: std::io::Error },
+}
+
+/// Held while a process reads and rewrites a results directory.
+pub const LOCK_FILE: &str = ".kdtui.lock";
+
+/// Waits for the exclusive lock on `dir` (flock; on NFS the client maps it to
+/// a POSIX lock, which NFSv4 and lockd share between nodes). Released when
+/// the returned file is dropped.
+pub fn lock(dir: &Path) -> Result<File, ResultsError> {
+    let path = dir.join(LOCK_FILE);
+    let err = |source| ResultsError::Lock { path: path.clone(), source };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(err)?;
+    file.lock().map_err(err)?;
+    Ok(file)
 }
 
 pub fn mean_std(values: &[f64]) -> (f64, f64) {
@@ -113,6 +147,7 @@ impl Results {
 
     /// Records a finished run, replacing an earlier row of the same run.
     pub fn record(&mut self, result: RunResult) {
+        self.own.insert(result.run_id.clone());
         self.failures.retain(|f| f.run_id != result.run_id);
         match self.runs.iter_mut().find(|r| r.run_id == result.run_id) {
             Some(slot) => *slot = result,
@@ -121,6 +156,7 @@ impl Results {
     }
 
     pub fn record_failure(&mut self, run_id: String, error: String) {
+        self.own.insert(run_id.clone());
         self.failures.retain(|f| f.run_id != run_id);
         self.failures.push(Failure { run_id, error });
     }
@@ -186,8 +222,54 @@ impl Results {
         Ok(String::from_utf8(bytes).expect("csv of utf-8 fields"))
     }
 
-    /// Writes every results file into `dir`.
-    pub fn write(&self, dir: &Path) -> Result<(), ResultsError> {
+    /// Takes what other writers of `disk` (the same study) recorded for the
+    /// runs this session has not: their rows and failures replace ours.
+    fn merge(&mut self, disk: Results) {
+        if disk.study_hash != self.study_hash {
+            return;
+        }
+        let theirs: BTreeSet<String> = disk
+            .runs
+            .iter()
+            .map(|r| &r.run_id)
+            .chain(disk.failures.iter().map(|f| &f.run_id))
+            .filter(|id| !self.own.contains(*id))
+            .cloned()
+            .collect();
+        self.runs.retain(|r| !theirs.contains(&r.run_id));
+        self.failures.retain(|f| !theirs.contains(&f.run_id));
+        self.runs.extend(disk.runs.into_iter().filter(|r| theirs.contains(&r.run_id)));
+        self.failures.extend(disk.failures.into_iter().filter(|f| theirs.contains(&f.run_id)));
+    }
+
+    /// Rows in plan order (whoever finished first), and `finished` from them.
+    fn settle(&mut self) {
+        let position = |id: &str| self.planned.iter().position(|p| p.run_id == id).unwrap_or(usize::MAX);
+        let mut runs = std::mem::take(&mut self.runs);
+        runs.sort_by_key(|r| position(&r.run_id));
+        let mut failures = std::mem::take(&mut self.failures);
+        failures.sort_by_key(|f| position(&f.run_id));
+        self.runs = runs;
+        self.failures = failures;
+        self.finished = !self.planned.is_empty()
+            && self
+                .planned
+                .iter()
+                .all(|p| self.runs.iter().any(|r| r.run_id == p.run_id && r.status != RunStatus::Interrupted));
+    }
+
+    /// Writes every results file into `dir`, under its lock, after merging
+    /// what other processes recorded there (see the module's comment).
+    pub fn write(&mut self, dir: &Path) -> Result<(), ResultsError> {
+        let _lock = lock(dir)?;
+        if let Some(disk) = Self::load(dir) {
+            self.merge(disk);
+        }
+        self.settle();
+        self.write_files(dir)
+    }
+
+    fn write_files(&self, dir: &Path) -> Result<(), ResultsError> {
         let format_err = |path: PathBuf, e: csv::Error| ResultsError::Format {
             path,
             message: e.to_string(),
@@ -219,8 +301,18 @@ pub const MODELS_DIR: &str = "models";
 /// TensorBoard event files, a directory per run.
 pub const TENSORBOARD_DIR: &str = "tensorboard";
 
-/// What a results directory holds: `Results::write`'s files and the two above.
-const RESULT_FILES: [&str; 7] = ["results.json", "results.csv", "report.md", "runs", report::FIGURES_DIR, MODELS_DIR, TENSORBOARD_DIR];
+/// What a results directory holds: `Results::write`'s files, the two above and
+/// the per-run metric files (`runlog`).
+const RESULT_FILES: [&str; 8] = [
+    "results.json",
+    "results.csv",
+    "report.md",
+    "runs",
+    report::FIGURES_DIR,
+    MODELS_DIR,
+    TENSORBOARD_DIR,
+    crate::runlog::METRICS_DIR,
+];
 
 /// What a results directory holds for a new session.
 pub struct Opened {
@@ -240,6 +332,8 @@ pub enum OpenError {
         to: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Lock(#[from] ResultsError),
 }
 
 /// Checks that `out` can be written (before any training), and decides what
@@ -251,6 +345,8 @@ pub fn open(out: &Path, study_hash: &str, fresh: bool) -> Result<Opened, OpenErr
         path: e.path,
         source: e.source,
     })?;
+    // Shards of one study open the directory at the same time.
+    let _lock = lock(out)?;
 
     for sub in ["", "runs", report::FIGURES_DIR, MODELS_DIR] {
         atomic_file::remove_leftovers(&out.join(sub));
@@ -301,7 +397,7 @@ mod tests {
         let out = dir.path().join("results");
         let opened = open(&out, "aaaa", false).unwrap();
         assert!(opened.previous.is_none() && opened.note.is_none());
-        let results = Results {
+        let mut results = Results {
             study_hash: "aaaa".into(),
             ..Results::default()
         };
@@ -312,7 +408,7 @@ mod tests {
         assert!(opened.previous.is_none());
         assert!(opened.note.unwrap().contains("another config"));
         assert!(!out.join("results.json").exists());
-        let aside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).collect();
+        let aside: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).filter(|p| !p.ends_with(LOCK_FILE)).collect();
         assert_eq!(aside.len(), 1, "{aside:?}");
         assert_eq!(Results::load(&aside[0]), Some(results));
     }
@@ -327,7 +423,7 @@ mod tests {
             let opened = open(&out, hash, false).unwrap();
             assert!(opened.note.unwrap().contains("moved to"));
         }
-        let asides = std::fs::read_dir(&out).unwrap().count();
+        let asides = std::fs::read_dir(&out).unwrap().filter(|e| e.as_ref().unwrap().file_name() != LOCK_FILE).count();
         assert_eq!(asides, 3, "three sessions, three folders");
     }
 
@@ -338,6 +434,73 @@ mod tests {
         std::fs::write(&out, "not a directory").unwrap();
         let e = open(&out, "aaaa", false).err().unwrap().to_string();
         assert!(e.contains("results directory") && e.contains(&out.display().to_string()), "{e}");
+    }
+
+    fn row(spec: &RunSpec, acc: f64) -> RunResult {
+        RunResult {
+            run_id: spec.run_id.clone(),
+            kind: spec.kind,
+            loss: spec.loss,
+            temperature: spec.temperature,
+            seed: spec.seed,
+            status: RunStatus::Done,
+            epochs: 1,
+            final_test_accuracy: acc,
+            best_test_accuracy: acc,
+            final_train_loss: 1.0,
+            model_bytes: 100,
+            wall_seconds: 1.0,
+            reused: false,
+            history: vec![],
+        }
+    }
+
+    /// Shards write one directory at once, each after every run: the files
+    /// end with every run once, in plan order, whatever the interleaving.
+    #[test]
+    fn concurrent_writers_merge_every_run_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("results");
+        let mut config = crate::config::Config::default();
+        config.plan.temperatures = vec![5.0, 15.0];
+        let planned = crate::train::plan::full_plan(&config);
+        let base = Results {
+            study_hash: "aaaa".into(),
+            planned: planned.clone(),
+            ..Results::default()
+        };
+        let shards = 3;
+        std::thread::scope(|scope| {
+            for index in 0..shards {
+                let (out, planned, mut mine) = (&out, &planned, base.clone());
+                scope.spawn(move || {
+                    for (k, spec) in planned.iter().enumerate().filter(|(k, _)| k % shards == index) {
+                        if spec.run_id == "soft-T15-s1" {
+                            mine.record_failure(spec.run_id.clone(), "boom".into());
+                        } else {
+                            mine.record(row(spec, k as f64 / 100.0));
+                        }
+                        mine.write(out).unwrap();
+                    }
+                });
+            }
+        });
+        let on_disk = Results::load(&out).unwrap();
+        let ids: Vec<&str> = on_disk.runs.iter().map(|r| r.run_id.as_str()).collect();
+        let expected: Vec<&str> = planned.iter().map(|p| p.run_id.as_str()).filter(|id| *id != "soft-T15-s1").collect();
+        assert_eq!(ids, expected, "every run once, in plan order");
+        assert_eq!(on_disk.failures.len(), 1);
+        assert!(!on_disk.finished, "a failed run leaves the study unfinished");
+        let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 1 + expected.len());
+
+        // The failed run, retried by its shard, replaces the failure.
+        let mut retry = base.clone();
+        retry.record(row(&planned[planned.iter().position(|p| p.run_id == "soft-T15-s1").unwrap()], 0.5));
+        retry.write(&out).unwrap();
+        let on_disk = Results::load(&out).unwrap();
+        assert!(on_disk.failures.is_empty() && on_disk.finished);
+        assert_eq!(on_disk.runs.len(), planned.len());
     }
 
     #[test]

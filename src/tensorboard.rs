@@ -81,7 +81,7 @@ impl EventWriter {
     /// sessions of one run (resumed) leave several files; TensorBoard reads them all.
     pub fn create(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+        let host = crate::atomic_file::host();
         let host = if host.is_empty() { "localhost".to_string() } else { host };
         let (secs, pid) = (now() as u64, std::process::id());
         let mut path = dir.join(format!("events.out.tfevents.{secs}.{host}.{pid}"));

@@ -17,6 +17,7 @@ use crate::app::App;
 use crate::device::Trainer;
 use crate::keys;
 use crate::results::{Results, ResultsError, TENSORBOARD_DIR};
+use crate::runlog::RunLog;
 use crate::signals::StopRequest;
 use crate::tensorboard::Recorder;
 use crate::ui;
@@ -27,10 +28,14 @@ const FRAME: Duration = Duration::from_millis(100);
 pub enum TuiError {
     #[error("stdout is not a terminal; run the plan headless with `kdtui --batch`")]
     NotATerminal,
+    #[error("kdtui watch needs a terminal (stdout is not one); the table is in {0}")]
+    WatchNotATerminal(std::path::PathBuf),
     #[error("terminal: {0}")]
     Terminal(#[from] std::io::Error),
     #[error("writing results: {0}")]
     Results(#[from] ResultsError),
+    #[error(transparent)]
+    Watch(#[from] crate::watch::WatchError),
 }
 
 pub fn check_terminal() -> Result<(), TuiError> {
@@ -53,13 +58,7 @@ pub fn run(trainer: Trainer, results: Results, out: &Path, stop: Option<StopRequ
     if let Some(stop) = &stop {
         watch_for_hangup(&trainer, stop.clone(), Arc::clone(&ui_done));
     }
-    let outcome = event_loop(&mut terminal, &mut app, &trainer, out, stop.as_ref(), || {
-        if event::poll(Duration::from_millis(20))? {
-            event::read().map(Some)
-        } else {
-            Ok(None)
-        }
-    });
+    let outcome = event_loop(&mut terminal, &mut app, &trainer, Some(out), stop.as_ref(), read_input);
     ui_done.store(true, Ordering::Relaxed);
     ratatui::restore();
     let _ = std::panic::take_hook();
@@ -76,6 +75,37 @@ pub fn run(trainer: Trainer, results: Results, out: &Path, stop: Option<StopRequ
     outcome?;
     app.results.write(out)?;
     Ok(app.results)
+}
+
+fn read_input() -> std::io::Result<Option<Event>> {
+    if event::poll(Duration::from_millis(20))? {
+        event::read().map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// `kdtui watch`: the same screen over a results directory that other
+/// processes write (`watch::spawn` reads it); writes nothing.
+pub fn watch(dir: &Path, stop: Option<StopRequest>) -> Result<(), TuiError> {
+    let source = crate::watch::spawn(dir.to_path_buf())?;
+    if !std::io::stdout().is_terminal() {
+        let _ = source.control.send(crate::train::Control::Stop);
+        return Err(TuiError::WatchNotATerminal(dir.join("results.csv")));
+    }
+    let mut terminal = ratatui::init();
+    let mut app = App::watching(dir.to_path_buf());
+    let ui_done = Arc::new(AtomicBool::new(false));
+    if let Some(stop) = &stop {
+        // The terminal closed: the same way out as a training session, with nothing to save.
+        watch_for_hangup(&source, stop.clone(), Arc::clone(&ui_done));
+    }
+    let outcome = event_loop(&mut terminal, &mut app, &source, None, stop.as_ref(), read_input);
+    ui_done.store(true, Ordering::Relaxed);
+    ratatui::restore();
+    let _ = source.control.send(crate::train::Control::Stop);
+    let _ = source.thread.join();
+    outcome
 }
 
 /// After SIGHUP (the terminal closed) crossterm's input poll spins on end of
@@ -113,11 +143,12 @@ where
 }
 
 /// The loop, generic over the backend and the input source so tests can drive it.
+/// `out`: the results directory this session writes; none for `kdtui watch`.
 pub fn event_loop<B: Backend, F>(
     terminal: &mut Terminal<B>,
     app: &mut App,
     trainer: &Trainer,
-    out: &Path,
+    out: Option<&Path>,
     stop: Option<&StopRequest>,
     mut next_input: F,
 ) -> Result<(), TuiError>
@@ -129,15 +160,18 @@ where
     let mut last_draw: Option<Instant> = None;
     let mut dirty = true;
     let mut trainer_gone = false;
-    let mut tensorboard = Recorder::new(out.join(TENSORBOARD_DIR));
+    let mut writers = out.map(|out| (Recorder::new(out.join(TENSORBOARD_DIR)), RunLog::new(out.to_path_buf())));
     loop {
         while !trainer_gone {
             match trainer.events.try_recv() {
                 Ok(ev) => {
-                    if let Some(warning) = tensorboard.on_event(&ev) {
-                        app.log(warning);
+                    if let Some((tensorboard, runlog)) = &mut writers {
+                        for warning in [tensorboard.on_event(&ev), runlog.on_event(&ev)].into_iter().flatten() {
+                            app.log(warning);
+                        }
                     }
-                    if app.on_event(ev) {
+                    let ended = app.on_event(ev);
+                    if let (true, Some(out)) = (ended, out) {
                         if let Err(e) = app.results.write(out) {
                             if let Some(control) = app.on_results_unwritable(e.to_string()) {
                                 let _ = trainer.control.send(control);
@@ -163,7 +197,7 @@ where
             }
         }
         app.tick(started.elapsed());
-        if app.should_quit && (!app.state.active() || trainer_gone) {
+        if app.should_quit && (!app.state.active() || trainer_gone || app.watching.is_some()) {
             draw(terminal, app)?;
             return Ok(());
         }

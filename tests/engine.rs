@@ -102,6 +102,7 @@ fn pause_holds_the_trainer_still_and_stop_ends_the_plan() {
             fresh: true,
             notes: vec![],
             models: None,
+            train_teacher: true,
         },
     );
     let wait = Duration::from_secs(60);

@@ -233,3 +233,44 @@ fn help_is_generated_from_the_key_table() {
         assert!(s.contains(&keys) && s.contains(what), "help lacks `{keys}`: {s}");
     }
 }
+
+#[test]
+fn watching_has_no_pause_says_why_and_quits_without_asking() {
+    let mut config = Config::default();
+    config.plan.losses = vec![Loss::Soft];
+    config.plan.temperatures = vec![5.0];
+    let mut app = App::watching("/shared/results".into());
+    app.on_event(TrainEvent::PlanStarted {
+        plan: "study".into(),
+        runs: plan::full_plan(&config),
+        device: "cpu (burn flex, 2 threads)".into(),
+        data: "synthetic: 7000 train / 1000 test".into(),
+    });
+    assert_eq!(app.state, PlanState::Watching);
+    // Two shards train at once: both rows run, and the header sums their speed.
+    for (run_id, speed) in [("baseline-s1", 300.0), ("soft-T5-s1", 200.0)] {
+        app.on_event(TrainEvent::RunStarted { run_id: run_id.into(), epochs: 2, steps_per_epoch: 50, step: 0, history: vec![] });
+        app.on_event(TrainEvent::Step { run_id: run_id.into(), epoch: 1, step: 5, loss: 2.0, accuracy: 0.2, images_per_sec: speed });
+    }
+    let s = screen(&app, 120, 40);
+    assert!(s.contains("WATCHING") && s.contains("watching /shared/results (read-only)"), "{s}");
+    assert!(s.contains("500 img/s"), "{s}");
+    assert!(s.contains("no pause here: the runs train in other processes"), "the hint says why: {s}");
+    assert!(!s.contains("p pause"), "{s}");
+
+    assert_eq!(app.on_action(Action::TogglePause), None, "nothing to pause");
+    assert_eq!(app.state, PlanState::Watching);
+    assert!(screen(&app, 120, 40).contains("kdtui watch only reads the results directory"));
+
+    finish(&mut app, "teacher", RunKind::Teacher, Loss::Hard, None, 0.96);
+    finish(&mut app, "baseline-s1", RunKind::Baseline, Loss::Hard, None, 0.8);
+    assert_eq!(app.state, PlanState::Watching, "soft-T5-s1 still runs");
+    finish(&mut app, "soft-T5-s1", RunKind::Distill, Loss::Soft, Some(5.0), 0.82);
+    assert_eq!(app.state, PlanState::Finished);
+    // A requeued run that starts again is followed again.
+    app.on_event(TrainEvent::RunStarted { run_id: "soft-T5-s1".into(), epochs: 2, steps_per_epoch: 50, step: 50, history: vec![] });
+    assert_eq!(app.state, PlanState::Watching);
+
+    assert_eq!(app.on_action(Action::Quit), None);
+    assert!(app.should_quit && !app.confirm_quit, "quits at once: it stops nothing");
+}

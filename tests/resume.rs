@@ -40,6 +40,7 @@ fn run(config: &Config, stop_when: impl Fn(&TrainEvent) -> bool) -> BTreeMap<Str
             fresh: false,
             notes: vec![],
             models: None,
+            train_teacher: true,
         },
     );
     let mut results = BTreeMap::new();

@@ -36,6 +36,11 @@ impl Session {
     /// temporary folder holding CONFIG as config.toml.
     fn start(dir: &Path, name: &str, command: &str) -> Session {
         std::fs::write(dir.join("config.toml"), CONFIG).unwrap();
+        Self::start_in(dir, name, command)
+    }
+
+    /// As `start`, with whatever config.toml `dir` holds.
+    fn start_in(dir: &Path, name: &str, command: &str) -> Session {
         let name = format!("kdtui-{name}-{}", std::process::id());
         let command = format!("cd {} && {command}", dir.display());
         let status = Command::new("tmux")
@@ -191,4 +196,79 @@ fn closing_the_terminal_saves_the_run_and_ends_the_process() {
     }
     let teacher = std::fs::read_dir(dir.path().join("checkpoints/tmux")).unwrap().next().unwrap().unwrap().path();
     assert!(teacher.join("checkpoint.bin").is_file(), "the teacher's progress was not saved");
+}
+
+/// Three student runs of a few seconds each, for two shards to share.
+const SHARDED: &str = r#"
+[plan]
+name = "watched"
+losses = ["soft"]
+temperatures = [5.0, 15.0]
+[data]
+train_size = 2048
+test_size = 64
+[train]
+batch_size = 16
+log_every = 1
+[teacher]
+epochs = 1
+widths = [4, 8, 8]
+hidden = 16
+[student]
+epochs = 6
+widths = [4, 8, 8]
+hidden = 16
+"#;
+
+#[test]
+fn watch_follows_shards_that_run_elsewhere_live() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.toml"), SHARDED).unwrap();
+    let bin = env!("CARGO_BIN_EXE_kdtui");
+    let batch = |args: &[&str]| {
+        Command::new(bin)
+            .args(["--batch", "--device", "cpu"])
+            .args(args)
+            .current_dir(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    assert!(batch(&["--only", "teacher"]).wait().unwrap().success());
+
+    let session = Session::start_in(dir.path(), "watch", &format!("{bin} watch results; echo EXITED=$?; sleep 60"));
+    let wait = Duration::from_secs(60);
+    let screen = session.wait_for("WATCHING", wait);
+    assert!(screen.contains("runs 1/4") && screen.contains("queued"), "{screen}");
+    assert!(screen.contains("no pause here"), "{screen}");
+
+    let mut shards = [batch(&["--shard", "0/2"]), batch(&["--shard", "1/2"])];
+    // The shards' runs train while the screen follows them: a running row
+    // says its epoch (`run 2/6`) and the header the summed images/s.
+    let start = Instant::now();
+    let screen = loop {
+        let screen = session.screen();
+        if (1..=6).any(|e| screen.contains(&format!("run {e}/6"))) {
+            break screen;
+        }
+        assert!(start.elapsed() < wait, "no running row within {wait:?}:\n{screen}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(screen.contains("img/s"), "{screen}");
+    session.keys("p");
+    session.wait_for("kdtui watch only reads the results directory", Duration::from_secs(5));
+    assert!(!session.screen().contains("PAUSED"));
+    session.keys("j");
+
+    for shard in &mut shards {
+        assert!(shard.wait().unwrap().success());
+    }
+    let screen = session.wait_for("FINISHED", Duration::from_secs(10));
+    assert!(screen.contains("runs 4/4"), "{screen}");
+    assert_eq!(screen.matches(" done ").count(), 4, "{screen}");
+
+    session.keys("q");
+    let end = session.wait_for("EXITED=", Duration::from_secs(5));
+    assert!(end.contains("EXITED=0"), "quits at once, nothing to stop: {end}");
 }

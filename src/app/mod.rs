@@ -20,6 +20,8 @@ const STEP_POINTS: usize = 240;
 pub enum PlanState {
     Starting,
     Running,
+    /// `kdtui watch`: runs train in other processes; this session only reads.
+    Watching,
     Paused,
     Stopping,
     Finished,
@@ -32,6 +34,7 @@ impl PlanState {
         match self {
             PlanState::Starting => "STARTING",
             PlanState::Running => "RUNNING",
+            PlanState::Watching => "WATCHING",
             PlanState::Paused => "PAUSED",
             PlanState::Stopping => "STOPPING",
             PlanState::Finished => "FINISHED",
@@ -201,7 +204,14 @@ pub struct App {
     pub chart: ChartFocus,
     pub current: Option<String>,
     pub results: Results,
+    /// `kdtui watch`: the results directory followed, read-only.
+    pub watching: Option<std::path::PathBuf>,
 }
+
+/// Why `kdtui watch` has no pause key: in its hint line, and in full on `p`.
+pub const NO_PAUSE_HINT: &str = "no pause here: the runs train in other processes";
+pub const NO_PAUSE_WHY: &str = "kdtui watch only reads the results directory: the runs train in other processes, \
+     which it cannot pause; on Slurm, `scontrol suspend <job>` / `scontrol resume <job>` do";
 
 impl App {
     pub fn new(results: Results) -> Self {
@@ -222,7 +232,31 @@ impl App {
             chart: ChartFocus::Accuracy,
             current: None,
             results,
+            watching: None,
         }
+    }
+
+    /// The session of `kdtui watch <dir>`: the same screen, fed by the
+    /// directory's files, writing nothing.
+    pub fn watching(dir: std::path::PathBuf) -> Self {
+        Self {
+            watching: Some(dir),
+            ..Self::new(Results::default())
+        }
+    }
+
+    /// In `kdtui watch`: FINISHED once every run has ended, WATCHING while
+    /// any has not (a requeued run starts again).
+    fn settle_watch_state(&mut self) {
+        if self.watching.is_none() || self.runs.is_empty() {
+            return;
+        }
+        let ended = self.done_count() == self.runs.len();
+        self.state = match (ended, &self.state) {
+            (true, _) => PlanState::Finished,
+            (false, PlanState::Finished | PlanState::Starting) => PlanState::Watching,
+            (false, other) => other.clone(),
+        };
     }
 
     fn row_mut(&mut self, run_id: &str) -> Option<&mut RunRow> {
@@ -258,6 +292,12 @@ impl App {
     /// Applies one trainer event. Returns whether the results files should be
     /// rewritten (a run ended).
     pub fn on_event(&mut self, event: TrainEvent) -> bool {
+        let ended = self.apply(event);
+        self.settle_watch_state();
+        ended
+    }
+
+    fn apply(&mut self, event: TrainEvent) -> bool {
         match event {
             TrainEvent::PlanStarted { plan, runs, device, data } => {
                 self.plan = plan;
@@ -265,7 +305,9 @@ impl App {
                 self.data = data;
                 self.runs = runs.into_iter().map(RunRow::new).collect();
                 self.selected = self.runs.first().map(|r| r.spec.run_id.clone());
-                if self.state == PlanState::Starting {
+                if self.watching.is_some() {
+                    self.state = PlanState::Watching;
+                } else if self.state == PlanState::Starting {
                     self.state = PlanState::Running;
                 }
                 self.log(format!("plan {} started: {} runs", self.plan, self.runs.len()));
@@ -378,7 +420,6 @@ impl App {
                 false
             }
             TrainEvent::PlanFinished { stopped } => {
-                self.results.finished = !stopped;
                 self.results.stopped = stopped;
                 for row in &mut self.runs {
                     if row.status == RowStatus::Queued {
@@ -429,6 +470,7 @@ impl App {
             return None;
         }
         match action {
+            Action::TogglePause if self.watching.is_some() => self.log(NO_PAUSE_WHY),
             Action::TogglePause => match self.state {
                 PlanState::Running => {
                     self.state = PlanState::Paused;
@@ -455,7 +497,8 @@ impl App {
             Action::ToggleHelp => self.show_help = !self.show_help,
             Action::Cancel => self.show_help = false,
             Action::Quit => {
-                if matches!(self.state, PlanState::Running | PlanState::Paused | PlanState::Starting) {
+                // Nothing to stop in `kdtui watch`: it quits at once.
+                if self.watching.is_none() && matches!(self.state, PlanState::Running | PlanState::Paused | PlanState::Starting) {
                     self.confirm_quit = true;
                 } else {
                     return self.quit();
@@ -534,7 +577,7 @@ impl App {
 
     /// (current run remaining, plan remaining), estimated from the runs so far.
     pub fn eta(&self) -> (Option<Duration>, Option<Duration>) {
-        let current = self.current.as_deref().and_then(|id| self.row(id));
+        let current = self.current.as_deref().and_then(|id| self.row(id)).filter(|r| r.status == RowStatus::Running);
         let current_left = current.and_then(|row| {
             let spent = row.history.iter().map(|m| m.seconds).sum::<f64>();
             let p = row.progress();
@@ -547,7 +590,10 @@ impl App {
             .filter_map(|r| r.wall_seconds())
             .collect();
         let queued = self.runs.iter().filter(|r| r.status == RowStatus::Queued).count();
-        let plan_left = if queued == 0 {
+        let plan_left = if self.watching.is_some() {
+            // Runs elsewhere go several at a time, on hardware this cannot see.
+            None
+        } else if queued == 0 {
             current_left
         } else if finished.is_empty() {
             None
@@ -559,6 +605,11 @@ impl App {
     }
 
     pub fn throughput(&self) -> Option<f32> {
+        if self.watching.is_some() {
+            // Several runs train at once, one per task: their sum.
+            let sum: f32 = self.runs.iter().filter(|r| r.status == RowStatus::Running).map(|r| r.images_per_sec).sum();
+            return (sum > 0.0).then_some(sum);
+        }
         let row = self.current.as_deref().and_then(|id| self.row(id))?;
         (row.images_per_sec > 0.0).then_some(row.images_per_sec)
     }

@@ -101,7 +101,7 @@ pub struct RunResult {
 /// JSON has no NaN or infinity: serde_json writes them as `null` (a run that
 /// diverged before its first epoch has no train loss), and this reads `null`
 /// back as NaN instead of refusing the whole file.
-fn nan_from_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+pub(crate) fn nan_from_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
     Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 

@@ -5,6 +5,13 @@
 //! run id or is a prefix of it ending at a `-`: `soft` picks every soft run,
 //! `soft-T5` every seed of it, `baseline` every baseline. The teacher always
 //! runs (or is loaded) first: every distillation run needs its targets.
+//!
+//! Shards (`--shard I/N`, one per Slurm array task): the plan's runs other
+//! than the teacher, numbered k = 0, 1, ... in plan order, go round-robin:
+//! run k belongs to shard k mod N. The assignment depends on the config
+//! alone (not on `--only`), so every task of an array agrees on it, and
+//! neighbouring runs (the seeds and temperatures of one loss) spread over
+//! the shards.
 
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +85,49 @@ pub fn full_plan(config: &Config) -> Vec<RunSpec> {
     runs
 }
 
+/// Shard `index` of `count` (`--shard I/N`, I from 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("--shard {0:?}: expected I/N with 0 <= I < N (as Slurm's $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT for an array 0-(N-1))")]
+pub struct BadShard(pub String);
+
+impl std::str::FromStr for Shard {
+    type Err = BadShard;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadShard(s.to_string());
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let index: usize = i.trim().parse().map_err(|_| bad())?;
+        let count: usize = n.trim().parse().map_err(|_| bad())?;
+        if index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// The runs of the full plan that shard `shard` trains (the teacher is in none).
+pub fn shard_members(config: &Config, shard: Shard) -> Vec<String> {
+    full_plan(config)
+        .into_iter()
+        .filter(|r| r.kind != RunKind::Teacher)
+        .enumerate()
+        .filter(|(k, _)| k % shard.count == shard.index)
+        .map(|(_, r)| r.run_id)
+        .collect()
+}
+
 fn selects(selector: &str, run_id: &str) -> bool {
     run_id == selector || run_id.strip_prefix(selector).is_some_and(|rest| rest.starts_with('-'))
 }
@@ -128,6 +178,33 @@ mod tests {
         let runs = full_plan(&c);
         assert_eq!(runs.len(), 1 + 3 + 15 * 3);
         assert_eq!(runs.iter().filter(|r| r.kind == RunKind::Teacher).count(), 1);
+    }
+
+    #[test]
+    fn shards_split_the_student_runs_round_robin() {
+        let c = Config::default();
+        let students: Vec<String> = full_plan(&c).into_iter().skip(1).map(|r| r.run_id).collect();
+        let shards: Vec<Vec<String>> = (0..3).map(|index| shard_members(&c, Shard { index, count: 3 })).collect();
+        // Students in plan order: baseline-s1, soft-T5, soft-T15, soft-T25, soft-T50, ...
+        assert_eq!(shards[0][..2], ["baseline-s1", "soft-T25-s1"]);
+        assert_eq!(shards[1][..2], ["soft-T5-s1", "soft-T50-s1"]);
+        assert_eq!(shards.iter().map(Vec::len).collect::<Vec<_>>(), [6, 5, 5]);
+        let mut all: Vec<String> = shards.concat();
+        all.sort();
+        let mut expected = students.clone();
+        expected.sort();
+        assert_eq!(all, expected, "every student run in exactly one shard");
+        assert_eq!(shard_members(&c, Shard { index: 0, count: 1 }), students);
+        assert!(shard_members(&c, Shard { index: 20, count: 21 }).is_empty());
+    }
+
+    #[test]
+    fn shard_parses_slurm_style() {
+        assert_eq!("2/4".parse(), Ok(Shard { index: 2, count: 4 }));
+        assert_eq!(Shard { index: 2, count: 4 }.to_string(), "2/4");
+        for bad in ["4/4", "1", "a/b", "-1/3", "1/0", ""] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
     }
 
     #[test]

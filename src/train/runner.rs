@@ -39,6 +39,10 @@ pub struct PlanInput {
     /// Where each finished run's model file goes (`<run_id>.safetensors`,
     /// `model::packed`); none: not written.
     pub models: Option<PathBuf>,
+    /// False for a shard (`--shard`): the teacher must have finished (its
+    /// own job trained it); the plan stops with a clear error otherwise,
+    /// rather than have every shard train a teacher of its own.
+    pub train_teacher: bool,
 }
 
 pub fn teacher_config(config: &Config) -> CnnConfig {
@@ -200,7 +204,9 @@ impl<B: TrainBackend> Plan<'_, B> {
         if !runs.iter().any(|r| r.kind == RunKind::Teacher) {
             return Ok(false);
         }
-        let need_logits = runs.iter().any(|r| r.loss.needs_teacher());
+        // The study's, not the selection's: a teacher-only session (the
+        // teacher job of a Slurm study) leaves the cache its shards read.
+        let need_logits = config.plan.losses.iter().any(|l| l.needs_teacher()) || runs.iter().any(|r| r.loss.needs_teacher());
         let mut teacher_logits = None;
         let mut no_teacher = "the teacher run failed";
         for (spec, store) in runs.iter().zip(&stores) {
@@ -278,12 +284,24 @@ impl<B: TrainBackend> Plan<'_, B> {
             }
             Prior::Finished(result) => match self.load_model(&shape, store) {
                 Some(model) => Some((model, result)),
+                None if !self.input.train_teacher => {
+                    return Err(RunError::Fatal(format!(
+                        "the teacher's checkpoint in {} does not load; a shard does not retrain it: run `kdtui --batch --only teacher` (the teacher job) again",
+                        store.dir.display()
+                    )))
+                }
                 None => {
                     self.log(format!("teacher checkpoint in {} does not load; retraining it", store.dir.display()));
                     store.discard().map_err(|e| RunError::Fatal(format!("cannot remove {}: {e}", store.dir.display())))?;
                     None
                 }
             },
+            _ if !self.input.train_teacher => {
+                return Err(RunError::Fatal(format!(
+                    "the teacher has not finished (nothing finished in {}); a shard does not train it: run `kdtui --batch --only teacher` first (the teacher job that `kdtui slurm` writes)",
+                    store.dir.display()
+                )))
+            }
             _ => None,
         };
         let teacher: Cnn<B::InnerBackend> = match finished {

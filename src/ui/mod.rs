@@ -71,7 +71,11 @@ fn render_log(app: &App, frame: &mut Frame, area: Rect) {
 }
 
 fn render_hint(app: &App, frame: &mut Frame, area: Rect) {
-    let pause = if app.state == crate::app::PlanState::Paused { "p resume" } else { "p pause" };
-    let text = format!(" {pause} · s sort · r reverse · ↑↓/jk select · tab chart · ? help · q quit");
+    let text = if app.watching.is_some() {
+        format!(" s sort · r reverse · ↑↓ select · tab chart · ? help · q quit · {}", crate::app::NO_PAUSE_HINT)
+    } else {
+        let pause = if app.state == crate::app::PlanState::Paused { "p resume" } else { "p pause" };
+        format!(" {pause} · s sort · r reverse · ↑↓/jk select · tab chart · ? help · q quit")
+    };
     frame.render_widget(Paragraph::new(text).style(Style::default().add_modifier(Modifier::DIM)), area);
 }

@@ -17,7 +17,7 @@ pub fn clock(d: Duration) -> String {
 
 pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     let state_style = match app.state {
-        PlanState::Running => Style::default().fg(Color::Green),
+        PlanState::Running | PlanState::Watching => Style::default().fg(Color::Green),
         PlanState::Paused | PlanState::Stopping => Style::default().fg(Color::Yellow),
         PlanState::Failed(_) => Style::default().fg(Color::Red),
         _ => Style::default(),
@@ -41,6 +41,9 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         first.push(Span::raw(format!("  ·  {t:.0} img/s")));
     }
     let mut second = format!(" {}  ·  {}", app.data, app.device);
+    if let Some(dir) = &app.watching {
+        second = format!(" watching {} (read-only)  ·  {}  ·  {}", dir.display(), app.data, app.device);
+    }
     if let PlanState::Failed(why) = &app.state {
         second = format!(" training failed: {why}");
     }
