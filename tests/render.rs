@@ -260,7 +260,7 @@ fn watching_has_no_pause_says_why_and_quits_without_asking() {
 
     assert_eq!(app.on_action(Action::TogglePause), None, "nothing to pause");
     assert_eq!(app.state, PlanState::Watching);
-    assert!(screen(&app, 120, 40).contains("kdtui watch only reads the results directory"));
+    assert!(screen(&app, 120, 40).contains("no pause in kdtui watch: the runs train in other processes"));
 
     finish(&mut app, "teacher", RunKind::Teacher, Loss::Hard, None, 0.96);
     finish(&mut app, "baseline-s1", RunKind::Baseline, Loss::Hard, None, 0.8);

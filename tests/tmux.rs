@@ -257,7 +257,7 @@ fn watch_follows_shards_that_run_elsewhere_live() {
     };
     assert!(screen.contains("img/s"), "{screen}");
     session.keys("p");
-    session.wait_for("kdtui watch only reads the results directory", Duration::from_secs(5));
+    session.wait_for("no pause in kdtui watch: the runs train in other processes", Duration::from_secs(5));
     assert!(!session.screen().contains("PAUSED"));
     session.keys("j");
 

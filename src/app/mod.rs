@@ -210,8 +210,7 @@ pub struct App {
 
 /// Why `kdtui watch` has no pause key: in its hint line, and in full on `p`.
 pub const NO_PAUSE_HINT: &str = "no pause here: the runs train in other processes";
-pub const NO_PAUSE_WHY: &str = "kdtui watch only reads the results directory: the runs train in other processes, \
-     which it cannot pause; on Slurm, `scontrol suspend <job>` / `scontrol resume <job>` do";
+pub const NO_PAUSE_WHY: &str = "no pause in kdtui watch: the runs train in other processes (Slurm: scontrol suspend <job>)";
 
 impl App {
     pub fn new(results: Results) -> Self {
@@ -327,6 +326,8 @@ impl App {
                 let follow = self.selected == self.current || self.selected.is_none();
                 if let Some(row) = self.row_mut(&run_id) {
                     row.status = RowStatus::Running;
+                    // A run started again (resumed, requeued) has no result yet.
+                    row.result = None;
                     row.epochs = epochs;
                     row.steps_per_epoch = steps_per_epoch;
                     row.step = step;
