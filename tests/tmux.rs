@@ -271,4 +271,18 @@ fn watch_follows_shards_that_run_elsewhere_live() {
     session.keys("q");
     let end = session.wait_for("EXITED=", Duration::from_secs(5));
     assert!(end.contains("EXITED=0"), "quits at once, nothing to stop: {end}");
+
+    // Closing its terminal ends it too (crossterm's input poll would spin on
+    // the closed terminal otherwise).
+    let results = dir.path().join("results");
+    let command = format!("{bin} watch {}", results.display());
+    let session = Session::start_in(dir.path(), "watch-hup", &command);
+    session.wait_for("FINISHED", wait);
+    drop(session);
+    let running = || Command::new("pgrep").args(["-f", &command]).output().unwrap().status.success();
+    let start = Instant::now();
+    while running() {
+        assert!(start.elapsed() < Duration::from_secs(15), "kdtui watch still runs after its terminal closed");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
