@@ -274,3 +274,30 @@ fn watching_has_no_pause_says_why_and_quits_without_asking() {
     assert_eq!(app.on_action(Action::Quit), None);
     assert!(app.should_quit && !app.confirm_quit, "quits at once: it stops nothing");
 }
+
+#[test]
+fn a_run_stopped_in_its_first_epoch_shows_no_accuracy() {
+    let mut app = started_app();
+    app.on_event(TrainEvent::RunStarted { run_id: "teacher".into(), epochs: 4, steps_per_epoch: 50, step: 0, history: vec![] });
+    app.on_event(TrainEvent::RunFinished {
+        result: RunResult {
+            run_id: "teacher".into(),
+            kind: RunKind::Teacher,
+            loss: Loss::Hard,
+            temperature: None,
+            seed: 1,
+            status: RunStatus::Interrupted,
+            epochs: 0,
+            final_test_accuracy: 0.0,
+            best_test_accuracy: 0.0,
+            final_train_loss: f64::NAN,
+            model_bytes: 3_230_808,
+            wall_seconds: 6.0,
+            reused: false,
+            history: vec![],
+        },
+    });
+    let s = screen(&app, 120, 40);
+    let row = s.lines().find(|l| l.contains("teacher ") && l.contains("interrupted")).unwrap();
+    assert!(!row.contains("0.00") && row.contains("96.09 "), "no 0% measured, no difference to the original: {row}");
+}

@@ -93,16 +93,20 @@ impl RunRow {
         }
     }
 
+    /// A result with epochs: one stopped in its first epoch has no accuracy
+    /// to show (its 0 is no measurement).
+    fn measured(&self) -> Option<&RunResult> {
+        self.result.as_ref().filter(|r| r.epochs > 0)
+    }
+
     pub fn test_accuracy(&self) -> Option<f64> {
-        self.result
-            .as_ref()
+        self.measured()
             .map(|r| r.final_test_accuracy)
             .or_else(|| self.history.last().map(|m| m.test_accuracy))
     }
 
     pub fn best_accuracy(&self) -> Option<f64> {
-        self.result
-            .as_ref()
+        self.measured()
             .map(|r| r.best_test_accuracy)
             .or_else(|| self.history.iter().map(|m| m.test_accuracy).reduce(f64::max))
     }
