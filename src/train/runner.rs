@@ -206,7 +206,7 @@ impl<B: TrainBackend> Plan<'_, B> {
         }
         // The study's, not the selection's: a teacher-only session (the
         // teacher job of a Slurm study) leaves the cache its shards read.
-        let need_logits = config.plan.losses.iter().any(|l| l.needs_teacher()) || runs.iter().any(|r| r.loss.needs_teacher());
+        let need_logits = config.plan.losses.iter().any(|l| l.needs_teacher());
         let mut teacher_logits = None;
         let mut no_teacher = "the teacher run failed";
         for (spec, store) in runs.iter().zip(&stores) {
