@@ -10,10 +10,8 @@ use crossbeam_channel::RecvTimeoutError;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::device::Trainer;
-use crate::results::{Results, ResultsError, TENSORBOARD_DIR};
-use crate::runlog::RunLog;
+use crate::results::{EventFiles, Results, ResultsError};
 use crate::signals::StopRequest;
-use crate::tensorboard::Recorder;
 use crate::train::{Control, RunStatus, TrainEvent};
 
 #[derive(Debug, thiserror::Error)]
@@ -44,8 +42,7 @@ pub fn run(trainer: Trainer, mut results: Results, out: &Path, stop: Option<Stop
     let mut current_epochs = 0;
     let mut fatal = None;
     let mut stop_sent = false;
-    let mut tensorboard = Recorder::new(out.join(TENSORBOARD_DIR));
-    let mut runlog = RunLog::new(out.to_path_buf());
+    let mut event_files = EventFiles::new(out);
     let outcome = loop {
         if !stop_sent && stop.as_ref().is_some_and(StopRequest::requested) {
             stop_sent = true;
@@ -57,7 +54,7 @@ pub fn run(trainer: Trainer, mut results: Results, out: &Path, stop: Option<Stop
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break Err(BatchError::TrainerDied(join_message(trainer.thread))),
         };
-        for warning in [tensorboard.on_event(&event), runlog.on_event(&event)].into_iter().flatten() {
+        for warning in event_files.on_event(&event) {
             say(&bar, format!("  {warning}"));
         }
         match event {

@@ -217,11 +217,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
     let choice: DeviceChoice = cli.device.parse().map_err(usage)?;
     let selectors = if cli.only.is_empty() { config.plan.only.clone() } else { cli.only.clone() };
     let mut runs = plan::select(&config, &selectors).map_err(usage)?;
+    let planned = plan::full_plan(&config);
     let mut notes = vec![];
     if let Some(shard) = cli.shard {
         let members = plan::shard_members(&config, shard);
         runs.retain(|r| r.kind == kdtui::train::RunKind::Teacher || members.contains(&r.run_id));
-        let students = plan::full_plan(&config).len() - 1;
+        let students = planned.len() - 1;
         notes.push(if members.is_empty() {
             format!("shard {shard}: no runs (the plan has {students} student runs)")
         } else {
@@ -253,7 +254,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         device: resolved.describe(),
         config: std::fs::read_to_string(&cli.config).unwrap_or_else(|_| config.to_toml()),
         study_hash,
-        planned: plan::full_plan(&config),
+        planned,
         runs: runs_before,
         failures: failures_before,
         ..Results::default()

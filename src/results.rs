@@ -244,13 +244,10 @@ impl Results {
 
     /// Rows in plan order (whoever finished first), and `finished` from them.
     fn settle(&mut self) {
-        let position = |id: &str| self.planned.iter().position(|p| p.run_id == id).unwrap_or(usize::MAX);
-        let mut runs = std::mem::take(&mut self.runs);
-        runs.sort_by_key(|r| position(&r.run_id));
-        let mut failures = std::mem::take(&mut self.failures);
-        failures.sort_by_key(|f| position(&f.run_id));
-        self.runs = runs;
-        self.failures = failures;
+        let planned = &self.planned;
+        let position = |id: &str| planned.iter().position(|p| p.run_id == id).unwrap_or(usize::MAX);
+        self.runs.sort_by_key(|r| position(&r.run_id));
+        self.failures.sort_by_key(|f| position(&f.run_id));
         self.finished = !self.planned.is_empty()
             && self
                 .planned
@@ -300,6 +297,28 @@ impl Results {
 pub const MODELS_DIR: &str = "models";
 /// TensorBoard event files, a directory per run.
 pub const TENSORBOARD_DIR: &str = "tensorboard";
+
+/// The files written from the event stream as it arrives, beside the
+/// results files: TensorBoard's and the per-run metric files. Both consumers
+/// (the monitor and `--batch`) feed it every event.
+pub struct EventFiles {
+    tensorboard: crate::tensorboard::Recorder,
+    runlog: crate::runlog::RunLog,
+}
+
+impl EventFiles {
+    pub fn new(out: &Path) -> Self {
+        Self {
+            tensorboard: crate::tensorboard::Recorder::new(out.join(TENSORBOARD_DIR)),
+            runlog: crate::runlog::RunLog::new(out.to_path_buf()),
+        }
+    }
+
+    /// Lines for the log: what could not be written (training goes on).
+    pub fn on_event(&mut self, event: &crate::train::TrainEvent) -> Vec<String> {
+        [self.tensorboard.on_event(event), self.runlog.on_event(event)].into_iter().flatten().collect()
+    }
+}
 
 /// What a results directory holds: `Results::write`'s files, the two above and
 /// the per-run metric files (`runlog`).

@@ -147,7 +147,7 @@ impl RunLog {
                 // A run finished in an earlier session is replayed with no
                 // steps: its file already tells it, unless this results
                 // directory is new to it.
-                let replay = *steps_per_epoch == 0;
+                let replay = *steps_per_epoch == 0; // see `TrainEvent::replay`
                 if replay && path.exists() {
                     return Ok(());
                 }

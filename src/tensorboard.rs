@@ -273,7 +273,7 @@ impl Recorder {
                 // Earlier epochs are in an earlier session's file, unless this
                 // results directory is new to the run.
                 let has_files = std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some());
-                let replay = *steps_per_epoch == 0;
+                let replay = *steps_per_epoch == 0; // see `TrainEvent::replay`
                 if replay && has_files {
                     return Ok(());
                 }

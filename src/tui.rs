@@ -16,10 +16,8 @@ use ratatui::Terminal;
 use crate::app::App;
 use crate::device::Trainer;
 use crate::keys;
-use crate::results::{Results, ResultsError, TENSORBOARD_DIR};
-use crate::runlog::RunLog;
+use crate::results::{EventFiles, Results, ResultsError};
 use crate::signals::StopRequest;
-use crate::tensorboard::Recorder;
 use crate::ui;
 
 const FRAME: Duration = Duration::from_millis(100);
@@ -160,15 +158,13 @@ where
     let mut last_draw: Option<Instant> = None;
     let mut dirty = true;
     let mut trainer_gone = false;
-    let mut writers = out.map(|out| (Recorder::new(out.join(TENSORBOARD_DIR)), RunLog::new(out.to_path_buf())));
+    let mut event_files = out.map(EventFiles::new);
     loop {
         while !trainer_gone {
             match trainer.events.try_recv() {
                 Ok(ev) => {
-                    if let Some((tensorboard, runlog)) = &mut writers {
-                        for warning in [tensorboard.on_event(&ev), runlog.on_event(&ev)].into_iter().flatten() {
-                            app.log(warning);
-                        }
+                    for warning in event_files.as_mut().map(|f| f.on_event(&ev)).unwrap_or_default() {
+                        app.log(warning);
                     }
                     let ended = app.on_event(ev);
                     if let (true, Some(out)) = (ended, out) {

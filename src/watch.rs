@@ -152,14 +152,7 @@ fn opening(dir: &Path, results: Results, with_files: &[String]) -> Vec<TrainEven
     ];
     let has_file = |id: &str| with_files.iter().any(|f| f == id);
     for result in results.runs.into_iter().filter(|r| !has_file(&r.run_id)) {
-        events.push(TrainEvent::RunStarted {
-            run_id: result.run_id.clone(),
-            epochs: result.epochs,
-            steps_per_epoch: 0,
-            step: 0,
-            history: result.history.clone(),
-        });
-        events.push(TrainEvent::RunFinished { result });
+        events.extend(TrainEvent::replay(result));
     }
     for failure in results.failures.into_iter().filter(|f| !has_file(&f.run_id)) {
         events.push(TrainEvent::RunFailed {

@@ -19,6 +19,8 @@ pub enum TrainEvent {
     RunStarted {
         run_id: String,
         epochs: usize,
+        /// 0 in a replay (`TrainEvent::replay`): a run that finished earlier,
+        /// told again without training.
         steps_per_epoch: usize,
         /// Steps already taken: non-zero when the run resumes from a checkpoint.
         step: usize,
@@ -44,6 +46,23 @@ pub enum TrainEvent {
     /// trainer stops and `PlanFinished { stopped: true }` follows.
     Fatal { error: String },
     PlanFinished { stopped: bool },
+}
+
+impl TrainEvent {
+    /// A run that finished earlier, told as it would be told live: its start
+    /// (with no steps to take) and its result.
+    pub fn replay(result: RunResult) -> [TrainEvent; 2] {
+        [
+            TrainEvent::RunStarted {
+                run_id: result.run_id.clone(),
+                epochs: result.epochs,
+                steps_per_epoch: 0,
+                step: 0,
+                history: result.history.clone(),
+            },
+            TrainEvent::RunFinished { result },
+        ]
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

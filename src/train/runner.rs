@@ -149,15 +149,10 @@ impl<B: TrainBackend> Plan<'_, B> {
 
     /// Says a finished run again (from its checkpoint), without training.
     fn replay(&self, mut result: RunResult) {
-        let _ = self.events.send(TrainEvent::RunStarted {
-            run_id: result.run_id.clone(),
-            epochs: result.epochs,
-            steps_per_epoch: 0,
-            step: 0,
-            history: result.history.clone(),
-        });
         result.reused = true;
-        let _ = self.events.send(TrainEvent::RunFinished { result });
+        for event in TrainEvent::replay(result) {
+            let _ = self.events.send(event);
+        }
     }
 
     /// Looks at every run's checkpoint folder (`--fresh` empties them first)
