@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{RecvTimeoutError, Sender};
+use crossbeam_channel::RecvTimeoutError;
 
 use crate::device::Trainer;
 use crate::results::Results;
@@ -37,8 +37,12 @@ pub fn spawn(dir: PathBuf) -> Result<Trainer, WatchError> {
         .spawn(move || {
             let mut reader = Reader::new(dir);
             loop {
-                if reader.step(&events_tx).is_err() {
-                    return;
+                // A round's events go together: the screen never shows the
+                // plan without the runs' progress read in the same round.
+                for event in reader.step() {
+                    if events_tx.send(event).is_err() {
+                        return;
+                    }
                 }
                 match control_rx.recv_timeout(POLL) {
                     Ok(Control::Stop) | Err(RecvTimeoutError::Disconnected) => return,
@@ -59,12 +63,6 @@ struct Reader {
     said_waiting: bool,
 }
 
-/// The monitor has gone: nobody reads the events any more.
-struct Gone;
-
-fn send(tx: &Sender<TrainEvent>, event: TrainEvent) -> Result<(), Gone> {
-    tx.send(event).map_err(|_| Gone)
-}
 
 impl Reader {
     fn new(dir: PathBuf) -> Self {
@@ -78,41 +76,38 @@ impl Reader {
     }
 
     /// One round: (re)read results.json when due, then the metric files.
-    fn step(&mut self, tx: &Sender<TrainEvent>) -> Result<(), Gone> {
+    fn step(&mut self) -> Vec<TrainEvent> {
+        let mut events = vec![];
         if self.last_load.is_none_or(|t| t.elapsed() >= RELOAD) || self.study.is_none() {
             self.last_load = Some(Instant::now());
             match Results::load(&self.dir) {
                 Some(results) if self.study.as_deref() != Some(&results.study_hash) => {
                     if self.study.is_some() {
-                        send(tx, TrainEvent::Log {
+                        events.push(TrainEvent::Log {
                             message: format!("another study started in {}; showing it", self.dir.display()),
-                        })?;
+                        });
                     }
                     self.study = Some(results.study_hash.clone());
                     self.follower = Follower::new(&self.dir);
-                    for event in opening(&self.dir, results, &self.follower.runs()) {
-                        send(tx, event)?;
-                    }
+                    events.extend(opening(&self.dir, results, &self.follower.runs()));
                 }
                 Some(_) => {}
                 None if self.study.is_none() && !self.said_waiting => {
                     self.said_waiting = true;
-                    send(tx, TrainEvent::Log {
+                    events.push(TrainEvent::Log {
                         message: format!(
                             "waiting for {}: no study has written there yet (a Slurm study starts with its teacher job)",
                             self.dir.join("results.json").display()
                         ),
-                    })?;
+                    });
                 }
                 None => {}
             }
         }
         if self.study.is_some() {
-            for event in self.follower.poll() {
-                send(tx, event)?;
-            }
+            events.extend(self.follower.poll());
         }
-        Ok(())
+        events
     }
 }
 
