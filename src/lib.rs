@@ -1,28 +1,29 @@
 //! kdtui: run, watch and report knowledge-distillation experiments.
 //!
-//! Data flows one way: `config.toml` -> plan -> training thread -> `TrainEvent`s
-//! on a channel -> a consumer (the batch writer, or the TUI).
+//! Data flows one way: `config.toml` -> plan -> training thread ->
+//! `TrainEvent`s on a channel -> a consumer (the monitor or the headless
+//! writer) -> the results files.
+//!
+//! The folders are the layers, and a layer imports only the layers below it:
+//!
+//! ```text
+//! cli       arguments, the study session, the subcommands
+//! monitor   the interactive screen, the headless writer, kdtui watch
+//! outputs   results, statistics, report, figures, TensorBoard, metric files
+//! engine    backend choice, data, model and kernels, losses, training, inference, export, bench
+//! protocol  TrainEvent, Control, the trainer handle
+//! study     config, plan, loss names, the original study's numbers
+//! util      crash-safe files, signals, formatting
+//! ```
+//!
+//! `outputs` and `engine` do not import each other: the engine reports
+//! through `protocol` alone, so it runs the same under every consumer.
+//! `tests/layers.rs` checks the rule.
 
-pub mod app;
-pub mod atomic_file;
-pub mod batch;
-pub mod bench;
-pub mod config;
-pub mod data;
-pub mod device;
-pub mod distill;
-pub mod export;
-pub mod figures;
-pub mod keys;
-pub mod model;
-pub mod report;
-pub mod results;
-pub mod runlog;
-pub mod signals;
-pub mod slurm;
+pub mod cli;
+pub mod engine;
+pub mod monitor;
+pub mod outputs;
+pub mod protocol;
 pub mod study;
-pub mod tensorboard;
-pub mod train;
-pub mod tui;
-pub mod ui;
-pub mod watch;
+pub mod util;

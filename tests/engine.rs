@@ -8,29 +8,29 @@ use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use crossbeam_channel::RecvTimeoutError;
 
-use kdtui::config::Config;
-use kdtui::data::batcher::{make_batch, Normalizer};
-use kdtui::data::synthetic::{self, Split};
-use kdtui::data::{self, Data};
-use kdtui::device::{self, Resolved};
-use kdtui::distill::{self, Loss};
-use kdtui::model::{CnnConfig, Precision};
-use kdtui::train::runner::{evaluate, PlanInput};
-use kdtui::train::{plan, Control, TrainEvent};
+use kdtui::engine::backend::{self, Resolved};
+use kdtui::engine::data::batcher::{make_batch, Normalizer};
+use kdtui::engine::data::synthetic::{self, Split};
+use kdtui::engine::data::{self, Data};
+use kdtui::engine::inference::evaluate;
+use kdtui::engine::losses;
+use kdtui::engine::model::{CnnConfig, Precision};
+use kdtui::engine::train::PlanInput;
+use kdtui::protocol::{Control, TrainEvent};
+use kdtui::study::{plan, Config, Loss};
 
 type AD = Autodiff<Flex>;
 
 /// Trains a small network for 80 Adam steps on one batch of 32 images;
 /// returns the loss of every step and the model.
-fn fit_tiny_batch(precision: Precision, data_seed: u64) -> (Vec<f32>, kdtui::model::Cnn<AD>, kdtui::data::Dataset, Normalizer) {
+fn fit_tiny_batch(
+    precision: Precision,
+    data_seed: u64,
+) -> (Vec<f32>, kdtui::engine::model::Cnn<AD>, kdtui::engine::data::Dataset, Normalizer) {
     let device = Default::default();
     let d = synthetic::generate(32, data_seed, Split::Train);
     let norm = Normalizer::fit(&d);
-    let cfg = CnnConfig {
-        widths: [8, 16, 16],
-        hidden: 32,
-        precision,
-    };
+    let cfg = CnnConfig { widths: [8, 16, 16], hidden: 32, precision };
     AD::seed(&device, 3);
     let mut model = cfg.init::<AD>(&device);
     let mut optim = AdamConfig::new().init();
@@ -38,7 +38,7 @@ fn fit_tiny_batch(precision: Precision, data_seed: u64) -> (Vec<f32>, kdtui::mod
     let mut losses = vec![];
     for _ in 0..80 {
         let b = make_batch::<AD>(&d, &norm, &all, None, &device);
-        let loss = distill::loss(Loss::Hard, model.forward(b.images), b.onehot, None, 1.0, 1.0);
+        let loss = losses::loss(Loss::Hard, model.forward(b.images), b.onehot, None, 1.0, 1.0);
         losses.push(loss.clone().into_scalar());
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(3e-3, model, grads);
@@ -59,12 +59,7 @@ fn teacher_overfits_a_tiny_batch() {
 /// The quantized student learns too (the STE carries its gradients).
 #[test]
 fn quantized_student_learns_a_tiny_batch() {
-    let precision = Precision {
-        w_bits: 2,
-        a_bits: 2,
-        first_last_bits: 32,
-        a_range: 3.0,
-    };
+    let precision = Precision { w_bits: 2, a_bits: 2, first_last_bits: 32, a_range: 3.0 };
     let (losses, ..) = fit_tiny_batch(precision, 12);
     assert!(losses[79] < 0.5 * losses[0], "{losses:?}");
 }
@@ -92,7 +87,7 @@ fn pause_holds_the_trainer_still_and_stop_ends_the_plan() {
     config.plan.checkpoints = dir.path().to_path_buf();
     let runs = plan::select(&config, &[]).unwrap();
     let data: Data = data::load(&config.data).unwrap();
-    let trainer = device::spawn(
+    let trainer = backend::spawn(
         Resolved::Cpu,
         PlanInput {
             config,
@@ -103,6 +98,7 @@ fn pause_holds_the_trainer_still_and_stop_ends_the_plan() {
             notes: vec![],
             models: None,
             train_teacher: true,
+            inject_panic: None,
         },
     );
     let wait = Duration::from_secs(60);
@@ -133,7 +129,7 @@ fn pause_holds_the_trainer_still_and_stop_ends_the_plan() {
     let mut finished = None;
     for event in trainer.events.iter() {
         match event {
-            TrainEvent::RunFinished { result } => assert_eq!(result.status, kdtui::train::RunStatus::Interrupted),
+            TrainEvent::RunFinished { result } => assert_eq!(result.status, kdtui::protocol::RunStatus::Interrupted),
             TrainEvent::PlanFinished { stopped } => finished = Some(stopped),
             TrainEvent::RunStarted { run_id, .. } => panic!("{run_id} started after stop"),
             _ => {}

@@ -5,16 +5,18 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use kdtui::engine::backend::{self, Resolved};
+use kdtui::engine::data;
+use kdtui::engine::train::PlanInput;
+use kdtui::monitor::headless::{self, BatchError};
+use kdtui::outputs::Results;
+use kdtui::study::{plan, Config};
+
 mod common;
 use common::{write, TINY};
 
 fn kdtui(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kdtui"))
-        .args(["--batch", "--device", "cpu"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_kdtui")).args(["--batch", "--device", "cpu"]).args(args).current_dir(dir).output().unwrap()
 }
 
 fn text(out: &Output) -> (String, String) {
@@ -61,27 +63,39 @@ fn a_diverging_teacher_is_marked_and_the_plan_goes_on() {
     assert!(stdout.contains("teacher DIVERGED"), "{stdout}");
 }
 
+/// A panic inside a run's training (injected through the library: no flag
+/// or variable of the binary can) fails that run alone; the headless writer
+/// records it and reports it; the next session retries it.
 #[test]
 fn a_panic_in_training_fails_that_run_only() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "config.toml", TINY);
-    let out = Command::new(env!("CARGO_BIN_EXE_kdtui"))
-        .args(["--batch", "--device", "cpu"])
-        .env(kdtui::train::runner::TEST_PANIC_VAR, "soft-T5-s1")
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let (stdout, stderr) = text(&out);
-    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(stdout.contains("soft-T5-s1 FAILED: training panicked: injected"), "{stdout}");
-    assert!(stdout.contains("gt_soft-T5-s1 done"), "the plan went on: {stdout}");
-    assert!(stderr.contains("1 run(s) failed: soft-T5-s1"), "{stderr}");
-    assert!(!stderr.contains("panicked at") && !stderr.contains("RUST_BACKTRACE"), "{stderr}");
+    let mut config = Config::parse(TINY, Path::new("config.toml")).unwrap();
+    config.plan.checkpoints = dir.path().join("checkpoints");
+    let out = dir.path().join("results");
+    let data = data::load(&config.data).unwrap();
+    let results = Results { study_hash: config.study_hash(), planned: plan::full_plan(&config), ..Results::default() };
+    let input = PlanInput {
+        config: config.clone(),
+        runs: plan::full_plan(&config),
+        data,
+        device_name: String::new(),
+        fresh: false,
+        notes: vec![],
+        models: None,
+        train_teacher: true,
+        inject_panic: Some("soft-T5-s1".into()),
+    };
+    let trainer = backend::spawn(Resolved::Cpu, input);
+    let error = headless::run(trainer, results, &out, None).unwrap_err();
+    assert!(matches!(&error, BatchError::RunsFailed { list, .. } if list == "soft-T5-s1"), "{error}");
     let json = results_json(dir.path());
     assert_eq!(json["failures"][0]["run_id"], "soft-T5-s1");
-    assert_eq!(run_status(&json, "gt_soft-T5-s1"), "done");
+    assert!(json["failures"][0]["error"].as_str().unwrap().contains("training panicked: injected"), "{json}");
+    assert_eq!(run_status(&json, "gt_soft-T5-s1"), "done", "the plan went on");
 
-    // The next session retries the failed run and keeps the others.
+    // The next session (the binary, with the same config) retries the failed
+    // run and keeps the others.
     let (stdout, _) = text(&kdtui(dir.path(), &[]));
     assert!(stdout.contains("resuming: 3 of 4 runs already finished"), "{stdout}");
     assert!(stdout.contains("soft-T5-s1 done"), "{stdout}");

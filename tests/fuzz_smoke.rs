@@ -1,11 +1,11 @@
-//! The fuzz harness (`kdtui::data::harness`, run at length by `fuzz/` under
+//! The fuzz harness (`kdtui::engine::data::harness`, run at length by `fuzz/` under
 //! cargo-fuzz) on stable, in CI: seeded mutations of the corpus files must
 //! never make a reader panic or hand back a broken dataset.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use kdtui::data::harness;
+use kdtui::engine::data::harness;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -67,14 +67,14 @@ fn fuzz(target: &str, run: fn(&[u8]), rounds: usize) {
 fn corpus_files_are_valid_inputs() {
     // Seeds that parse reach deep into the readers; broken seeds would not.
     for seed in corpus("mat") {
-        kdtui::data::svhn_mat::dataset(&seed).unwrap();
+        kdtui::engine::data::svhn_mat::dataset(&seed).unwrap();
     }
     for seed in corpus("idx") {
         let at = (seed.len() - 1) * seed[0] as usize / 256;
         let (images, labels) = seed[1..].split_at(at);
-        let images = kdtui::data::idx::decode(images.to_vec(), 3).unwrap();
-        let labels = kdtui::data::idx::decode(labels.to_vec(), 1).unwrap();
-        assert!(kdtui::data::idx::pair(images, labels).is_ok());
+        let images = kdtui::engine::data::idx::decode(images.to_vec(), 3).unwrap();
+        let labels = kdtui::engine::data::idx::decode(labels.to_vec(), 1).unwrap();
+        assert!(kdtui::engine::data::idx::pair(images, labels).is_ok());
     }
 }
 
@@ -86,7 +86,7 @@ fn former_crashers_are_refused_cleanly() {
     for file in std::fs::read_dir(dir).unwrap() {
         let path = file.unwrap().path();
         let bytes = std::fs::read(&path).unwrap();
-        assert!(kdtui::data::svhn_mat::dataset(&bytes).is_err(), "{}", path.display());
+        assert!(kdtui::engine::data::svhn_mat::dataset(&bytes).is_err(), "{}", path.display());
         harness::mat(&bytes);
     }
 }

@@ -1,14 +1,15 @@
 //! Loaders against files written by other tools: the SVHN-layout fixtures in
-//! ../shared/fixtures (checked against EXPECTED.txt, read back by scipy), and
-//! IDX files built here byte by byte.
+//! tests/fixtures (written by scipy's MAT writer, checked against
+//! EXPECTED.txt, which scipy's reader read back; `make_svhn.py` makes both),
+//! and IDX files built here byte by byte.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use kdtui::data::{idx, svhn_mat, DataError, Dataset, PIXELS, SIDE};
+use kdtui::engine::data::{idx, svhn_mat, DataError, Dataset, PIXELS, SIDE};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
 /// (file, image, row, col, channel, value) and the first labels, from EXPECTED.txt.
@@ -22,13 +23,7 @@ struct Expected {
 
 fn expected(dir: &Path) -> Expected {
     let text = std::fs::read_to_string(dir.join("EXPECTED.txt")).unwrap();
-    let mut e = Expected {
-        pixels: vec![],
-        train_labels: vec![],
-        test_labels: vec![],
-        train_n: 0,
-        test_n: 0,
-    };
+    let mut e = Expected { pixels: vec![], train_labels: vec![], test_labels: vec![], train_n: 0, test_n: 0 };
     let numbers = |s: &str| -> Vec<u8> { s.split_whitespace().map(|t| t.parse().unwrap()).collect() };
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# labels of the first 12 train images: ") {
@@ -82,12 +77,27 @@ fn svhn_fixture_with_double_labels() {
 }
 
 #[test]
-fn channels_are_not_swapped() {
-    // The fixture's channels differ on purpose: a swapped axis reads other values.
-    let d = svhn_mat::load(&fixtures().join("svhn-format/train_32x32.mat")).unwrap();
-    assert_eq!(pixel(&d, 0, 16, 16, 0), 217);
-    assert_eq!(pixel(&d, 0, 16, 16, 1), 38);
-    assert_ne!(pixel(&d, 37, 24, 26, 0), pixel(&d, 37, 26, 24, 0));
+fn channels_rows_and_columns_are_not_swapped() {
+    // The fixtures' channels differ on purpose (make_svhn.py): green is the
+    // negative of red and blue is red transposed, in every image. A reader
+    // that swaps the channel axis, or rows with columns, breaks both.
+    for name in ["svhn-format", "svhn-format-ydouble"] {
+        for file in ["train_32x32.mat", "test_32x32.mat"] {
+            let d = svhn_mat::load(&fixtures().join(name).join(file)).unwrap();
+            let mut asymmetric = 0;
+            for i in 0..d.len() {
+                for row in 0..SIDE {
+                    for col in 0..SIDE {
+                        let red = pixel(&d, i, row, col, 0);
+                        assert_eq!(pixel(&d, i, row, col, 1), 255 - red, "{name}/{file} image {i} ({row}, {col})");
+                        assert_eq!(pixel(&d, i, row, col, 2), pixel(&d, i, col, row, 0), "{name}/{file} image {i} ({row}, {col})");
+                        asymmetric += usize::from(red != pixel(&d, i, col, row, 0));
+                    }
+                }
+            }
+            assert!(asymmetric > d.len() * 100, "{name}/{file}: the images must not be symmetric");
+        }
+    }
 }
 
 #[test]

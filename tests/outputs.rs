@@ -5,10 +5,10 @@ use std::path::Path;
 
 use assert_cmd::Command;
 
-use kdtui::config::Config;
-use kdtui::results::Results;
-use kdtui::tensorboard;
-use kdtui::train::RunKind;
+use kdtui::engine::export;
+use kdtui::outputs::{tensorboard, Results};
+use kdtui::protocol::EpochMetrics;
+use kdtui::study::{Config, RunKind};
 
 mod common;
 use common::{write, TINY};
@@ -69,9 +69,7 @@ fn a_batch_plan_leaves_a_report_figures_tensorboard_files_and_model_files_that_a
         assert!(files[0].file_name().unwrap().to_string_lossy().starts_with("events.out.tfevents."));
         let scalars = tensorboard::read_scalars(&files[0]).unwrap();
         let series = |tag: &str| -> Vec<(i64, f32)> { scalars.iter().filter(|s| s.tag == tag).map(|s| (s.step, s.value)).collect() };
-        let want = |f: fn(&kdtui::train::EpochMetrics) -> f64| -> Vec<(i64, f32)> {
-            r.history.iter().map(|m| (m.epoch as i64, f(m) as f32)).collect()
-        };
+        let want = |f: fn(&EpochMetrics) -> f64| -> Vec<(i64, f32)> { r.history.iter().map(|m| (m.epoch as i64, f(m) as f32)).collect() };
         assert_eq!(series("accuracy/test"), want(|m| m.test_accuracy), "{}", r.run_id);
         assert_eq!(series("accuracy/train"), want(|m| m.train_accuracy));
         assert_eq!(series("loss/test"), want(|m| m.test_loss));
@@ -109,7 +107,7 @@ fn a_batch_plan_leaves_a_report_figures_tensorboard_files_and_model_files_that_a
 
     // `kdtui eval` of a model file gives the accuracy of the table, image for image.
     let config = Config::load(&dir.path().join("config.toml")).unwrap();
-    let data = kdtui::export::data_config(&config, None).unwrap();
+    let data = export::data_config(&config, None).unwrap();
     let ckpt = config.plan.checkpoints.join("tiny");
     for r in results.runs.iter().filter(|r| r.run_id == "teacher" || r.run_id == "soft-T5-s2") {
         let file = format!("results/models/{}.safetensors", r.run_id);
@@ -117,7 +115,7 @@ fn a_batch_plan_leaves_a_report_figures_tensorboard_files_and_model_files_that_a
         let correct = (r.final_test_accuracy * 64.0).round() as usize;
         assert!(said.contains(&format!("({correct}/64 images)")), "{said}");
 
-        let packed = kdtui::export::eval(&dir.path().join(&file), &config, Path::new("config.toml"), &data).unwrap();
+        let packed = export::eval(&dir.path().join(&file), &config, Path::new("config.toml"), &data).unwrap();
         let store_dir = match r.kind {
             RunKind::Teacher => std::fs::read_dir(dir.path().join(&ckpt))
                 .unwrap()
@@ -126,7 +124,7 @@ fn a_batch_plan_leaves_a_report_figures_tensorboard_files_and_model_files_that_a
                 .unwrap(),
             _ => dir.path().join(&ckpt).join(&r.run_id),
         };
-        let trained = kdtui::export::eval(&store_dir.join("checkpoint.bin"), &config, Path::new("config.toml"), &data).unwrap();
+        let trained = export::eval(&store_dir.join("checkpoint.bin"), &config, Path::new("config.toml"), &data).unwrap();
         assert_eq!(packed.predictions, trained.predictions, "{}: the packed model predicts what the trained one did", r.run_id);
         assert_eq!(packed.correct, correct);
     }

@@ -4,31 +4,24 @@
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
-use kdtui::app::{App, Column, PlanState};
-use kdtui::config::Config;
-use kdtui::distill::Loss;
-use kdtui::keys::Action;
-use kdtui::results::Results;
-use kdtui::train::{plan, Control, EpochMetrics, RunKind, RunResult, RunStatus, TrainEvent};
+use kdtui::monitor::app::{App, Column, PlanState};
+use kdtui::monitor::keys::{self, Action};
+use kdtui::outputs::Results;
+use kdtui::protocol::{Control, EpochMetrics, RunResult, RunStatus, TrainEvent};
+use kdtui::study::{plan, Config, Loss, RunKind};
 
 fn screen(app: &App, width: u16, height: u16) -> String {
     let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
-    terminal.draw(|f| kdtui::ui::render(app, f)).unwrap();
+    terminal.draw(|f| kdtui::monitor::ui::render(app, f)).unwrap();
     let buffer = terminal.backend().buffer().clone();
-    (0..height)
-        .map(|y| (0..width).map(|x| buffer[(x, y)].symbol().to_string()).collect::<String>())
-        .collect::<Vec<_>>()
-        .join("\n")
+    (0..height).map(|y| (0..width).map(|x| buffer[(x, y)].symbol().to_string()).collect::<String>()).collect::<Vec<_>>().join("\n")
 }
 
 fn started_app() -> App {
     let mut config = Config::default();
     config.plan.seeds = vec![1];
     let runs = plan::full_plan(&config);
-    let mut app = App::new(Results {
-        plan: "study".into(),
-        ..Results::default()
-    });
+    let mut app = App::new(Results { plan: "study".into(), ..Results::default() });
     app.on_event(TrainEvent::PlanStarted {
         plan: "study".into(),
         runs,
@@ -39,13 +32,7 @@ fn started_app() -> App {
 }
 
 fn finish(app: &mut App, run_id: &str, kind: RunKind, loss: Loss, temperature: Option<f64>, acc: f64) {
-    app.on_event(TrainEvent::RunStarted {
-        run_id: run_id.into(),
-        epochs: 1,
-        steps_per_epoch: 10,
-        step: 0,
-        history: vec![],
-    });
+    app.on_event(TrainEvent::RunStarted { run_id: run_id.into(), epochs: 1, steps_per_epoch: 10, step: 0, history: vec![] });
     let metrics = EpochMetrics {
         epoch: 1,
         train_loss: 0.5,
@@ -55,10 +42,7 @@ fn finish(app: &mut App, run_id: &str, kind: RunKind, loss: Loss, temperature: O
         seconds: 40.0,
         images_per_sec: 175.0,
     };
-    app.on_event(TrainEvent::EpochFinished {
-        run_id: run_id.into(),
-        metrics: metrics.clone(),
-    });
+    app.on_event(TrainEvent::EpochFinished { run_id: run_id.into(), metrics: metrics.clone() });
     app.on_event(TrainEvent::RunFinished {
         result: RunResult {
             run_id: run_id.into(),
@@ -83,13 +67,7 @@ fn finish(app: &mut App, run_id: &str, kind: RunKind, loss: Loss, temperature: O
 fn header_table_and_status_words() {
     let mut app = started_app();
     finish(&mut app, "teacher", RunKind::Teacher, Loss::Hard, None, 0.96);
-    app.on_event(TrainEvent::RunStarted {
-        run_id: "baseline-s1".into(),
-        epochs: 2,
-        steps_per_epoch: 50,
-        step: 0,
-        history: vec![],
-    });
+    app.on_event(TrainEvent::RunStarted { run_id: "baseline-s1".into(), epochs: 2, steps_per_epoch: 50, step: 0, history: vec![] });
     let s = screen(&app, 120, 40);
     assert!(s.contains("RUNNING"), "{s}");
     assert!(s.contains("runs 1/17"), "{s}");
@@ -168,10 +146,7 @@ fn unwritable_results_and_fatal_trainer_errors_stop_the_plan_on_screen() {
 #[test]
 fn failed_run_and_failed_trainer_are_shown() {
     let mut app = started_app();
-    app.on_event(TrainEvent::RunFailed {
-        run_id: "teacher".into(),
-        error: "training panicked: boom".into(),
-    });
+    app.on_event(TrainEvent::RunFailed { run_id: "teacher".into(), error: "training panicked: boom".into() });
     let s = screen(&app, 120, 40);
     assert!(s.contains("failed"), "{s}");
     assert!(s.contains("teacher FAILED: training panicked: boom"), "{s}");
@@ -229,7 +204,7 @@ fn help_is_generated_from_the_key_table() {
     let mut app = started_app();
     app.on_action(Action::ToggleHelp);
     let s = screen(&app, 120, 40);
-    for (keys, what) in kdtui::keys::help_lines() {
+    for (keys, what) in keys::help_lines() {
         assert!(s.contains(&keys) && s.contains(what), "help lacks `{keys}`: {s}");
     }
 }

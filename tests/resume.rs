@@ -6,12 +6,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use kdtui::config::Config;
-use kdtui::data;
-use kdtui::device::{self, Resolved};
-use kdtui::results::Results;
-use kdtui::train::runner::PlanInput;
-use kdtui::train::{plan, Control, RunResult, RunStatus, TrainEvent};
+use kdtui::engine::backend::{self, Resolved};
+use kdtui::engine::data;
+use kdtui::engine::train::PlanInput;
+use kdtui::outputs::Results;
+use kdtui::protocol::{Control, RunResult, RunStatus, TrainEvent};
+use kdtui::study::{plan, Config};
 use rand::{Rng, SeedableRng};
 
 mod common;
@@ -30,7 +30,7 @@ fn config(dir: &Path) -> Config {
 /// when to send Stop. Returns the finished (or stopped) runs.
 fn run(config: &Config, stop_when: impl Fn(&TrainEvent) -> bool) -> BTreeMap<String, RunResult> {
     let runs = plan::select(config, &["soft-T5".to_string()]).unwrap();
-    let trainer = device::spawn(
+    let trainer = backend::spawn(
         Resolved::Cpu,
         PlanInput {
             config: config.clone(),
@@ -41,6 +41,7 @@ fn run(config: &Config, stop_when: impl Fn(&TrainEvent) -> bool) -> BTreeMap<Str
             notes: vec![],
             models: None,
             train_teacher: true,
+            inject_panic: None,
         },
     );
     let mut results = BTreeMap::new();
@@ -115,12 +116,7 @@ fn finished_runs(out: &Path) -> BTreeMap<String, f64> {
     }
     let csv = std::fs::read_to_string(out.join("results.csv")).expect("results.csv beside results.json");
     assert_eq!(csv.lines().count(), results.runs.len() + 1, "{csv}");
-    results
-        .runs
-        .iter()
-        .filter(|r| r.status == RunStatus::Done)
-        .map(|r| (r.run_id.clone(), r.final_test_accuracy))
-        .collect()
+    results.runs.iter().filter(|r| r.status == RunStatus::Done).map(|r| (r.run_id.clone(), r.final_test_accuracy)).collect()
 }
 
 #[test]

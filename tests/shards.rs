@@ -41,9 +41,13 @@ fn shards_run_at_once_and_merge_into_the_single_machine_table() {
     let stderr = String::from_utf8_lossy(&early.stderr);
     assert_eq!(early.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("the teacher has not finished") && stderr.contains("--only teacher"), "{stderr}");
-    assert!(!sharded.join("checkpoints/tiny").read_dir().is_ok_and(|mut d| d.any(|e| {
-        e.unwrap().file_name().to_string_lossy().starts_with("teacher")
-    })), "no teacher trained by a shard");
+    assert!(
+        !sharded
+            .join("checkpoints/tiny")
+            .read_dir()
+            .is_ok_and(|mut d| d.any(|e| { e.unwrap().file_name().to_string_lossy().starts_with("teacher") })),
+        "no teacher trained by a shard"
+    );
 
     let teacher = kdtui(&sharded).args(["--batch", "--device", "cpu", "--only", "teacher"]).output().unwrap();
     assert!(teacher.status.success(), "{}", String::from_utf8_lossy(&teacher.stderr));

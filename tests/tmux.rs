@@ -1,6 +1,7 @@
 //! The real binary in a real terminal (tmux), as a person would use it:
 //! start, pause, check nothing moves, resume, quit, and find the terminal
-//! restored and the results on disk.
+//! restored and the results on disk. Where tmux is not installed, build.rs
+//! says so and these tests show as ignored.
 
 use std::path::Path;
 use std::process::Command;
@@ -90,6 +91,7 @@ fn body(screen: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(kdtui_no_tmux, ignore = "tmux is not installed (apt-get install tmux)")]
 fn pause_resume_and_quit_in_a_real_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_kdtui");
@@ -139,6 +141,7 @@ fn pause_resume_and_quit_in_a_real_terminal() {
 }
 
 #[test]
+#[cfg_attr(kdtui_no_tmux, ignore = "tmux is not installed (apt-get install tmux)")]
 fn without_a_terminal_it_says_to_use_batch() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.toml"), CONFIG).unwrap();
@@ -149,13 +152,16 @@ fn without_a_terminal_it_says_to_use_batch() {
 }
 
 #[test]
+#[cfg_attr(kdtui_no_tmux, ignore = "tmux is not installed (apt-get install tmux)")]
 fn a_second_session_resumes_and_fresh_asks_before_removing_anything() {
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_kdtui");
     let session = Session::start(
         dir.path(),
         "resume",
-        &format!("{bin} --device cpu; echo FIRST=$?; {bin} --device cpu; echo SECOND=$?; {bin} --device cpu --fresh; echo THIRD=$?; sleep 60"),
+        &format!(
+            "{bin} --device cpu; echo FIRST=$?; {bin} --device cpu; echo SECOND=$?; {bin} --device cpu --fresh; echo THIRD=$?; sleep 60"
+        ),
     );
     let wait = Duration::from_secs(60);
 
@@ -184,6 +190,7 @@ fn a_second_session_resumes_and_fresh_asks_before_removing_anything() {
 }
 
 #[test]
+#[cfg_attr(kdtui_no_tmux, ignore = "tmux is not installed (apt-get install tmux)")]
 fn closing_the_terminal_saves_the_run_and_ends_the_process() {
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_kdtui");
@@ -225,6 +232,7 @@ hidden = 16
 "#;
 
 #[test]
+#[cfg_attr(kdtui_no_tmux, ignore = "tmux is not installed (apt-get install tmux)")]
 fn watch_follows_shards_that_run_elsewhere_live() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.toml"), SHARDED).unwrap();

@@ -1,0 +1,93 @@
+//! The subcommands other than the study session itself: `bench`, `report`,
+//! `export`, `eval` and `watch` (`slurm` has its own file).
+
+use anyhow::anyhow;
+
+use super::{failed, usage, BenchArgs, EvalArgs, ExportArgs, Failure, ReportArgs, WatchArgs};
+use crate::engine::backend::{self, DeviceChoice};
+use crate::engine::{bench, export};
+use crate::monitor::session::{self as monitor, MonitorError};
+use crate::outputs::directory::MODELS_DIR;
+use crate::outputs::publish::write_report;
+use crate::outputs::Results;
+use crate::study::Config;
+use crate::util::format::percent;
+use crate::util::signals;
+
+pub fn bench(args: BenchArgs) -> Result<(), Failure> {
+    let config = Config::load(&args.config).map_err(usage)?;
+    if !(args.seconds > 0.0 && args.seconds.is_finite()) {
+        return Err(usage(anyhow!("--seconds must be a positive number, got {}", args.seconds)));
+    }
+    if args.rounds == 0 {
+        return Err(usage(anyhow!("--rounds must be at least 1")));
+    }
+    if args.threads == Some(0) {
+        return Err(usage(anyhow!("--threads must be at least 1")));
+    }
+    let choice: DeviceChoice = args.device.parse().map_err(usage)?;
+    let resolved = backend::resolve(choice).map_err(usage)?;
+    let timing = bench::Timing { seconds: args.seconds };
+    if let Some(model) = args.measure {
+        let measurement = bench::measure_on(resolved, &config, model, timing);
+        println!("{}", serde_json::to_string(&measurement).expect("a measurement serialises"));
+        return Ok(());
+    }
+    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let request = bench::Request {
+        config_path: args.config.clone(),
+        // The children resolve the same device again; pass what this one found.
+        device: resolved.flag(),
+        threads,
+        timing,
+        rounds: args.rounds,
+        python: (!args.no_reference).then(|| args.python.clone()),
+        plan: args.plan,
+    };
+    let report = bench::run(&request, &config, |line| eprintln!("{line}")).map_err(failed)?;
+    print!("{}\n{}", bench::describe(&report, &request, &config), bench::render(&report));
+    Ok(())
+}
+
+pub fn report(args: ReportArgs) -> Result<(), Failure> {
+    let json = args.dir.join(crate::outputs::directory::RESULTS_JSON);
+    let text = std::fs::read(&json)
+        .map_err(|e| usage(anyhow!("cannot read {}: {e} (kdtui report takes a results directory that a plan wrote)", json.display())))?;
+    let results: Results =
+        serde_json::from_slice(&text).map_err(|e| failed(anyhow!("{} is not a kdtui results file: {e}", json.display())))?;
+    let figures = write_report(&results, &args.dir).map_err(failed)?;
+    println!("{} and {figures} figures written ({} runs)", args.dir.join("report.md").display(), results.runs.len());
+    Ok(())
+}
+
+pub fn export(args: ExportArgs) -> Result<(), Failure> {
+    let config = Config::load(&args.config).map_err(usage)?;
+    let output = args.output.unwrap_or_else(|| config.plan.out.join(MODELS_DIR).join(format!("{}.safetensors", args.run)));
+    let exported = export::export(&config, &args.config, &args.run, &output).map_err(|e| {
+        let code = if matches!(e, export::ExportError::UnknownRun { .. }) { 2 } else { 1 };
+        Failure { code, error: e.into() }
+    })?;
+    if let Some(note) = exported.unfinished {
+        eprintln!("kdtui: note: {note}");
+    }
+    println!("{} ({} bytes)", exported.path.display(), exported.bytes);
+    Ok(())
+}
+
+pub fn eval(args: EvalArgs) -> Result<(), Failure> {
+    let config = Config::load(&args.config).map_err(usage)?;
+    let data = export::data_config(&config, args.data.as_deref()).map_err(usage)?;
+    let e = export::eval(&args.file, &config, &args.config, &data).map_err(failed)?;
+    println!("{}: {}", args.file.display(), e.model);
+    println!("data: {}", e.data);
+    println!("test accuracy {} ({}/{} images), test loss {:.4}", percent(e.accuracy()), e.correct, e.images, e.loss);
+    Ok(())
+}
+
+pub fn watch(args: WatchArgs) -> Result<(), Failure> {
+    let stop = signals::install().map_err(|e| failed(anyhow!("cannot install signal handlers: {e}")))?;
+    monitor::watch(&args.dir, Some(stop)).map_err(|e| {
+        let code = if matches!(e, MonitorError::WatchNotATerminal(_) | MonitorError::Watch(_)) { 2 } else { 1 };
+        Failure { code, error: e.into() }
+    })
+}

@@ -1,0 +1,231 @@
+//! `--device cpu|cuda[:N]|auto`: which burn backend runs the work, chosen at
+//! run time, and the one place that turns that choice into a backend type
+//! (`dispatch`): the training thread and the benchmark both go through it.
+
+use std::str::FromStr;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::model::TrainBackend;
+use super::train::{run_plan, PlanInput};
+use crate::protocol::trainer::TRAIN_THREAD;
+use crate::protocol::{Control, TrainEvent, Trainer};
+
+/// The CPU backend: burn's pure-Rust `flex` (SIMD gemm, rayon). Chosen by
+/// measurement over `ndarray`; see README.
+pub type CpuBackend = burn::backend::Flex;
+pub type CpuTrainBackend = burn::backend::Autodiff<CpuBackend>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DeviceError {
+    #[error("unknown device {0:?}: expected cpu, cuda, cuda:N or auto")]
+    Unknown(String),
+    #[error("--device {0} asks for CUDA, but this kdtui was built without it; rebuild with `cargo build --release --features cuda`")]
+    NotBuilt(String),
+    #[error("--device {0}: no usable CUDA device ({1})")]
+    Unavailable(String, String),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = DeviceError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| DeviceError::Unknown(other.to_string())),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// The backend a choice resolves to on this build and machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolved {
+    Cpu,
+    Cuda(usize),
+}
+
+impl Resolved {
+    pub fn describe(self) -> String {
+        match self {
+            Resolved::Cpu => match rayon::current_num_threads() {
+                1 => "cpu (burn flex, 1 thread)".to_string(),
+                n => format!("cpu (burn flex, {n} threads)"),
+            },
+            Resolved::Cuda(n) => format!("cuda:{n} (burn cuda)"),
+        }
+    }
+
+    /// The `--device` value that names this backend again (for child processes).
+    pub fn flag(self) -> String {
+        match self {
+            Resolved::Cpu => "cpu".into(),
+            Resolved::Cuda(n) => format!("cuda:{n}"),
+        }
+    }
+}
+
+pub fn resolve(choice: DeviceChoice) -> Result<Resolved, DeviceError> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Resolved::Cpu),
+        DeviceChoice::Cuda(n) => cuda::probe(n).map(|_| Resolved::Cuda(n)).map_err(|e| match e {
+            cuda::ProbeError::NotBuilt => DeviceError::NotBuilt(choice.to_string()),
+            cuda::ProbeError::Failed(why) => DeviceError::Unavailable(choice.to_string(), why),
+        }),
+        DeviceChoice::Auto => Ok(match cuda::probe(0) {
+            Ok(()) => Resolved::Cuda(0),
+            Err(_) => Resolved::Cpu,
+        }),
+    }
+}
+
+/// Work that runs on whichever backend `--device` resolved to.
+pub trait OnBackend {
+    type Output;
+    /// `name` describes the device, for the header and the report.
+    fn run<B: TrainBackend>(self, device: B::Device, name: &str) -> Self::Output;
+}
+
+/// Runs `work` on the backend `resolved` names: the one place where a
+/// run-time choice becomes a backend type.
+pub fn dispatch<W: OnBackend>(resolved: Resolved, work: W) -> W::Output {
+    let name = resolved.describe();
+    match resolved {
+        Resolved::Cpu => work.run::<CpuTrainBackend>(Default::default(), &name),
+        Resolved::Cuda(n) => cuda::dispatch(n, work, &name),
+    }
+}
+
+/// Starts the plan on a background thread on the resolved device.
+pub fn spawn(resolved: Resolved, input: PlanInput) -> Trainer {
+    struct Plan {
+        input: PlanInput,
+        events: Sender<TrainEvent>,
+        control: Receiver<Control>,
+    }
+    impl OnBackend for Plan {
+        type Output = ();
+        fn run<B: TrainBackend>(mut self, device: B::Device, name: &str) {
+            self.input.device_name = name.to_string();
+            run_plan::<B>(self.input, device, self.events, self.control)
+        }
+    }
+    let (events_tx, events) = crossbeam_channel::unbounded();
+    let (control, control_rx) = crossbeam_channel::unbounded();
+    let plan = Plan { input, events: events_tx, control: control_rx };
+    let thread = std::thread::Builder::new()
+        .name(TRAIN_THREAD.into())
+        .spawn(move || dispatch(resolved, plan))
+        .expect("spawning the training thread");
+    Trainer { events, control, thread }
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use super::*;
+    use burn::backend::cuda::CudaDevice;
+    use burn::backend::{Autodiff, Cuda};
+    use burn::prelude::*;
+
+    pub enum ProbeError {
+        #[allow(dead_code)]
+        NotBuilt,
+        Failed(String),
+    }
+
+    /// Runs one tiny op on the device: cubecl panics when no driver or GPU is
+    /// there, and we want a message instead.
+    pub fn probe(n: usize) -> Result<(), ProbeError> {
+        // SAFETY: only tries to dlopen the driver library; no CUDA call is made.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(ProbeError::Failed("the NVIDIA driver library libcuda is not installed or not on the loader path".into()));
+        }
+        let count = cudarc::driver::result::init()
+            .and_then(|()| cudarc::driver::result::device::get_count())
+            .map_err(|e| ProbeError::Failed(format!("the CUDA driver does not answer: {e}")))?;
+        if n >= count.max(0) as usize {
+            return Err(ProbeError::Failed(format!("this machine has {count} CUDA device(s); cuda:{n} is not one of them")));
+        }
+        let quiet = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let outcome = std::panic::catch_unwind(|| {
+            let device = CudaDevice::new(n);
+            let t = Tensor::<Cuda, 1>::from_floats([1.0, 2.0], &device);
+            t.sum().into_scalar()
+        });
+        std::panic::set_hook(quiet);
+        match outcome {
+            Ok(3.0) => Ok(()),
+            Ok(v) => Err(ProbeError::Failed(format!("a test sum gave {v}, not 3"))),
+            Err(p) => Err(ProbeError::Failed(crate::util::panic_message(&p))),
+        }
+    }
+
+    pub fn dispatch<W: OnBackend>(n: usize, work: W, name: &str) -> W::Output {
+        work.run::<Autodiff<Cuda>>(CudaDevice::new(n), name)
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+mod cuda {
+    use super::*;
+
+    pub enum ProbeError {
+        NotBuilt,
+        #[allow(dead_code)]
+        Failed(String),
+    }
+
+    pub fn probe(_n: usize) -> Result<(), ProbeError> {
+        Err(ProbeError::NotBuilt)
+    }
+
+    pub fn dispatch<W: OnBackend>(_n: usize, _work: W, _name: &str) -> W::Output {
+        unreachable!("resolve() never picks CUDA in a build without it")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_names() {
+        assert_eq!("cpu".parse(), Ok(DeviceChoice::Cpu));
+        assert_eq!("cuda".parse(), Ok(DeviceChoice::Cuda(0)));
+        assert_eq!("cuda:2".parse(), Ok(DeviceChoice::Cuda(2)));
+        assert_eq!("auto".parse(), Ok(DeviceChoice::Auto));
+        assert!("gpu".parse::<DeviceChoice>().is_err());
+        assert!("cuda:x".parse::<DeviceChoice>().is_err());
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn cuda_without_the_feature_is_a_clear_error() {
+        let e = resolve(DeviceChoice::Cuda(0)).unwrap_err();
+        assert!(e.to_string().contains("--features cuda"), "{e}");
+        assert_eq!(resolve(DeviceChoice::Auto), Ok(Resolved::Cpu));
+    }
+}

@@ -1,0 +1,42 @@
+//! Inference: logits of a model over a dataset in batches, and the test
+//! loss and accuracy they give. Training evaluates with it after every
+//! epoch, the teacher caches its logits with it, `kdtui eval` scores with it.
+
+use super::data::batcher::{make_batch, Normalizer};
+use super::data::{Dataset, CLASSES};
+use super::model::{Cnn, CnnBackend};
+
+/// Logits [n, 10] row-major for every image of `data`, in inference mode.
+pub fn predict<B: CnnBackend>(model: &Cnn<B>, data: &Dataset, norm: &Normalizer, batch_size: usize, device: &B::Device) -> Vec<f32> {
+    let all: Vec<usize> = (0..data.len()).collect();
+    let mut out = Vec::with_capacity(data.len() * CLASSES);
+    for indices in all.chunks(batch_size) {
+        let batch = make_batch::<B>(data, norm, indices, None, device);
+        let logits = model.forward(batch.images);
+        out.extend(logits.into_data().convert::<f32>().into_vec::<f32>().expect("f32 logits"));
+    }
+    out
+}
+
+/// (mean hard-label cross-entropy, accuracy) over the whole of `data`.
+pub fn evaluate<B: CnnBackend>(model: &Cnn<B>, data: &Dataset, norm: &Normalizer, batch_size: usize, device: &B::Device) -> (f64, f64) {
+    score(&predict(model, data, norm, batch_size, device), &data.labels)
+}
+
+/// (mean hard-label cross-entropy, accuracy) of logits [n, 10] against `labels`.
+pub fn score(logits: &[f32], labels: &[u8]) -> (f64, f64) {
+    let (mut loss, mut correct) = (0.0f64, 0usize);
+    for (row, &label) in logits.chunks_exact(CLASSES).zip(labels) {
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &z| m.max(z)) as f64;
+        let lse = max + row.iter().map(|&z| (z as f64 - max).exp()).sum::<f64>().ln();
+        loss += lse - row[label as usize] as f64;
+        correct += usize::from(argmax(row) == label as usize);
+    }
+    let n = labels.len().max(1) as f64;
+    (loss / n, correct as f64 / n)
+}
+
+/// The predicted class: the first of the largest logits.
+pub fn argmax(row: &[f32]) -> usize {
+    row.iter().enumerate().fold(0, |best, (i, &z)| if z > row[best] { i } else { best })
+}

@@ -1,0 +1,132 @@
+//! The loss family of the study (docs/STUDY.md): `hard`, `soft`, `hard_soft`, `gt_soft`.
+//!
+//! All cross-entropies go through `log_softmax`, which subtracts the row maximum,
+//! so T = 100 with large logits stays finite.
+
+use crate::study::Loss;
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+
+/// Mean over the batch of -sum_i target_i * log softmax(logits / temperature)_i.
+///
+/// logits, target: [batch, classes]; target rows sum to 1.
+pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, target: Tensor<B, 2>, temperature: f64) -> Tensor<B, 1> {
+    let scaled = if temperature == 1.0 { logits } else { logits / temperature };
+    let log_p = log_softmax(scaled, 1);
+    (target * log_p).sum_dim(1).mean().neg()
+}
+
+/// The loss of one step.
+///
+/// logits: [batch, classes] student logits; onehot: [batch, classes] ground truth;
+/// teacher_q: [batch, classes] softmax(teacher logits / T), needed by `soft` and `hard_soft`;
+/// c: weight of the soft term.
+pub fn loss<B: Backend>(
+    kind: Loss,
+    logits: Tensor<B, 2>,
+    onehot: Tensor<B, 2>,
+    teacher_q: Option<Tensor<B, 2>>,
+    temperature: f64,
+    c: f64,
+) -> Tensor<B, 1> {
+    let teacher = || teacher_q.clone().expect("soft and hard_soft need teacher targets");
+    match kind {
+        Loss::Hard => cross_entropy(logits, onehot, 1.0),
+        Loss::Soft => cross_entropy(logits, teacher(), temperature),
+        Loss::HardSoft => cross_entropy(logits.clone(), onehot, 1.0) + cross_entropy(logits, teacher(), temperature) * c,
+        Loss::GtSoft => cross_entropy(logits.clone(), onehot.clone(), 1.0) + cross_entropy(logits, onehot, temperature) * c,
+    }
+}
+
+/// softmax(logits / temperature) over rows of a row-major [n, classes] slice, in f64
+/// for stability; used to turn cached teacher logits into targets once per run.
+pub fn soft_targets(logits: &[f32], classes: usize, temperature: f64) -> Vec<f32> {
+    let mut out = Vec::with_capacity(logits.len());
+    for row in logits.chunks_exact(classes) {
+        let max = row.iter().fold(f64::NEG_INFINITY, |m, &z| m.max(z as f64 / temperature));
+        let exps: Vec<f64> = row.iter().map(|&z| (z as f64 / temperature - max).exp()).collect();
+        let sum: f64 = exps.iter().sum();
+        out.extend(exps.iter().map(|e| (e / sum) as f32));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::Flex;
+
+    type B = Flex;
+
+    fn t(rows: &[[f32; 3]]) -> Tensor<B, 2> {
+        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+        Tensor::<B, 1>::from_floats(flat.as_slice(), &Default::default()).reshape([rows.len(), 3])
+    }
+
+    fn scalar(x: Tensor<B, 1>) -> f64 {
+        x.into_scalar() as f64
+    }
+
+    // Worked by hand: logits z = (1, 2, 3), label = class 2.
+    // log softmax(z) = z - ln(e + e^2 + e^3) = z - 3.40760596
+    // hard = 3.40760596 - 3 = 0.40760596
+    const Z: [f32; 3] = [1.0, 2.0, 3.0];
+    const GT: [f32; 3] = [0.0, 0.0, 1.0];
+
+    #[test]
+    fn hard_matches_hand_value() {
+        let v = scalar(loss(Loss::Hard, t(&[Z]), t(&[GT]), None, 5.0, 25.0));
+        assert!((v - 0.407_605_96).abs() < 1e-5, "{v}");
+    }
+
+    #[test]
+    fn soft_matches_hand_value() {
+        // T = 2: z/T = (0.5, 1, 1.5); lse = ln(1.6487213 + 2.7182818 + 4.4816891)
+        //   = ln 8.8486922 = 2.1802696
+        // log p = (-1.6802696, -1.1802696, -0.6802696)
+        // q = (0.2, 0.3, 0.5): CE = 0.2*1.6802696 + 0.3*1.1802696 + 0.5*0.6802696
+        //   = 0.3360539 + 0.3540809 + 0.3401348 = 1.0302696
+        let q = [0.2, 0.3, 0.5];
+        let v = scalar(loss(Loss::Soft, t(&[Z]), t(&[GT]), Some(t(&[q])), 2.0, 4.0));
+        assert!((v - 1.030_269_6).abs() < 1e-5, "{v}");
+    }
+
+    #[test]
+    fn hard_soft_and_gt_soft_match_hand_values() {
+        let q = [0.2, 0.3, 0.5];
+        // hard_soft = 0.4076060 + 4 * 1.0302696 = 4.5286844
+        let v = scalar(loss(Loss::HardSoft, t(&[Z]), t(&[GT]), Some(t(&[q])), 2.0, 4.0));
+        assert!((v - 4.528_684_4).abs() < 1e-5, "{v}");
+        // gt_soft: the soft term against gt at T = 2 is -log p_2 = 0.6802696;
+        // 0.4076060 + 4 * 0.6802696 = 3.1286844
+        let v = scalar(loss(Loss::GtSoft, t(&[Z]), t(&[GT]), None, 2.0, 4.0));
+        assert!((v - 3.128_684_4).abs() < 1e-5, "{v}");
+    }
+
+    #[test]
+    fn batch_mean() {
+        // second row: uniform logits -> hard = ln 3 = 1.09861229
+        let v = scalar(loss(Loss::Hard, t(&[Z, [0.0; 3]]), t(&[GT, GT]), None, 1.0, 1.0));
+        assert!((v - (0.407_605_96 + 1.098_612_29) / 2.0).abs() < 1e-5, "{v}");
+    }
+
+    #[test]
+    fn stable_at_high_temperature_and_large_logits() {
+        let z = [[1.0e4, -1.0e4, 3.0e3]];
+        for kind in [Loss::Hard, Loss::Soft, Loss::HardSoft, Loss::GtSoft] {
+            let q = soft_targets(&[9.0e3, -9.0e3, 0.0], 3, 100.0);
+            let q = t(&[[q[0], q[1], q[2]]]);
+            let v = scalar(loss(kind, t(&z), t(&[GT]), Some(q), 100.0, 1.0e4));
+            assert!(v.is_finite(), "{kind}: {v}");
+        }
+    }
+
+    #[test]
+    fn soft_targets_flatten_with_temperature() {
+        let q1 = soft_targets(&[1.0, 2.0, 3.0], 3, 1.0);
+        let q100 = soft_targets(&[1.0, 2.0, 3.0], 3, 100.0);
+        assert!((q1.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!((q1[2] - 0.665_240_9).abs() < 1e-6);
+        assert!(q100.iter().all(|&p| (p - 1.0 / 3.0).abs() < 0.01));
+    }
+}

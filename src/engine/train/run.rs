@@ -1,0 +1,220 @@
+//! One run's training loop: resumes from the run's checkpoint when it has
+//! one, checks the controls between steps, evaluates on the whole test set
+//! and saves a checkpoint after every epoch.
+
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, Module};
+use burn::optim::Optimizer;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::checkpoint::{decode, encode, PartialEpoch, Progress};
+use super::orchestrate::{Job, Plan, Trained};
+use super::step::{adam, cosine_lr, train_step, Objective};
+use crate::engine::data::batcher::make_batch;
+use crate::engine::inference::evaluate;
+use crate::engine::model::size::model_bytes;
+use crate::engine::model::{Cnn, TrainBackend};
+use crate::protocol::{EpochMetrics, Flow, RunResult, RunStatus, TrainEvent};
+use crate::util::atomic_file::WriteError;
+
+impl<B: TrainBackend> Plan<'_, B> {
+    /// One run's training loop, from its checkpoint when it has one. Checks the
+    /// controls between steps; evaluates on the whole test set and saves a
+    /// checkpoint after every epoch, and saves one when stopped between steps.
+    pub(super) fn train(&mut self, job: Job) -> Result<Trained<B>, WriteError> {
+        let Job { spec, shape, epochs, lr, soft, store } = job;
+        let config = &self.input.config;
+        let train = &self.input.data.train;
+        let test = &self.input.data.test;
+        let batch_size = config.train.batch_size.min(train.len());
+        let temperature = spec.temperature.unwrap_or(1.0);
+        let objective = Objective { loss: spec.loss, temperature, c: config.soft_weight(temperature) };
+        let started = Instant::now();
+
+        B::seed(&self.device, spec.seed);
+        let mut model: Cnn<B> = shape.init(&self.device);
+        let mut optim = adam::<B>(config);
+        let mut progress = Progress {
+            hash: store.hash.clone(),
+            run_id: spec.run_id.clone(),
+            epochs_done: 0,
+            steps_into_epoch: 0,
+            step: 0,
+            partial: PartialEpoch::default(),
+            history: Vec::new(),
+            wall_seconds: 0.0,
+        };
+        if let Some(saved) = store.load() {
+            let model_record: Option<<Cnn<B> as Module<B>>::Record> = decode::<B, _>(saved.model, &self.device);
+            let optim_record = saved.optimizer.and_then(|bytes| decode::<B, _>(bytes, &self.device));
+            let finished = saved.progress.epochs_done >= epochs;
+            match (model_record, optim_record) {
+                (Some(m), optim_record) if optim_record.is_some() || finished => {
+                    model = model.load_record(m);
+                    if let Some(o) = optim_record {
+                        optim = optim.load_record(o);
+                    }
+                    progress = saved.progress;
+                    self.log(format!(
+                        "{}: resumed from its checkpoint at epoch {}, step {}",
+                        spec.run_id,
+                        progress.epochs_done + 1,
+                        progress.step
+                    ));
+                }
+                _ => self.log(format!("{}: its checkpoint does not load into this model; starting over", spec.run_id)),
+            }
+        }
+        // A last batch of one image would give BatchNorm a zero variance.
+        let steps_per_epoch = train.len() / batch_size + usize::from(train.len() % batch_size > 1);
+        let _ = self.events.send(TrainEvent::RunStarted {
+            run_id: spec.run_id.clone(),
+            epochs,
+            steps_per_epoch,
+            step: progress.step,
+            history: progress.history.clone(),
+        });
+
+        let mut status = RunStatus::Done;
+        let mut step = progress.step;
+        let loaded_at_step = step;
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        let mut shuffle = ChaCha8Rng::seed_from_u64(spec.seed ^ 0x005e_ed0f_0de5);
+        for _ in 0..progress.epochs_done {
+            order.shuffle(&mut shuffle);
+        }
+        let (first_epoch, skip_steps) = (progress.epochs_done + 1, progress.steps_into_epoch);
+        let wall_before = progress.wall_seconds;
+        'epochs: for epoch in first_epoch..=epochs {
+            let epoch_started = Instant::now();
+            order.shuffle(&mut shuffle);
+            let skip = if epoch == first_epoch { skip_steps } else { 0 };
+            let mut partial = std::mem::take(&mut progress.partial);
+            let mut window = Window::new();
+            // steps_in_epoch: the steps of this epoch taken before this one.
+            for (steps_in_epoch, indices) in (skip..).zip(order.chunks(batch_size).filter(|c| c.len() > 1).skip(skip)) {
+                if self.controls.between_steps() == Flow::Stop {
+                    status = RunStatus::Interrupted;
+                    if step > loaded_at_step {
+                        partial.seconds += epoch_started.elapsed().as_secs_f64();
+                        progress.steps_into_epoch = steps_in_epoch;
+                        progress.partial = partial;
+                        progress.step = step;
+                        progress.wall_seconds = wall_before + started.elapsed().as_secs_f64();
+                        store.save(&progress, &encode::<B, _>(model.clone().into_record()), Some(&encode::<B, _>(optim.to_record())))?;
+                    }
+                    break 'epochs;
+                }
+                if step == loaded_at_step && self.input.inject_panic.as_deref() == Some(&spec.run_id) {
+                    panic!("injected by a test");
+                }
+                let batch = make_batch::<B>(train, &self.norm, indices, soft, &self.device);
+                let step_lr = cosine_lr(lr, step, epochs * steps_per_epoch);
+                let (next, loss_value, hits) = train_step(model, &mut optim, batch, objective, step_lr);
+                model = next;
+                if !loss_value.is_finite() {
+                    let kept = match epoch {
+                        1 => "it has no earlier checkpoint".to_string(),
+                        _ => format!("its checkpoint of epoch {} is kept", epoch - 1),
+                    };
+                    self.log(format!("{}: loss became {loss_value} in epoch {epoch}, step {step}; {kept}", spec.run_id));
+                    status = RunStatus::Diverged;
+                    break 'epochs;
+                }
+
+                step += 1;
+                partial.loss_sum += loss_value * indices.len() as f64;
+                partial.correct += hits;
+                partial.seen += indices.len();
+                window.add(loss_value, hits, indices.len());
+                if step.is_multiple_of(config.train.log_every) {
+                    let _ = self.events.send(window.event(&spec.run_id, epoch, step));
+                    window = Window::new();
+                }
+            }
+            let (test_loss, test_accuracy) = evaluate(&model.valid(), test, &self.norm, config.train.eval_batch_size, &self.device);
+            let seconds = partial.seconds + epoch_started.elapsed().as_secs_f64();
+            let seen = partial.seen.max(1) as f64;
+            let metrics = EpochMetrics {
+                epoch,
+                train_loss: partial.loss_sum / seen,
+                train_accuracy: partial.correct as f64 / seen,
+                test_loss,
+                test_accuracy,
+                seconds,
+                images_per_sec: partial.seen as f64 / seconds,
+            };
+            let _ = self.events.send(TrainEvent::EpochFinished { run_id: spec.run_id.clone(), metrics: metrics.clone() });
+            progress.history.push(metrics);
+            progress.epochs_done = epoch;
+            progress.steps_into_epoch = 0;
+            progress.step = step;
+            progress.wall_seconds = wall_before + started.elapsed().as_secs_f64();
+            // The last epoch's checkpoint is the trained model: no optimizer state.
+            let optim_bytes = (epoch < epochs).then(|| encode::<B, _>(optim.to_record()));
+            store.save(&progress, &encode::<B, _>(model.clone().into_record()), optim_bytes.as_deref())?;
+        }
+
+        let history = progress.history;
+        let last = history.last();
+        let result = RunResult {
+            run_id: spec.run_id.clone(),
+            kind: spec.kind,
+            loss: spec.loss,
+            temperature: spec.temperature,
+            seed: spec.seed,
+            status,
+            epochs: history.len(),
+            final_test_accuracy: last.map_or(0.0, |m| m.test_accuracy),
+            best_test_accuracy: history.iter().map(|m| m.test_accuracy).fold(0.0, f64::max),
+            final_train_loss: last.map_or(f64::NAN, |m| m.train_loss),
+            model_bytes: model_bytes(shape),
+            wall_seconds: wall_before + started.elapsed().as_secs_f64(),
+            reused: false,
+            history,
+        };
+        if status != RunStatus::Interrupted {
+            store.save_result(&result)?;
+        }
+        if status == RunStatus::Done {
+            self.write_model_file(spec, &model.valid(), shape)?;
+        }
+        Ok(Trained { model, result })
+    }
+}
+
+/// Running metrics over the steps since the last step event.
+struct Window {
+    started: Instant,
+    loss: f64,
+    hits: usize,
+    images: usize,
+    steps: usize,
+}
+
+impl Window {
+    fn new() -> Self {
+        Self { started: Instant::now(), loss: 0.0, hits: 0, images: 0, steps: 0 }
+    }
+
+    fn add(&mut self, loss: f64, hits: usize, images: usize) {
+        self.loss += loss;
+        self.hits += hits;
+        self.images += images;
+        self.steps += 1;
+    }
+
+    fn event(&self, run_id: &str, epoch: usize, step: usize) -> TrainEvent {
+        TrainEvent::Step {
+            run_id: run_id.to_string(),
+            epoch,
+            step,
+            loss: (self.loss / self.steps.max(1) as f64) as f32,
+            accuracy: self.hits as f32 / self.images.max(1) as f32,
+            images_per_sec: self.images as f32 / self.started.elapsed().as_secs_f32(),
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! `kdtui --batch`: the headless consumer of the event stream. One line per
+//! epoch per run on stdout, a progress bar on stderr when it is a terminal,
+//! and the results files rewritten as each run finishes.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crossbeam_channel::RecvTimeoutError;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::outputs::{PublishError, Results, Sink};
+use crate::protocol::trainer::join_message;
+use crate::protocol::{Control, RunStatus, TrainEvent, Trainer};
+use crate::util::format::{megabytes, percent};
+use crate::util::signals::StopRequest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("writing results: {0}")]
+    Results(#[from] PublishError),
+    #[error("the training thread ended without finishing the plan: {0}")]
+    TrainerDied(String),
+    #[error("{count} run(s) failed: {list} (details in {report})")]
+    RunsFailed { count: usize, list: String, report: PathBuf },
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// Consumes `trainer`'s events until the plan finishes or stops; returns the
+/// results (`stopped` set when a stop request ended it early). A stop
+/// request (Ctrl-C, SIGTERM, SIGHUP) stops the plan between steps.
+pub fn run(trainer: Trainer, results: Results, out: &Path, stop: Option<StopRequest>) -> Result<Results, BatchError> {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps {msg} ({elapsed})")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    let mut total_runs = 0;
+    let mut run_index = 0;
+    let mut current_epochs = 0;
+    let mut fatal = None;
+    let mut stop_sent = false;
+    let mut sink = Sink::new(out, results);
+    let outcome = loop {
+        if !stop_sent && stop.as_ref().is_some_and(StopRequest::requested) {
+            stop_sent = true;
+            say(&bar, "stopping: the run under way saves its checkpoint at its next step (again to quit at once)".into());
+            let _ = trainer.control.send(Control::Stop);
+        }
+        let event = match trainer.events.recv_timeout(Duration::from_millis(100)) {
+            Ok(event) => event,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break Err(BatchError::TrainerDied(join_message(trainer.thread))),
+        };
+        let handled = sink.handle(&event);
+        for warning in handled.warnings {
+            say(&bar, format!("  {warning}"));
+        }
+        let finished = matches!(event, TrainEvent::PlanFinished { .. });
+        match event {
+            TrainEvent::PlanStarted { plan, runs, device, data } => {
+                total_runs = runs.len();
+                say(&bar, format!("plan {plan}: {} runs on {device}; {data}", runs.len()));
+            }
+            TrainEvent::Log { message } => say(&bar, format!("  {message}")),
+            TrainEvent::RunStarted { run_id, epochs, steps_per_epoch, step, .. } => {
+                run_index += 1;
+                current_epochs = epochs;
+                bar.reset();
+                bar.set_length((epochs * steps_per_epoch) as u64);
+                bar.set_position(step as u64);
+                bar.set_prefix(format!("[{run_index}/{total_runs}] {run_id}"));
+            }
+            TrainEvent::Step { step, loss, accuracy, images_per_sec, .. } => {
+                bar.set_position(step as u64);
+                bar.set_message(format!("loss {loss:.4} acc {:.1}% {images_per_sec:.0} img/s", 100.0 * accuracy));
+            }
+            TrainEvent::EpochFinished { run_id, metrics: m } => {
+                say(
+                    &bar,
+                    format!(
+                        "[{run_index}/{total_runs}] {run_id} epoch {}/{current_epochs}: train loss {:.4} acc {:.2}% | \
+                     test loss {:.4} acc {:.2}% | {:.1} s, {:.0} img/s",
+                        m.epoch,
+                        m.train_loss,
+                        100.0 * m.train_accuracy,
+                        m.test_loss,
+                        100.0 * m.test_accuracy,
+                        m.seconds,
+                        m.images_per_sec
+                    ),
+                );
+            }
+            TrainEvent::RunFinished { result } => {
+                let note = match (result.status, result.reused) {
+                    (RunStatus::Done, true) => "reused from checkpoint".to_string(),
+                    (RunStatus::Done, false) => format!("{:.1} s", result.wall_seconds),
+                    (RunStatus::Interrupted, _) => "checkpoint saved; it resumes next time".into(),
+                    (RunStatus::Diverged, _) => {
+                        format!("NaN or infinite loss in epoch {}; the last good checkpoint is kept", result.epochs + 1)
+                    }
+                };
+                let verb = match result.status {
+                    RunStatus::Done => "done",
+                    RunStatus::Interrupted => "stopped",
+                    RunStatus::Diverged => "DIVERGED",
+                };
+                say(
+                    &bar,
+                    format!(
+                        "[{run_index}/{total_runs}] {} {verb}: final test acc {}, best {}, {} ({note})",
+                        result.run_id,
+                        percent(result.final_test_accuracy),
+                        percent(result.best_test_accuracy),
+                        megabytes(result.model_bytes),
+                    ),
+                );
+            }
+            TrainEvent::RunFailed { run_id, error } => {
+                say(&bar, format!("[{run_index}/{total_runs}] {run_id} FAILED: {error}"));
+            }
+            TrainEvent::Paused | TrainEvent::Resumed => {}
+            TrainEvent::Fatal { error } => {
+                say(&bar, format!("the plan cannot go on: {error}"));
+                fatal = Some(error);
+            }
+            TrainEvent::PlanFinished { .. } => {}
+        }
+        if let Some(e) = handled.unwritable {
+            let _ = trainer.control.send(Control::Stop);
+            break Err(e.into());
+        }
+        if finished {
+            break Ok(());
+        }
+    };
+    bar.finish_and_clear();
+    if matches!(outcome, Err(BatchError::Results(_))) {
+        // It was told to stop: let it save the run under way before we exit.
+        eprintln!("kdtui: stopping the training thread ...");
+        for _ in trainer.events.iter() {}
+    }
+    outcome?;
+    sink.flush()?;
+    println!("results written to {} (report.md, figures/, models/, tensorboard/)", out.display());
+    if let Some(error) = fatal {
+        return Err(BatchError::Fatal(error));
+    }
+    let results = sink.into_results();
+    // This session's failures: other shards' are theirs to report.
+    let failed: Vec<&str> = results.failures.iter().map(|f| f.run_id.as_str()).filter(|id| results.own.contains(*id)).collect();
+    if !failed.is_empty() {
+        return Err(BatchError::RunsFailed { count: failed.len(), list: failed.join(", "), report: out.join("report.md") });
+    }
+    Ok(results)
+}
+
+/// A line on stdout that does not tear the progress bar (which, hidden when
+/// stderr is no terminal, would swallow `println`).
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        println!("{line}");
+    } else {
+        bar.println(line);
+    }
+}

@@ -1,0 +1,124 @@
+//! The one key table: the handler and the help screen both read it, so they
+//! cannot disagree.
+
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    TogglePause,
+    NextSort,
+    ReverseSort,
+    Up,
+    Down,
+    SwitchChart,
+    ToggleHelp,
+    Quit,
+    /// Ctrl-C: quit without asking.
+    ForceQuit,
+    Confirm,
+    Cancel,
+}
+
+pub struct Binding {
+    pub code: KeyCode,
+    pub ctrl: bool,
+    pub action: Action,
+}
+
+const fn key(code: KeyCode, action: Action) -> Binding {
+    Binding { code, ctrl: false, action }
+}
+
+pub const BINDINGS: &[Binding] = &[
+    key(KeyCode::Char('p'), Action::TogglePause),
+    key(KeyCode::Char(' '), Action::TogglePause),
+    key(KeyCode::Char('s'), Action::NextSort),
+    key(KeyCode::Char('r'), Action::ReverseSort),
+    key(KeyCode::Up, Action::Up),
+    key(KeyCode::Char('k'), Action::Up),
+    key(KeyCode::Down, Action::Down),
+    key(KeyCode::Char('j'), Action::Down),
+    key(KeyCode::Enter, Action::SwitchChart),
+    key(KeyCode::Tab, Action::SwitchChart),
+    key(KeyCode::Char('?'), Action::ToggleHelp),
+    key(KeyCode::Char('q'), Action::Quit),
+    Binding { code: KeyCode::Char('c'), ctrl: true, action: Action::ForceQuit },
+    key(KeyCode::Char('y'), Action::Confirm),
+    key(KeyCode::Char('n'), Action::Cancel),
+    key(KeyCode::Esc, Action::Cancel),
+];
+
+impl Action {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Action::TogglePause => "pause / resume training (between steps)",
+            Action::NextSort => "sort by the next column",
+            Action::ReverseSort => "reverse the sort order",
+            Action::Up => "select the run above",
+            Action::Down => "select the run below",
+            Action::SwitchChart => "switch the large chart (loss / accuracy)",
+            Action::ToggleHelp => "show / hide this help",
+            Action::Quit => "quit (asks while a run is active)",
+            Action::ForceQuit => "quit now, stopping training cleanly",
+            Action::Confirm => "answer yes",
+            Action::Cancel => "answer no, close help",
+        }
+    }
+}
+
+pub fn action_for(event: &KeyEvent) -> Option<Action> {
+    if event.kind == KeyEventKind::Release {
+        return None;
+    }
+    let ctrl = event.modifiers.contains(KeyModifiers::CONTROL);
+    BINDINGS.iter().find(|b| b.code == event.code && b.ctrl == ctrl).map(|b| b.action)
+}
+
+pub fn key_name(b: &Binding) -> String {
+    let name = match b.code {
+        KeyCode::Char(' ') => "space".to_string(),
+        KeyCode::Char(c) => c.to_string(),
+        KeyCode::Up => "↑".into(),
+        KeyCode::Down => "↓".into(),
+        KeyCode::Enter => "enter".into(),
+        KeyCode::Tab => "tab".into(),
+        KeyCode::Esc => "esc".into(),
+        other => format!("{other:?}"),
+    };
+    if b.ctrl {
+        format!("ctrl-{name}")
+    } else {
+        name
+    }
+}
+
+/// (keys, description) per action, in table order: the help screen.
+pub fn help_lines() -> Vec<(String, &'static str)> {
+    let mut out: Vec<(Action, Vec<String>)> = Vec::new();
+    for b in BINDINGS {
+        match out.iter_mut().find(|(a, _)| *a == b.action) {
+            Some((_, keys)) => keys.push(key_name(b)),
+            None => out.push((b.action, vec![key_name(b)])),
+        }
+    }
+    out.into_iter().map(|(a, keys)| (keys.join(" / "), a.describe())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_action_has_a_key_and_help_covers_the_table() {
+        let help = help_lines();
+        for b in BINDINGS {
+            assert!(help.iter().any(|(keys, d)| keys.contains(&key_name(b)) && *d == b.action.describe()));
+        }
+        let ev = KeyEvent::new(KeyCode::Char('p'), KeyModifiers::NONE);
+        assert_eq!(action_for(&ev), Some(Action::TogglePause));
+        let ev = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+        assert_eq!(action_for(&ev), Some(Action::ForceQuit));
+        let ev = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::NONE);
+        assert_eq!(action_for(&ev), None);
+    }
+}

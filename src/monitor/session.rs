@@ -1,0 +1,226 @@
+//! The interactive session: drains the source's events into `App` (and, for
+//! a training session, into the results `Sink`), turns keys into actions,
+//! redraws at most every 100 ms (and at once on a key or a resize). The same
+//! loop shows a training session and `kdtui watch`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::TryRecvError;
+use ratatui::crossterm::event::{self, Event};
+use ratatui::prelude::Backend;
+use ratatui::Terminal;
+
+use super::app::App;
+use super::terminal::{is_terminal, Tui};
+use super::{keys, ui, watch};
+use crate::outputs::{PublishError, Results, Sink};
+use crate::protocol::{Control, Trainer};
+use crate::util::signals::StopRequest;
+
+const FRAME: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MonitorError {
+    #[error("stdout is not a terminal; run the plan headless with `kdtui --batch`")]
+    NotATerminal,
+    #[error("kdtui watch needs a terminal (stdout is not one); the table is in {0}")]
+    WatchNotATerminal(PathBuf),
+    #[error("terminal: {0}")]
+    Terminal(#[from] std::io::Error),
+    #[error("writing results: {0}")]
+    Results(#[from] PublishError),
+    #[error(transparent)]
+    Watch(#[from] watch::WatchError),
+}
+
+pub fn check_terminal() -> Result<(), MonitorError> {
+    if is_terminal() {
+        Ok(())
+    } else {
+        Err(MonitorError::NotATerminal)
+    }
+}
+
+/// Runs a training session on the real terminal until the user quits; the
+/// results files are written as runs end. A stop request (SIGTERM, SIGHUP)
+/// quits as the `Q` key does. Returns the results as written.
+pub fn run(trainer: Trainer, results: Results, out: &Path, stop: Option<StopRequest>) -> Result<Results, MonitorError> {
+    check_terminal()?;
+    let mut sink = Sink::new(out, results.clone());
+    let mut app = App::new(results);
+    let outcome = show(&mut app, &trainer, Some(&mut sink), stop);
+    // The trainer may still be on its last step (after a fault): let it save.
+    let _ = trainer.control.send(Control::Stop);
+    if !trainer.thread.is_finished() {
+        eprintln!("kdtui: waiting for the training thread to save its checkpoint ...");
+    }
+    let _ = trainer.thread.join();
+    // What it said after the screen closed (the stopped run's result) still counts.
+    while let Ok(event) = trainer.events.try_recv() {
+        sink.handle(&event);
+        app.on_event(event);
+    }
+    outcome?;
+    sink.flush()?;
+    Ok(sink.into_results())
+}
+
+/// `kdtui watch`: the same screen over a results directory that other
+/// processes write (`watch::spawn` reads it); writes nothing.
+pub fn watch(dir: &Path, stop: Option<StopRequest>) -> Result<(), MonitorError> {
+    let source = watch::spawn(dir.to_path_buf())?;
+    if !is_terminal() {
+        let _ = source.control.send(Control::Stop);
+        return Err(MonitorError::WatchNotATerminal(dir.join("results.csv")));
+    }
+    let mut app = App::watching(dir.to_path_buf());
+    let outcome = show(&mut app, &source, None, stop);
+    let _ = source.control.send(Control::Stop);
+    let _ = source.thread.join();
+    outcome
+}
+
+/// The screen from entering the terminal to restoring it.
+fn show(app: &mut App, source: &Trainer, sink: Option<&mut Sink>, stop: Option<StopRequest>) -> Result<(), MonitorError> {
+    let mut tui = Tui::enter()?;
+    if sink.is_some() {
+        // Only a panic of the UI itself must restore the terminal (ratatui's hook) and print.
+        crate::protocol::trainer::quiet_trainer_panics();
+    }
+    let ui_done = Arc::new(AtomicBool::new(false));
+    if let Some(stop) = &stop {
+        watch_for_hangup(source, stop.clone(), Arc::clone(&ui_done));
+    }
+    let outcome = event_loop(&mut tui.terminal, app, source, sink, stop.as_ref(), read_input);
+    ui_done.store(true, Ordering::Relaxed);
+    outcome
+}
+
+fn read_input() -> std::io::Result<Option<Event>> {
+    if event::poll(Duration::from_millis(20))? {
+        event::read().map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// After SIGHUP (the terminal closed) crossterm's input poll spins on end of
+/// file and never returns to the event loop, which then never sees the stop
+/// request. When the loop has not ended a few seconds after a stop signal,
+/// this stops the trainer itself, waits for it to save its checkpoint (its
+/// results are in the checkpoints; the next session rebuilds the table from
+/// them) and ends the process.
+fn watch_for_hangup(trainer: &Trainer, stop: StopRequest, ui_done: Arc<AtomicBool>) {
+    let control = trainer.control.clone();
+    let events = trainer.events.clone();
+    std::thread::spawn(move || {
+        while !stop.requested() {
+            if ui_done.load(Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        if ui_done.load(Ordering::Relaxed) {
+            return;
+        }
+        let _ = control.send(Control::Stop);
+        // Until the trainer is gone (its sender dropped): the UI takes no more events.
+        while events.recv().is_ok() {}
+        std::process::exit(129);
+    });
+}
+
+fn draw<B: Backend>(terminal: &mut Terminal<B>, app: &App) -> Result<(), MonitorError>
+where
+    std::io::Error: From<B::Error>,
+{
+    terminal.draw(|f| ui::render(app, f)).map(|_| ()).map_err(|e| MonitorError::Terminal(e.into()))
+}
+
+/// The loop, generic over the backend and the input source so tests can drive it.
+/// `sink`: the results this session writes; none for `kdtui watch`.
+pub fn event_loop<B: Backend, F>(
+    terminal: &mut Terminal<B>,
+    app: &mut App,
+    trainer: &Trainer,
+    mut sink: Option<&mut Sink>,
+    stop: Option<&StopRequest>,
+    mut next_input: F,
+) -> Result<(), MonitorError>
+where
+    F: FnMut() -> std::io::Result<Option<Event>>,
+    std::io::Error: From<B::Error>,
+{
+    let started = Instant::now();
+    let mut last_draw: Option<Instant> = None;
+    let mut dirty = true;
+    let mut trainer_gone = false;
+    loop {
+        while !trainer_gone {
+            match trainer.events.try_recv() {
+                Ok(ev) => {
+                    let handled = sink.as_deref_mut().map(|sink| sink.handle(&ev)).unwrap_or_default();
+                    for warning in handled.warnings {
+                        app.log(warning);
+                    }
+                    app.on_event(ev);
+                    if let Some(e) = handled.unwritable {
+                        if let Some(control) = app.on_results_unwritable(e.to_string()) {
+                            let _ = trainer.control.send(control);
+                        }
+                    }
+                    dirty = true;
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    trainer_gone = true;
+                    if app.state.active() {
+                        app.on_trainer_died("it stopped without finishing the plan (see the log)".into());
+                    }
+                    dirty = true;
+                }
+            }
+        }
+        if !app.should_quit && stop.is_some_and(StopRequest::requested) {
+            app.log("stop signal received");
+            if let Some(control) = app.on_action(keys::Action::ForceQuit) {
+                let _ = trainer.control.send(control);
+            }
+        }
+        app.tick(started.elapsed());
+        if app.should_quit && (!app.state.active() || trainer_gone || app.watching.is_some()) {
+            draw(terminal, app)?;
+            return Ok(());
+        }
+        let due = last_draw.is_none_or(|t| t.elapsed() >= FRAME);
+        // The clock in the header moves even when nothing else does.
+        let stale = last_draw.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if (dirty && due) || stale {
+            draw(terminal, app)?;
+            last_draw = Some(Instant::now());
+            dirty = false;
+        }
+        match next_input()? {
+            Some(Event::Key(key)) => {
+                if let Some(action) = keys::action_for(&key) {
+                    if let Some(control) = app.on_action(action) {
+                        let _ = trainer.control.send(control);
+                    }
+                    // A key is answered at once, not at the next frame.
+                    draw(terminal, app)?;
+                    last_draw = Some(Instant::now());
+                }
+            }
+            Some(Event::Resize(..)) => {
+                terminal.autoresize().map_err(|e| MonitorError::Terminal(e.into()))?;
+                draw(terminal, app)?;
+                last_draw = Some(Instant::now());
+            }
+            _ => {}
+        }
+    }
+}

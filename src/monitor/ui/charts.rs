@@ -1,0 +1,128 @@
+//! Charts: the selected run's live step sparklines and per-epoch curves, and
+//! the sweep (test accuracy against T, one line per loss).
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Style};
+use ratatui::symbols::Marker;
+use ratatui::text::Line;
+use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, GraphType, Paragraph, Sparkline};
+use ratatui::Frame;
+
+use crate::monitor::app::history::History;
+use crate::monitor::app::{App, ChartFocus};
+use crate::outputs::stats::Sweep;
+use crate::protocol::EpochMetrics;
+use crate::study::Loss;
+
+/// A named line series in one colour.
+fn line<'a>(name: &'a str, data: &'a [(f64, f64)], color: Color) -> Dataset<'a> {
+    Dataset::default().name(name).marker(Marker::Braille).graph_type(GraphType::Line).style(Style::default().fg(color)).data(data)
+}
+
+fn sparkline_data(points: &[(f64, f64)], width: usize) -> Vec<u64> {
+    let tail = &points[points.len().saturating_sub(width)..];
+    let max = tail.iter().map(|p| p.1).fold(f64::MIN, f64::max).max(1e-9);
+    tail.iter().map(|p| (p.1 / max * 1000.0).max(0.0) as u64).collect()
+}
+
+pub fn render_run(app: &App, frame: &mut Frame, area: Rect) {
+    let Some(row) = app.selected_row() else {
+        frame.render_widget(Block::default().borders(Borders::ALL).title(" run "), area);
+        return;
+    };
+    let [sparks, big] = Layout::vertical([Constraint::Length(6), Constraint::Min(4)]).areas(area);
+    let [loss_area, acc_area] = Layout::vertical([Constraint::Length(3), Constraint::Length(3)]).areas(sparks);
+    let inner = loss_area.width.saturating_sub(2) as usize;
+    let last = |h: &History| h.last().map_or("–".into(), |p| format!("{:.3}", p.1));
+    frame.render_widget(
+        Sparkline::default()
+            .data(sparkline_data(row.step_loss.points(), inner))
+            .style(Style::default().fg(Color::Magenta))
+            .block(Block::default().borders(Borders::ALL).title(format!(" {} · step loss {} ", row.spec.run_id, last(&row.step_loss)))),
+        loss_area,
+    );
+    frame.render_widget(
+        Sparkline::default()
+            .data(sparkline_data(row.step_accuracy.points(), inner))
+            .style(Style::default().fg(Color::Green))
+            .block(Block::default().borders(Borders::ALL).title(format!(" step accuracy {} ", last(&row.step_accuracy)))),
+        acc_area,
+    );
+
+    let epochs = row.epochs.max(row.history.len()).max(1) as f64;
+    let per_epoch = |f: fn(&EpochMetrics) -> f64| -> Vec<(f64, f64)> { row.history.iter().map(|m| (m.epoch as f64, f(m))).collect() };
+    let (title, train, test) = match app.chart {
+        ChartFocus::Accuracy => {
+            (" accuracy per epoch (train ·, test ─) ", per_epoch(|m| 100.0 * m.train_accuracy), per_epoch(|m| 100.0 * m.test_accuracy))
+        }
+        ChartFocus::Loss => (" loss per epoch (train ·, test ─) ", per_epoch(|m| m.train_loss), per_epoch(|m| m.test_loss)),
+    };
+    let y_max = match app.chart {
+        ChartFocus::Accuracy => 100.0,
+        ChartFocus::Loss => train.iter().chain(&test).map(|p| p.1).fold(0.1, f64::max) * 1.1,
+    };
+    let teacher: Vec<(f64, f64)> = match (app.chart, app.teacher_accuracy()) {
+        (ChartFocus::Accuracy, Some(t)) => vec![(0.0, 100.0 * t), (epochs, 100.0 * t)],
+        _ => vec![],
+    };
+    let mut datasets = vec![
+        Dataset::default().name("train").marker(Marker::Dot).style(Style::default().fg(Color::Magenta)).data(&train),
+        line("test", &test, Color::Cyan),
+    ];
+    if !teacher.is_empty() {
+        datasets.push(line("teacher", &teacher, Color::Yellow));
+    }
+    let chart = Chart::new(datasets)
+        .block(Block::default().borders(Borders::ALL).title(title))
+        .x_axis(Axis::default().title("epoch").bounds([0.0, epochs]).labels(["0".to_string(), format!("{epochs:.0}")]))
+        .y_axis(Axis::default().bounds([0.0, y_max]).labels(["0".to_string(), format!("{y_max:.0}")]));
+    frame.render_widget(chart, big);
+}
+
+pub fn render_sweep(app: &App, frame: &mut Frame, area: Rect) {
+    let block = Block::default().borders(Borders::ALL).title(" sweep: test accuracy vs T (soft ·, hard_soft ─, gt_soft ─) ");
+    let mut temps: Vec<f64> = app.runs.iter().filter_map(|r| r.spec.temperature).collect();
+    temps.sort_by(f64::total_cmp);
+    temps.dedup();
+    if temps.is_empty() {
+        frame.render_widget(Paragraph::new("no distillation runs in this plan").block(block), area);
+        return;
+    }
+    // Mean over seeds of each finished (kind, loss, T) cell.
+    let sweep = Sweep::of(&app.results.groups());
+    let line = |loss: Loss| -> Vec<(f64, f64)> { sweep.line(loss).iter().map(|p| (p.temperature, 100.0 * p.mean)).collect() };
+    let (t0, t1) = (temps[0], *temps.last().unwrap());
+    let (x0, x1) = if t0 == t1 { (t0 - 1.0, t1 + 1.0) } else { (t0, t1) };
+    let soft = line(Loss::Soft);
+    let hard_soft = line(Loss::HardSoft);
+    let gt_soft = line(Loss::GtSoft);
+    let level = |a: Option<f64>| a.map_or(vec![], |a| vec![(x0, 100.0 * a), (x1, 100.0 * a)]);
+    let (teacher, baseline) = (level(sweep.teacher), level(sweep.baseline));
+    let all: Vec<f64> = [&soft, &hard_soft, &gt_soft, &teacher, &baseline].iter().flat_map(|v| v.iter().map(|p| p.1)).collect();
+    let y_min = all.iter().copied().fold(100.0, f64::min).min(90.0).floor();
+    let series = [
+        ("soft", &soft, Color::Magenta, GraphType::Scatter, Marker::Dot),
+        ("hard_soft", &hard_soft, Color::Cyan, GraphType::Line, Marker::Braille),
+        ("gt_soft", &gt_soft, Color::Green, GraphType::Line, Marker::Braille),
+        ("teacher", &teacher, Color::Yellow, GraphType::Line, Marker::Braille),
+        ("baseline", &baseline, Color::Red, GraphType::Line, Marker::Braille),
+    ];
+    let datasets: Vec<Dataset> = series
+        .iter()
+        .filter(|s| !s.1.is_empty())
+        .map(|(name, data, color, kind, marker)| {
+            Dataset::default().name(*name).data(data).style(Style::default().fg(*color)).graph_type(*kind).marker(*marker)
+        })
+        .collect();
+    let labels: Vec<String> = temps.iter().map(|t| format!("{t:.0}")).collect();
+    let x_labels = if labels.len() > 2 { vec![labels[0].clone(), labels[labels.len() - 1].clone()] } else { labels };
+    let chart = Chart::new(datasets)
+        .block(block)
+        .x_axis(Axis::default().title("T").bounds([x0, x1]).labels(x_labels))
+        .y_axis(Axis::default().title("%").bounds([y_min, 100.0]).labels([format!("{y_min:.0}"), "100".to_string()]));
+    frame.render_widget(chart, area);
+    if soft.is_empty() && hard_soft.is_empty() && gt_soft.is_empty() {
+        let [_, note] = Layout::vertical([Constraint::Min(0), Constraint::Length(2)]).areas(area);
+        frame.render_widget(Paragraph::new(Line::from("  fills in as distillation runs finish")), note);
+    }
+}

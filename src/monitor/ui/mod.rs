@@ -1,0 +1,69 @@
+//! Drawing: pure functions of `App` onto a ratatui `Frame`. Nothing here
+//! changes state, so tests can draw any state onto a `TestBackend`.
+
+mod charts;
+mod help;
+mod status;
+mod table;
+
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Modifier, Style};
+use ratatui::text::Line;
+use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
+use ratatui::Frame;
+
+use super::app::{App, PlanState, NO_PAUSE_HINT};
+use crate::util::format::clock;
+
+pub const MIN_WIDTH: u16 = 80;
+pub const MIN_HEIGHT: u16 = 24;
+
+pub fn render(app: &App, frame: &mut Frame) {
+    let area = frame.area();
+    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+        let msg = format!(
+            "kdtui needs at least {MIN_WIDTH}x{MIN_HEIGHT}; this terminal is {}x{}. Enlarge it (q quits).",
+            area.width, area.height
+        );
+        frame.render_widget(Paragraph::new(msg).wrap(Wrap { trim: true }), area);
+        return;
+    }
+    let log_height = if area.height >= 36 { 7 } else { 4 };
+    let [header, table_area, charts, log, hint] = Layout::vertical([
+        Constraint::Length(3),
+        Constraint::Percentage(45),
+        Constraint::Min(8),
+        Constraint::Length(log_height),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    status::render(app, frame, header);
+    table::render(app, frame, table_area);
+    let [run, sweep] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(charts);
+    charts::render_run(app, frame, run);
+    charts::render_sweep(app, frame, sweep);
+    render_log(app, frame, log);
+    render_hint(app, frame, hint);
+    if app.show_help {
+        help::render(frame, area);
+    }
+    if app.confirm_quit {
+        help::render_confirm(frame, area);
+    }
+}
+
+fn render_log(app: &App, frame: &mut Frame, area: Rect) {
+    let height = area.height.saturating_sub(2) as usize;
+    let lines: Vec<Line> = app.log.iter().rev().take(height).rev().map(|(t, msg)| Line::from(format!("{} {msg}", clock(*t)))).collect();
+    frame.render_widget(Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" log ")), area);
+}
+
+fn render_hint(app: &App, frame: &mut Frame, area: Rect) {
+    let text = if app.watching.is_some() {
+        format!(" s sort · r reverse · ↑↓ select · tab chart · ? help · q quit · {}", NO_PAUSE_HINT)
+    } else {
+        let pause = if app.state == PlanState::Paused { "p resume" } else { "p pause" };
+        format!(" {pause} · s sort · r reverse · ↑↓/jk select · tab chart · ? help · q quit")
+    };
+    frame.render_widget(Paragraph::new(text).style(Style::default().add_modifier(Modifier::DIM)), area);
+}

@@ -1,0 +1,47 @@
+//! The header: plan, data, device, state, progress, time, throughput.
+
+use std::time::Duration;
+
+use ratatui::layout::Rect;
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Paragraph};
+use ratatui::Frame;
+
+use crate::monitor::app::{App, PlanState};
+use crate::util::format::clock;
+
+pub fn render(app: &App, frame: &mut Frame, area: Rect) {
+    let state_style = match app.state {
+        PlanState::Running | PlanState::Watching => Style::default().fg(Color::Green),
+        PlanState::Paused | PlanState::Stopping => Style::default().fg(Color::Yellow),
+        PlanState::Failed(_) => Style::default().fg(Color::Red),
+        _ => Style::default(),
+    }
+    .add_modifier(Modifier::BOLD | Modifier::REVERSED);
+    let (run_eta, plan_eta) = app.eta();
+    let eta = |d: Option<Duration>| d.map_or("–".to_string(), clock);
+    let mut first = vec![
+        Span::styled(format!(" {} ", app.state.label()), state_style),
+        Span::raw(format!(
+            "  plan {}  ·  runs {}/{}  ·  elapsed {}  ·  run ETA {}  ·  plan ETA {}",
+            app.plan,
+            app.done_count(),
+            app.runs.len(),
+            clock(app.elapsed),
+            eta(run_eta),
+            eta(plan_eta)
+        )),
+    ];
+    if let Some(t) = app.throughput() {
+        first.push(Span::raw(format!("  ·  {t:.0} img/s")));
+    }
+    let mut second = format!(" {}  ·  {}", app.data, app.device);
+    if let Some(dir) = &app.watching {
+        second = format!(" watching {} (read-only)  ·  {}  ·  {}", dir.display(), app.data, app.device);
+    }
+    if let PlanState::Failed(why) = &app.state {
+        second = format!(" training failed: {why}");
+    }
+    frame.render_widget(Paragraph::new(vec![Line::from(first), Line::from(second)]).block(Block::default().borders(Borders::BOTTOM)), area);
+}

@@ -1,0 +1,307 @@
+//! The report's figures, drawn with plotters into memory and written as PNG:
+//! every run's curves (`figures/<run_id>.png`) and the sweep
+//! (`figures/sweep.png`: test accuracy against T, a line per loss).
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use super::stats::Sweep;
+use super::store::Results;
+use crate::protocol::{EpochMetrics, RunResult};
+use crate::study::{original, Loss};
+use crate::util::atomic_file::{self, WriteError};
+
+/// DejaVu Sans (its licence beside it in assets/): plotters draws text with
+/// ab_glyph from font bytes it is given, not from the system's fonts.
+static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
+const FAMILY: &str = "sans-serif";
+
+#[derive(Debug, thiserror::Error)]
+pub enum FigureError {
+    #[error("drawing {path}: {message}")]
+    Draw { path: String, message: String },
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if plotters::style::register_font(FAMILY, FontStyle::Normal, FONT).is_err() {
+            unreachable!("the embedded font parses");
+        }
+    });
+}
+
+const LOSS_COLORS: [(Loss, RGBColor); 3] =
+    [(Loss::Soft, RGBColor(31, 119, 180)), (Loss::HardSoft, RGBColor(214, 39, 40)), (Loss::GtSoft, RGBColor(44, 160, 44))];
+const TRAIN: RGBColor = RGBColor(31, 119, 180);
+const TEST: RGBColor = RGBColor(214, 39, 40);
+const GREY: RGBColor = RGBColor(90, 90, 90);
+
+/// Draws with `draw` on a white `size` canvas and writes it to `path` as PNG.
+fn render(
+    path: &Path,
+    (w, h): (u32, u32),
+    draw: impl FnOnce(&DrawingArea<BitMapBackend, Shift>) -> Result<(), String>,
+) -> Result<(), FigureError> {
+    register_font();
+    let mut rgb = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut rgb, (w, h)).into_drawing_area();
+        let err = |message: String| FigureError::Draw { path: path.display().to_string(), message };
+        draw(&root).map_err(err)?;
+        root.present().map_err(|e| err(e.to_string()))?;
+    }
+    let mut bytes = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut bytes, w, h);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().expect("PNG header in memory");
+        writer.write_image_data(&rgb).expect("PNG data in memory");
+    }
+    atomic_file::write(path, &bytes)?;
+    Ok(())
+}
+
+fn s<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+/// Axis range with a margin, never empty.
+fn span(values: impl Iterator<Item = f64>, margin: f64, floor: Option<f64>, ceil: Option<f64>) -> (f64, f64) {
+    let (lo, hi) = values.filter(|v| v.is_finite()).fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = if lo > hi { (0.0, 1.0) } else { (lo, hi) };
+    // A flat series (one epoch) still gets a readable window around it.
+    let pad = ((hi - lo) * margin).max(lo.abs().max(hi.abs()) * 0.05).max(1e-3);
+    let lo = floor.map_or(lo - pad, |f| (lo - pad).max(f));
+    let hi = ceil.map_or(hi + pad, |c| (hi + pad).min(c));
+    (lo, if hi > lo { hi } else { lo + 1.0 })
+}
+
+/// One run, per epoch: accuracy (train and test), the training objective,
+/// and the test loss. The two losses get panels of their own: a distilled
+/// run's objective carries c = T^2 times its soft term, hundreds of times the
+/// test loss, and would flatten it on a shared axis.
+pub fn run_figure(run: &RunResult, path: &Path) -> Result<(), FigureError> {
+    render(path, (1200, 380), |root| {
+        // A strip on top of every panel, for the legend (inside the plot it would hide points).
+        let (strips, panels) = root.split_vertically(26);
+        let (strips, panels) = (strips.split_evenly((1, 3)), panels.split_evenly((1, 3)));
+        let epochs = run.history.len().max(1) as f64;
+        let per_epoch = |f: fn(&EpochMetrics) -> f64| -> Vec<(f64, f64)> { run.history.iter().map(|m| (m.epoch as f64, f(m))).collect() };
+        let acc = [(TRAIN, per_epoch(|m| 100.0 * m.train_accuracy)), (TEST, per_epoch(|m| 100.0 * m.test_accuracy))];
+        curves(&panels[0], &format!("{}: accuracy", run.run_id), "accuracy (%)", epochs, &acc, Some((0.0, 100.0)))?;
+        let labels = [("train".to_string(), Sample::Dot(TRAIN)), ("test (whole test set)".to_string(), Sample::Dot(TEST))];
+        legend_row(&strips[0], &labels, (72, 16))?;
+        let train = [(TRAIN, per_epoch(|m| m.train_loss))];
+        curves(&panels[1], "training objective (epoch mean)", "loss", epochs, &train, Some((0.0, f64::MAX)))?;
+        let test = [(TEST, per_epoch(|m| m.test_loss))];
+        curves(&panels[2], "test loss (hard-label cross-entropy)", "loss", epochs, &test, Some((0.0, f64::MAX)))
+    })
+}
+
+/// A line: its colour and (epoch, value) points.
+type Curve = (RGBColor, Vec<(f64, f64)>);
+
+fn mesh_colors() -> (RGBColor, RGBColor) {
+    (RGBColor(200, 200, 200), RGBColor(236, 236, 236))
+}
+
+/// Tick labels with as many decimals as the axis span needs.
+fn tick_decimals(span: f64) -> usize {
+    (1.0 - span.log10().floor()).clamp(0.0, 4.0) as usize
+}
+
+/// Lines over epochs, with markers.
+fn curves(
+    area: &DrawingArea<BitMapBackend, Shift>,
+    title: &str,
+    y_desc: &str,
+    epochs: f64,
+    lines: &[Curve],
+    clamp: Option<(f64, f64)>,
+) -> Result<(), String> {
+    let (floor, ceil) = clamp.map_or((None, None), |(f, c)| (Some(f), Some(c)));
+    let (y0, y1) = span(lines.iter().flat_map(|l| l.1.iter().map(|p| p.1)), 0.08, floor, ceil);
+    let decimals = tick_decimals(y1 - y0);
+    let y_format = move |y: &f64| format!("{y:.decimals$}");
+    let mut chart = ChartBuilder::on(area)
+        .caption(title, (FAMILY, 16))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.5..epochs + 0.5, y0..y1)
+        .map_err(s)?;
+    let (bold, light) = mesh_colors();
+    chart
+        .configure_mesh()
+        .bold_line_style(bold)
+        .light_line_style(light)
+        .x_desc("epoch")
+        .y_desc(y_desc)
+        .x_labels((epochs as usize).clamp(2, 12))
+        .x_label_formatter(&|x| if (x - x.round()).abs() < 1e-9 { format!("{x:.0}") } else { String::new() })
+        .y_label_formatter(&y_format)
+        .label_style((FAMILY, 13))
+        .axis_desc_style((FAMILY, 14))
+        .draw()
+        .map_err(s)?;
+    for (color, points) in lines {
+        let color = *color;
+        chart.draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2))).map_err(s)?;
+        // Markers, so a run of one epoch still shows its point.
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled()))).map_err(s)?;
+    }
+    Ok(())
+}
+
+/// A legend entry's sample: a line (dashed or not), a line with a dot, a
+/// triangle, or nothing (a line of explanation).
+enum Sample {
+    Line(RGBColor, bool),
+    Dot(RGBColor),
+    Triangle(RGBColor),
+    Note,
+}
+
+/// A legend entry's sample at `(x, y)` (its left end), 24 pixels wide.
+fn sample(area: &DrawingArea<BitMapBackend, Shift>, sample: &Sample, (x, y): (i32, i32)) -> Result<(), String> {
+    match *sample {
+        Sample::Line(c, dashed) => {
+            let first = if dashed { x + 9 } else { x + 24 };
+            area.draw(&PathElement::new(vec![(x, y), (first, y)], c.stroke_width(2))).map_err(s)?;
+            if dashed {
+                area.draw(&PathElement::new(vec![(x + 15, y), (x + 24, y)], c.stroke_width(2))).map_err(s)?;
+            }
+        }
+        Sample::Dot(c) => {
+            area.draw(&PathElement::new(vec![(x, y), (x + 24, y)], c.stroke_width(2))).map_err(s)?;
+            area.draw(&Circle::new((x + 12, y), 4, c.filled())).map_err(s)?;
+        }
+        Sample::Triangle(c) => area.draw(&TriangleMarker::new((x + 12, y), 7, c.filled())).map_err(s)?,
+        Sample::Note => {}
+    }
+    Ok(())
+}
+
+/// Entries one under the other, from the top of `area`.
+fn legend(area: &DrawingArea<BitMapBackend, Shift>, entries: &[(String, Sample)]) -> Result<(), String> {
+    let (x, mut y) = (10, 60);
+    for (label, entry) in entries {
+        sample(area, entry, (x, y))?;
+        area.draw(&Text::new(label.clone(), (x + 34, y - 8), (FAMILY, 14))).map_err(s)?;
+        y += 26;
+    }
+    Ok(())
+}
+
+/// Entries side by side, starting at `(x, y)` in `area`.
+fn legend_row(area: &DrawingArea<BitMapBackend, Shift>, entries: &[(String, Sample)], (mut x, y): (i32, i32)) -> Result<(), String> {
+    for (label, entry) in entries {
+        sample(area, entry, (x, y))?;
+        area.draw(&Text::new(label.clone(), (x + 30, y - 8), (FAMILY, 13))).map_err(s)?;
+        x += 30 + 8 * label.len() as i32 + 18;
+    }
+    Ok(())
+}
+
+/// The sweep: test accuracy against T, a line per loss (mean over seeds, bars
+/// of one standard deviation where there are several), the teacher and the
+/// student without a teacher as horizontal lines, and the original study's
+/// single-batch numbers as hollow triangles. False when the plan has no
+/// distilled run to draw.
+pub fn sweep_figure(results: &Results, path: &Path) -> Result<bool, FigureError> {
+    let sweep = Sweep::of(&results.groups());
+    if sweep.lines.is_empty() {
+        return Ok(false);
+    }
+    let (teacher, baseline) = (sweep.teacher.map(|a| 100.0 * a), sweep.baseline.map(|a| 100.0 * a));
+    let originals: Vec<(Loss, f64, f64)> = LOSS_COLORS
+        .iter()
+        .flat_map(|&(loss, _)| {
+            original::TEMPERATURES.iter().filter_map(move |&t| original::distilled_accuracy(loss, t).map(|a| (loss, t, 100.0 * a)))
+        })
+        .collect();
+    let ours = || sweep.lines.iter().flat_map(|(_, points)| points);
+    let t_max = ours().map(|p| p.temperature).chain(original::TEMPERATURES).fold(0.0, f64::max);
+    let ys = ours()
+        .flat_map(|p| [100.0 * (p.mean - p.std), 100.0 * (p.mean + p.std)])
+        .chain(originals.iter().map(|o| o.2))
+        .chain(teacher)
+        .chain(baseline);
+    let (y0, y1) = span(ys, 0.06, Some(0.0), Some(100.0));
+    render(path, (1300, 620), |root| {
+        let (root, side) = root.split_horizontally(960);
+        let mut entries: Vec<(String, Sample)> = Vec::new();
+        let seeds = ours().map(|p| p.seeds).max().unwrap_or(1);
+        let caption = format!(
+            "{}: test accuracy against temperature ({})",
+            results.plan,
+            if seeds > 1 { format!("mean ± std over {seeds} seeds") } else { "one seed".into() }
+        );
+        let mut chart = ChartBuilder::on(&root)
+            .caption(caption, (FAMILY, 18))
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..t_max * 1.05, y0..y1)
+            .map_err(s)?;
+        let (bold, light) = mesh_colors();
+        chart
+            .configure_mesh()
+            .bold_line_style(bold)
+            .light_line_style(light)
+            .x_desc("temperature T")
+            .y_desc("test accuracy (%)")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .label_style((FAMILY, 14))
+            .axis_desc_style((FAMILY, 15))
+            .draw()
+            .map_err(s)?;
+        for (label, value, dashed) in [("teacher (ours)", teacher, false), ("student, no teacher (ours)", baseline, true)] {
+            let Some(v) = value else { continue };
+            let line = [(0.0, v), (t_max * 1.05, v)];
+            let style = GREY.stroke_width(2);
+            if dashed {
+                chart.draw_series(DashedLineSeries::new(line, 10, 6, style)).map_err(s)?;
+            } else {
+                chart.draw_series(LineSeries::new(line, style)).map_err(s)?;
+            }
+            entries.push((format!("{label}: {v:.1}%"), Sample::Line(GREY, dashed)));
+        }
+        for &(loss, color) in &LOSS_COLORS {
+            let cells = sweep.line(loss);
+            let points: Vec<(f64, f64)> = cells.iter().map(|p| (p.temperature, 100.0 * p.mean)).collect();
+            if !points.is_empty() {
+                chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(2))).map_err(s)?;
+                entries.push((format!("{} (ours)", loss.name()), Sample::Dot(color)));
+                chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(s)?;
+            }
+            for p in cells.iter().filter(|p| p.seeds > 1) {
+                let t = p.temperature;
+                let (lo, hi) = (100.0 * (p.mean - p.std), 100.0 * (p.mean + p.std));
+                let cap = t_max * 0.006;
+                for segment in [vec![(t, lo), (t, hi)], vec![(t - cap, lo), (t + cap, lo)], vec![(t - cap, hi), (t + cap, hi)]] {
+                    chart.draw_series(std::iter::once(PathElement::new(segment, color.stroke_width(1)))).map_err(s)?;
+                }
+            }
+            let orig: Vec<(f64, f64)> = originals.iter().filter(|o| o.0 == loss).map(|o| (o.1, o.2)).collect();
+            chart.draw_series(orig.iter().map(|&p| TriangleMarker::new(p, 7, color.filled()))).map_err(s)?;
+            entries.push((format!("{} (original study)", loss.name()), Sample::Triangle(color)));
+        }
+        if seeds > 1 {
+            entries.push(("bars: ± one std over seeds".into(), Sample::Line(BLACK, false)));
+        }
+        entries.push(("original: each read off one".into(), Sample::Note));
+        entries.push(("256-image batch".into(), Sample::Note));
+        legend(&side, &entries)
+    })?;
+    Ok(true)
+}

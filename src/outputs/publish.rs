@@ -1,0 +1,135 @@
+//! Writing a study's results files, in the order that keeps them
+//! consistent when the process dies at any point: the per-run CSVs, the
+//! figures and report.md, results.csv, and results.json last (its presence
+//! means the others are current). Every file goes through a temporary name
+//! and a rename, so each is the old version or the new one, never torn.
+
+use std::path::{Path, PathBuf};
+
+use super::directory::{lock, LockError, FIGURES_DIR, REPORT_MD, RESULTS_CSV, RESULTS_JSON, RUNS_DIR};
+use super::figures::{self, FigureError};
+use super::store::Results;
+use super::{report, tables};
+use crate::util::atomic_file::{self, WriteError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error(transparent)]
+    Figure(#[from] FigureError),
+    #[error("cannot format {path}: {message}")]
+    Format { path: PathBuf, message: String },
+    #[error(transparent)]
+    Lock(#[from] LockError),
+}
+
+/// Writes every results file into `dir`, under its lock, after merging what
+/// other processes recorded there (see `store`).
+pub fn publish(results: &mut Results, dir: &Path) -> Result<(), PublishError> {
+    let _lock = lock(dir)?;
+    if let Some(disk) = Results::load(dir) {
+        results.merge(disk);
+    }
+    results.settle();
+    let format_err = |path: PathBuf, e: csv::Error| PublishError::Format { path, message: e.to_string() };
+    for r in &results.runs {
+        let path = dir.join(RUNS_DIR).join(format!("{}.csv", r.run_id));
+        let text = tables::run_csv(r).map_err(|e| format_err(path.clone(), e))?;
+        atomic_file::write(&path, text.as_bytes())?;
+    }
+    // The figures take the longest: before the two tables, so a kill
+    // between those two (which must agree) stays unlikely.
+    write_report(results, dir)?;
+    let csv_path = dir.join(RESULTS_CSV);
+    let text = tables::results_csv(results).map_err(|e| format_err(csv_path.clone(), e))?;
+    atomic_file::write(&csv_path, text.as_bytes())?;
+    let json = serde_json::to_vec_pretty(results).expect("results serialise");
+    atomic_file::write(&dir.join(RESULTS_JSON), &json)?;
+    Ok(())
+}
+
+/// The figures, then `report.md` (which embeds them), into `dir`: what
+/// `kdtui report` rebuilds from results.json. Returns the number of figures.
+pub fn write_report(results: &Results, dir: &Path) -> Result<usize, PublishError> {
+    let figures_dir = dir.join(FIGURES_DIR);
+    let mut count = 0;
+    for run in results.runs.iter().filter(|r| !r.history.is_empty()) {
+        figures::run_figure(run, &figures_dir.join(format!("{}.png", run.run_id)))?;
+        count += 1;
+    }
+    let sweep = figures::sweep_figure(results, &figures_dir.join(report::SWEEP_FIGURE))?;
+    count += usize::from(sweep);
+    atomic_file::write(&dir.join(REPORT_MD), report::markdown(results).as_bytes())?;
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{RunResult, RunStatus};
+    use crate::study::RunSpec;
+
+    fn row(spec: &RunSpec, acc: f64) -> RunResult {
+        RunResult {
+            run_id: spec.run_id.clone(),
+            kind: spec.kind,
+            loss: spec.loss,
+            temperature: spec.temperature,
+            seed: spec.seed,
+            status: RunStatus::Done,
+            epochs: 1,
+            final_test_accuracy: acc,
+            best_test_accuracy: acc,
+            final_train_loss: 1.0,
+            model_bytes: 100,
+            wall_seconds: 1.0,
+            reused: false,
+            history: vec![],
+        }
+    }
+
+    /// Shards write one directory at once, each after every run: the files
+    /// end with every run once, in plan order, whatever the interleaving.
+    #[test]
+    fn concurrent_writers_merge_every_run_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("results");
+        let mut config = crate::study::Config::default();
+        config.plan.temperatures = vec![5.0, 15.0];
+        let planned = crate::study::plan::full_plan(&config);
+        let base = Results { study_hash: "aaaa".into(), planned: planned.clone(), ..Results::default() };
+        let shards = 3;
+        std::thread::scope(|scope| {
+            for index in 0..shards {
+                let (out, planned, mut mine) = (&out, &planned, base.clone());
+                scope.spawn(move || {
+                    for (k, spec) in planned.iter().enumerate().filter(|(k, _)| k % shards == index) {
+                        if spec.run_id == "soft-T15-s1" {
+                            mine.record_failure(spec.run_id.clone(), "boom".into());
+                        } else {
+                            mine.record(row(spec, k as f64 / 100.0));
+                        }
+                        publish(&mut mine, out).unwrap();
+                    }
+                });
+            }
+        });
+        let on_disk = Results::load(&out).unwrap();
+        let ids: Vec<&str> = on_disk.runs.iter().map(|r| r.run_id.as_str()).collect();
+        let expected: Vec<&str> = planned.iter().map(|p| p.run_id.as_str()).filter(|id| *id != "soft-T15-s1").collect();
+        assert_eq!(ids, expected, "every run once, in plan order");
+        assert_eq!(on_disk.failures.len(), 1);
+        assert!(!on_disk.finished, "a failed run leaves the study unfinished");
+        let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 1 + expected.len());
+
+        // The failed run, retried by its shard, replaces the failure.
+        let mut retry = base.clone();
+        retry.record(row(&planned[planned.iter().position(|p| p.run_id == "soft-T15-s1").unwrap()], 0.5));
+        publish(&mut retry, &out).unwrap();
+        let on_disk = Results::load(&out).unwrap();
+        assert!(on_disk.failures.is_empty() && on_disk.finished);
+        assert_eq!(on_disk.runs.len(), planned.len());
+    }
+}

@@ -1,0 +1,214 @@
+//! `report.md`: the study's two tables with this plan's numbers beside the
+//! original ones, the runs, and the comparisons the original drew
+//! conclusions from, each with whether the spread over seeds resolves it.
+//! It states the spread it can measure and draws no conclusion the numbers
+//! do not carry. `publish` writes it with its figures.
+
+use std::fmt::Write;
+
+use super::directory::FIGURES_DIR;
+use super::stats::{interval_95, resolved, standard_error_points, Group};
+use super::store::Results;
+use crate::study::{format_temperature, original, Loss, RunKind};
+use crate::util::format::{megabytes, percent};
+
+/// The sweep figure, inside `FIGURES_DIR`.
+pub const SWEEP_FIGURE: &str = "sweep.png";
+
+fn cell(g: Option<&Group>) -> String {
+    match g {
+        None => "–".into(),
+        Some(g) if g.seeds > 1 => {
+            let (lo, hi) = interval_95(g).expect("several seeds");
+            format!("{} ± {:.2} (n={}, 95% CI {lo:.2}–{hi:.2})", percent(g.mean_final), 100.0 * g.std_final, g.seeds)
+        }
+        Some(g) => percent(g.mean_final),
+    }
+}
+
+pub fn markdown(results: &Results) -> String {
+    let groups = results.groups();
+    let find = |kind: RunKind, loss: Loss, t: Option<f64>| groups.iter().find(|g| g.kind == kind && g.loss == loss && g.temperature == t);
+    let teacher = find(RunKind::Teacher, Loss::Hard, None);
+    let baseline = find(RunKind::Baseline, Loss::Hard, None);
+    let distilled: Vec<&Group> = groups.iter().filter(|g| g.kind == RunKind::Distill).collect();
+
+    let mut s = String::new();
+    let _ = writeln!(s, "# kdtui report: {}\n", results.plan);
+    let status = if results.finished {
+        "finished".to_string()
+    } else if results.stopped {
+        "stopped before the end".to_string()
+    } else if results.planned.is_empty() {
+        "in progress".to_string()
+    } else {
+        let ended = results.planned.iter().filter(|p| results.runs.iter().any(|r| r.run_id == p.run_id)).count();
+        format!("not finished: {ended} of the study's {} runs have a result", results.planned.len())
+    };
+    let _ = writeln!(s, "- plan: {status}; {} runs recorded, {} failed", results.runs.len(), results.failures.len());
+    let _ = writeln!(s, "- data: {} images", results.data);
+    let _ = writeln!(s, "- device and backend: {}", results.device);
+    let total: f64 = results.runs.iter().map(|r| r.wall_seconds).filter(|t| t.is_finite()).sum();
+    let _ = writeln!(s, "- training time: {:.1} s over all runs (per run in \"Runs\" below)", total);
+    let p = teacher.map_or(0.9, |g| g.mean_final);
+    let _ = writeln!(
+        s,
+        "- accuracies are measured on the whole test set ({} images): one standard error is about {:.2} points at {}; \
+         the original read its numbers off one batch of {} images (about {:.2} points)\n",
+        results.test_images,
+        standard_error_points(p, results.test_images),
+        percent(p),
+        original::TEST_IMAGES,
+        standard_error_points(0.9, original::TEST_IMAGES),
+    );
+
+    let _ = writeln!(s, "## Teacher and students\n");
+    let _ = writeln!(s, "| run | original accuracy | ours | original size | ours |");
+    let _ = writeln!(s, "| --- | --- | --- | --- | --- |");
+    let _ = writeln!(
+        s,
+        "| teacher (float) | {} | {} | {:.2} MB | {} |",
+        percent(original::TEACHER_ACCURACY),
+        cell(teacher),
+        original::TEACHER_MB,
+        teacher.map_or("–".into(), |g| megabytes(g.model_bytes))
+    );
+    let _ = writeln!(
+        s,
+        "| quantized student, no teacher | {} | {} | {:.2} MB | {} |",
+        percent(original::BASELINE_ACCURACY),
+        cell(baseline),
+        original::STUDENT_MB,
+        baseline.map_or("–".into(), |g| megabytes(g.model_bytes))
+    );
+    if !distilled.is_empty() {
+        let means: Vec<f64> = distilled.iter().map(|g| g.mean_final).collect();
+        let (lo, hi) = means.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &m| (lo.min(m), hi.max(m)));
+        let avg = means.iter().sum::<f64>() / means.len() as f64;
+        let _ = writeln!(
+            s,
+            "| quantized student, with teacher | {} | mean of {} distilled cells {} (range {} – {}) | {:.2} MB | {} |",
+            percent(original::WITH_TEACHER_ACCURACY),
+            means.len(),
+            percent(avg),
+            percent(lo),
+            percent(hi),
+            original::STUDENT_MB,
+            megabytes(distilled[0].model_bytes)
+        );
+    }
+
+    let losses = Loss::DISTILLATION;
+    let mut temperatures: Vec<f64> = distilled.iter().filter_map(|g| g.temperature).collect();
+    temperatures.extend(original::TEMPERATURES);
+    temperatures.sort_by(f64::total_cmp);
+    temperatures.dedup();
+    let _ = writeln!(s, "\n## Distillation: test accuracy by loss and temperature\n");
+    let _ = writeln!(s, "Each cell: original / ours.\n");
+    let _ = writeln!(s, "| T | soft | hard_soft | gt_soft |");
+    let _ = writeln!(s, "| --- | --- | --- | --- |");
+    for &t in &temperatures {
+        let cells: Vec<String> = losses
+            .iter()
+            .map(|&l| {
+                let orig = original::distilled_accuracy(l, t).map_or("–".into(), percent);
+                format!("{orig} / {}", cell(find(RunKind::Distill, l, Some(t))))
+            })
+            .collect();
+        let _ = writeln!(s, "| {} | {} |", format_temperature(t), cells.join(" | "));
+    }
+
+    if !distilled.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n![Test accuracy against T]({FIGURES_DIR}/{SWEEP_FIGURE})\n\nTest accuracy against T, a line per loss (ours; bars: one \
+             standard deviation over seeds where there are several). Grey: our teacher (solid) and our student without a teacher \
+             (dashed). Triangles: the original study's numbers, each read off one 256-image batch."
+        );
+    }
+
+    let _ = writeln!(s, "\n## How far the numbers can be read\n");
+    let multi_seed = groups.iter().any(|g| g.seeds > 1);
+    if multi_seed {
+        let _ = writeln!(
+            s,
+            "Cells with several seeds show mean ± sample standard deviation and the 95% confidence interval of the mean \
+             (Student's t). A difference between two cells counts as resolved when Welch's t-test over the seeds puts it \
+             outside its 95% interval around zero."
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "Every cell is a single run (one seed), so the spread over seeds is unknown: no difference between cells is \
+             resolved, however large it looks. Set `[plan] seeds = [1, 2, 3]` to measure it."
+        );
+    }
+    comparisons(&mut s, baseline, &distilled);
+
+    if !results.failures.is_empty() {
+        let _ = writeln!(s, "\n## Failed runs\n");
+        for f in &results.failures {
+            let _ = writeln!(s, "- `{}`: {}", f.run_id, f.error);
+        }
+    }
+
+    let _ = writeln!(s, "\n## Runs\n");
+    let _ = writeln!(s, "| run | status | epochs | final test acc | best test acc | train loss | size | wall time |");
+    let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- | --- |");
+    for r in &results.runs {
+        let _ = writeln!(
+            s,
+            "| {} | {:?}{} | {} | {} | {} | {:.4} | {} | {:.1} s |",
+            r.run_id,
+            r.status,
+            if r.reused { " (reused)" } else { "" },
+            r.epochs,
+            percent(r.final_test_accuracy),
+            percent(r.best_test_accuracy),
+            r.final_train_loss,
+            megabytes(r.model_bytes),
+            r.wall_seconds
+        );
+    }
+    let _ = writeln!(s, "\n## Curves\n");
+    let _ = writeln!(
+        s,
+        "Train and test accuracy and loss per epoch (test: the whole test set; train: the run's own objective, averaged over the epoch).\n"
+    );
+    for r in results.runs.iter().filter(|r| !r.history.is_empty()) {
+        let _ = writeln!(s, "![{0}]({FIGURES_DIR}/{0}.png)\n", r.run_id);
+    }
+    let _ = writeln!(s, "\n## Config\n\n```toml\n{}```", results.config);
+    s
+}
+
+/// The comparisons the original study drew conclusions from, each with
+/// whether this study resolves it.
+fn comparisons(s: &mut String, baseline: Option<&Group>, distilled: &[&Group]) {
+    if distilled.is_empty() {
+        return;
+    }
+    let label = |g: &Group| format!("{} T={}", g.loss.name(), g.temperature.map(format_temperature).unwrap_or_default());
+    let verdict = |a: &Group, b: &Group| match resolved(a, b) {
+        Some(true) => "resolved".to_string(),
+        Some(false) => "**not resolved**: within the spread over seeds".to_string(),
+        None => "**not resolved**: one seed, spread unknown".to_string(),
+    };
+    let _ = writeln!(s, "\nDifferences (first minus second):\n");
+    let mut line = |what: String, a: &Group, b: &Group| {
+        let _ = writeln!(s, "- {what}: {:+.2} points; {}", 100.0 * (a.mean_final - b.mean_final), verdict(a, b));
+    };
+    let mut ranked: Vec<&Group> = distilled.to_vec();
+    ranked.sort_by(|a, b| b.mean_final.total_cmp(&a.mean_final));
+    if let [best, second, ..] = ranked[..] {
+        line(format!("best cell ({}) vs the next ({})", label(best), label(second)), best, second);
+    }
+    if let Some(b) = baseline {
+        line(format!("best cell ({}) vs the student without a teacher", label(ranked[0])), ranked[0], b);
+    }
+    for hs in distilled.iter().filter(|g| g.loss == Loss::HardSoft) {
+        if let Some(gs) = distilled.iter().find(|g| g.loss == Loss::GtSoft && g.temperature == hs.temperature) {
+            line(format!("hard_soft vs gt_soft at T={}", hs.temperature.map(format_temperature).unwrap_or_default()), hs, gs);
+        }
+    }
+}

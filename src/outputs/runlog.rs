@@ -1,0 +1,386 @@
+//! Per-run metric files, `<results>/metrics/<run_id>.jsonl`: what `kdtui
+//! watch` follows to show a study that runs in other processes (the shards
+//! of a Slurm array) or that has ended.
+//!
+//! One JSON object per line, appended as the run's events arrive: `started`
+//! (with the epochs a resumed run had already done), `step` (every
+//! `log_every` steps), `epoch`, then `finished` or `failed`. A line is one
+//! `write` call and the file is synced at every epoch's end. A run that
+//! starts again (resumed after a stop, a kill or a Slurm requeue) appends a
+//! new `started` whose history replaces what the reader had: epochs logged
+//! after the last checkpoint and trained again are not counted twice.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::directory::METRICS_DIR;
+use crate::protocol::event::nan_from_null;
+use crate::protocol::{EpochMetrics, RunResult, TrainEvent};
+
+const EXTENSION: &str = "jsonl";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "lowercase")]
+pub enum Entry {
+    Started {
+        epochs: usize,
+        steps_per_epoch: usize,
+        step: usize,
+        history: Vec<EpochMetrics>,
+        /// Where it runs: host and process, for a person reading the file.
+        host: String,
+        pid: u32,
+    },
+    Step {
+        epoch: usize,
+        step: usize,
+        #[serde(deserialize_with = "nan_from_null")]
+        loss: f64,
+        #[serde(deserialize_with = "nan_from_null")]
+        accuracy: f64,
+        #[serde(deserialize_with = "nan_from_null")]
+        images_per_sec: f64,
+    },
+    Epoch {
+        metrics: EpochMetrics,
+    },
+    Finished {
+        result: RunResult,
+    },
+    Failed {
+        error: String,
+    },
+}
+
+impl Entry {
+    /// The trainer event this line stands for.
+    pub fn into_event(self, run_id: String) -> TrainEvent {
+        match self {
+            Entry::Started { epochs, steps_per_epoch, step, history, .. } => {
+                TrainEvent::RunStarted { run_id, epochs, steps_per_epoch, step, history }
+            }
+            Entry::Step { epoch, step, loss, accuracy, images_per_sec } => TrainEvent::Step {
+                run_id,
+                epoch,
+                step,
+                loss: loss as f32,
+                accuracy: accuracy as f32,
+                images_per_sec: images_per_sec as f32,
+            },
+            Entry::Epoch { metrics } => TrainEvent::EpochFinished { run_id, metrics },
+            Entry::Finished { result } => TrainEvent::RunFinished { result },
+            Entry::Failed { error } => TrainEvent::RunFailed { run_id, error },
+        }
+    }
+}
+
+pub fn path(out: &Path, run_id: &str) -> PathBuf {
+    out.join(METRICS_DIR).join(format!("{run_id}.{EXTENSION}"))
+}
+
+/// Writes the metric files from the event stream; both consumers (the
+/// monitor and `--batch`) feed it every event.
+pub struct RunLog {
+    out: PathBuf,
+    files: HashMap<String, File>,
+    failed: bool,
+}
+
+impl RunLog {
+    pub fn new(out: PathBuf) -> Self {
+        Self { out, files: HashMap::new(), failed: false }
+    }
+
+    /// Handles one event; returns a line for the log when writing failed
+    /// (training goes on: the results files do not depend on these).
+    pub fn on_event(&mut self, event: &TrainEvent) -> Option<String> {
+        if self.failed {
+            return None;
+        }
+        match self.handle(event) {
+            Ok(()) => None,
+            Err(e) => {
+                self.failed = true;
+                self.files.clear();
+                Some(format!(
+                    "metric files cannot be written in {} ({e}); training goes on, kdtui watch will not see it",
+                    self.out.join(METRICS_DIR).display()
+                ))
+            }
+        }
+    }
+
+    fn handle(&mut self, event: &TrainEvent) -> std::io::Result<()> {
+        match event {
+            TrainEvent::RunStarted { run_id, epochs, steps_per_epoch, step, history } => {
+                let path = path(&self.out, run_id);
+                // A run finished in an earlier session is replayed with no
+                // steps: its file already tells it, unless this results
+                // directory is new to it.
+                let replay = *steps_per_epoch == 0; // see `TrainEvent::replay`
+                if replay && path.exists() {
+                    return Ok(());
+                }
+                let file = open_for_append(&path)?;
+                self.files.insert(run_id.clone(), file);
+                self.append(
+                    run_id,
+                    &Entry::Started {
+                        epochs: *epochs,
+                        steps_per_epoch: *steps_per_epoch,
+                        step: *step,
+                        history: history.clone(),
+                        host: crate::util::atomic_file::host(),
+                        pid: std::process::id(),
+                    },
+                    true,
+                )?;
+            }
+            TrainEvent::Step { run_id, epoch, step, loss, accuracy, images_per_sec } => {
+                let entry = Entry::Step {
+                    epoch: *epoch,
+                    step: *step,
+                    loss: f64::from(*loss),
+                    accuracy: f64::from(*accuracy),
+                    images_per_sec: f64::from(*images_per_sec),
+                };
+                self.append(run_id, &entry, false)?;
+            }
+            TrainEvent::EpochFinished { run_id, metrics } => {
+                self.append(run_id, &Entry::Epoch { metrics: metrics.clone() }, true)?;
+            }
+            TrainEvent::RunFinished { result } => {
+                self.append(&result.run_id, &Entry::Finished { result: result.clone() }, true)?;
+                self.files.remove(&result.run_id);
+            }
+            TrainEvent::RunFailed { run_id, error } => {
+                // A run can fail before it starts (no teacher): its file begins here.
+                if !self.files.contains_key(run_id) {
+                    let file = open_for_append(&path(&self.out, run_id))?;
+                    self.files.insert(run_id.clone(), file);
+                }
+                self.append(run_id, &Entry::Failed { error: error.clone() }, true)?;
+                self.files.remove(run_id);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn append(&mut self, run_id: &str, entry: &Entry, sync: bool) -> std::io::Result<()> {
+        let Some(file) = self.files.get_mut(run_id) else { return Ok(()) };
+        let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        file.write_all(&line)?;
+        if sync {
+            file.sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens for appending; a last line torn by a killed writer is ended first,
+/// so the next entry starts a line of its own.
+fn open_for_append(path: &Path) -> std::io::Result<File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = OpenOptions::new().create(true).append(true).read(true).open(path)?;
+    let len = file.metadata()?.len();
+    if len > 0 {
+        let mut last = [0u8];
+        file.seek(SeekFrom::Start(len - 1))?;
+        file.read_exact(&mut last)?;
+        if last[0] != b'\n' {
+            file.write_all(b"\n")?;
+        }
+    }
+    Ok(file)
+}
+
+/// Reads the metric files of a results directory as they grow.
+#[derive(Debug)]
+pub struct Follower {
+    dir: PathBuf,
+    files: HashMap<String, Tail>,
+}
+
+#[derive(Debug, Default)]
+struct Tail {
+    offset: u64,
+    /// Bytes after the last newline: a line still being written.
+    partial: Vec<u8>,
+    line: usize,
+}
+
+impl Follower {
+    pub fn new(out: &Path) -> Self {
+        Self { dir: out.join(METRICS_DIR), files: HashMap::new() }
+    }
+
+    /// The run ids that have a metric file.
+    pub fn runs(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return vec![] };
+        let mut ids: Vec<String> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().to_string();
+                name.strip_suffix(&format!(".{EXTENSION}")).map(str::to_string)
+            })
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Every whole line appended since the last call, as events, and a
+    /// note for each line that does not parse (skipped).
+    pub fn poll(&mut self) -> Vec<TrainEvent> {
+        let mut events = vec![];
+        for run_id in self.runs() {
+            let path = self.dir.join(format!("{run_id}.{EXTENSION}"));
+            let tail = self.files.entry(run_id.clone()).or_default();
+            let Ok(mut file) = File::open(&path) else { continue };
+            let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            if len < tail.offset {
+                // Replaced (the directory was set aside and a study started over).
+                *tail = Tail::default();
+            }
+            if len == tail.offset || file.seek(SeekFrom::Start(tail.offset)).is_err() {
+                continue;
+            }
+            let mut fresh = vec![];
+            let Ok(n) = file.take(len - tail.offset).read_to_end(&mut fresh) else { continue };
+            tail.offset += n as u64;
+            tail.partial.extend_from_slice(&fresh);
+            let Some(end) = tail.partial.iter().rposition(|&b| b == b'\n') else { continue };
+            let whole: Vec<u8> = tail.partial.drain(..=end).collect();
+            for line in whole.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                tail.line += 1;
+                match serde_json::from_slice::<Entry>(line) {
+                    Ok(entry) => events.push(entry.into_event(run_id.clone())),
+                    Err(e) => events.push(TrainEvent::Log {
+                        message: format!("{} line {}: skipped, not a metric entry ({e})", path.display(), tail.line),
+                    }),
+                }
+            }
+        }
+        events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::RunStatus;
+    use crate::study::{Loss, RunKind};
+
+    fn metrics(epoch: usize, acc: f64) -> EpochMetrics {
+        EpochMetrics {
+            epoch,
+            train_loss: 1.0 / epoch as f64,
+            train_accuracy: acc,
+            test_loss: 2.0,
+            test_accuracy: acc,
+            seconds: 2.0,
+            images_per_sec: 100.0,
+        }
+    }
+
+    fn started(run_id: &str, history: Vec<EpochMetrics>) -> TrainEvent {
+        TrainEvent::RunStarted { run_id: run_id.into(), epochs: 3, steps_per_epoch: 10, step: history.len() * 10, history }
+    }
+
+    fn result(run_id: &str, history: Vec<EpochMetrics>) -> RunResult {
+        RunResult {
+            run_id: run_id.into(),
+            kind: RunKind::Distill,
+            loss: Loss::Soft,
+            temperature: Some(5.0),
+            seed: 1,
+            status: RunStatus::Done,
+            epochs: history.len(),
+            final_test_accuracy: 0.7,
+            best_test_accuracy: 0.7,
+            final_train_loss: 0.3,
+            model_bytes: 10,
+            wall_seconds: 6.0,
+            reused: false,
+            history,
+        }
+    }
+
+    #[test]
+    fn a_followed_run_reads_back_as_the_events_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = RunLog::new(dir.path().to_path_buf());
+        let mut follower = Follower::new(dir.path());
+        assert!(follower.poll().is_empty(), "no metric files yet");
+        let step =
+            TrainEvent::Step { run_id: "soft-T5-s1".into(), epoch: 1, step: 5, loss: f32::NAN, accuracy: 0.25, images_per_sec: 80.0 };
+        let written =
+            vec![started("soft-T5-s1", vec![]), step, TrainEvent::EpochFinished { run_id: "soft-T5-s1".into(), metrics: metrics(1, 0.5) }];
+        for e in &written {
+            assert_eq!(log.on_event(e), None);
+        }
+        let read = follower.poll();
+        assert_eq!(read.len(), 3);
+        assert_eq!(read[0], written[0]);
+        assert_eq!(read[2], written[2].clone());
+        match &read[1] {
+            TrainEvent::Step { loss, step, .. } => assert!(loss.is_nan() && *step == 5, "NaN survives as NaN"),
+            other => panic!("{other:?}"),
+        }
+        // Only what is new comes on the next poll.
+        let done = TrainEvent::RunFinished { result: result("soft-T5-s1", vec![metrics(1, 0.5)]) };
+        log.on_event(&done);
+        assert_eq!(follower.poll(), vec![done]);
+        assert!(follower.poll().is_empty());
+    }
+
+    #[test]
+    fn a_torn_line_waits_for_its_end_and_a_killed_writer_is_tolerated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path(dir.path(), "baseline-s1");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let line = serde_json::to_string(&Entry::Epoch { metrics: metrics(1, 0.5) }).unwrap();
+        let (head, rest) = line.split_at(20);
+        std::fs::write(&path, head).unwrap();
+        let mut follower = Follower::new(dir.path());
+        assert!(follower.poll().is_empty(), "half a line is not read");
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(format!("{rest}\n").as_bytes()).unwrap();
+        assert!(matches!(follower.poll()[..], [TrainEvent::EpochFinished { .. }]));
+
+        // A writer killed mid-line; the next session's entry starts a new line.
+        f.write_all(b"{\"event\":\"ep").unwrap();
+        let mut log = RunLog::new(dir.path().to_path_buf());
+        log.on_event(&started("baseline-s1", vec![metrics(1, 0.5)]));
+        let events = follower.poll();
+        assert_eq!(events.len(), 2, "{events:?}");
+        assert!(matches!(&events[0], TrainEvent::Log { message } if message.contains("line 2: skipped")));
+        assert_eq!(events[1], started("baseline-s1", vec![metrics(1, 0.5)]));
+    }
+
+    #[test]
+    fn a_replayed_run_is_written_only_where_it_has_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = RunLog::new(dir.path().to_path_buf());
+        let replay = |log: &mut RunLog| {
+            let mut s = started("teacher", vec![metrics(1, 0.9)]);
+            if let TrainEvent::RunStarted { steps_per_epoch, .. } = &mut s {
+                *steps_per_epoch = 0;
+            }
+            log.on_event(&s);
+            log.on_event(&TrainEvent::RunFinished { result: result("teacher", vec![metrics(1, 0.9)]) });
+        };
+        replay(&mut log);
+        let once = std::fs::read_to_string(path(dir.path(), "teacher")).unwrap();
+        assert_eq!(once.lines().count(), 2);
+        replay(&mut RunLog::new(dir.path().to_path_buf()));
+        assert_eq!(std::fs::read_to_string(path(dir.path(), "teacher")).unwrap(), once, "a second session adds nothing");
+    }
+}

@@ -1,0 +1,159 @@
+//! What the training thread tells its consumers (the TUI or the batch writer).
+//! Small owned values only: consumers never touch the trainer's state.
+
+use serde::{Deserialize, Serialize};
+
+use crate::study::{Loss, RunKind, RunSpec};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TrainEvent {
+    PlanStarted {
+        plan: String,
+        runs: Vec<RunSpec>,
+        device: String,
+        data: String,
+    },
+    /// Something worth a line in a log: checkpoint saved, teacher reused, ...
+    Log {
+        message: String,
+    },
+    RunStarted {
+        run_id: String,
+        epochs: usize,
+        /// 0 in a replay (`TrainEvent::replay`): a run that finished earlier,
+        /// told again without training.
+        steps_per_epoch: usize,
+        /// Steps already taken: non-zero when the run resumes from a checkpoint.
+        step: usize,
+        /// Epochs finished before this session (resumed runs).
+        history: Vec<EpochMetrics>,
+    },
+    /// Metrics of the last `log_every` steps.
+    Step {
+        run_id: String,
+        epoch: usize,
+        /// Steps done in this run so far.
+        step: usize,
+        loss: f32,
+        accuracy: f32,
+        images_per_sec: f32,
+    },
+    EpochFinished {
+        run_id: String,
+        metrics: EpochMetrics,
+    },
+    RunFinished {
+        result: RunResult,
+    },
+    RunFailed {
+        run_id: String,
+        error: String,
+    },
+    Paused,
+    Resumed,
+    /// The plan cannot go on (a checkpoint cannot be written, ...); the
+    /// trainer stops and `PlanFinished { stopped: true }` follows.
+    Fatal {
+        error: String,
+    },
+    PlanFinished {
+        stopped: bool,
+    },
+}
+
+impl TrainEvent {
+    /// A run that finished earlier, told as it would be told live: its start
+    /// (with no steps to take) and its result.
+    pub fn replay(result: RunResult) -> [TrainEvent; 2] {
+        [
+            TrainEvent::RunStarted {
+                run_id: result.run_id.clone(),
+                epochs: result.epochs,
+                steps_per_epoch: 0,
+                step: 0,
+                history: result.history.clone(),
+            },
+            TrainEvent::RunFinished { result },
+        ]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    #[serde(deserialize_with = "nan_from_null")]
+    pub train_loss: f64,
+    #[serde(deserialize_with = "nan_from_null")]
+    pub train_accuracy: f64,
+    /// Hard-label cross-entropy on the whole test set.
+    #[serde(deserialize_with = "nan_from_null")]
+    pub test_loss: f64,
+    /// Accuracy on the whole test set.
+    #[serde(deserialize_with = "nan_from_null")]
+    pub test_accuracy: f64,
+    #[serde(deserialize_with = "nan_from_null")]
+    pub seconds: f64,
+    #[serde(deserialize_with = "nan_from_null")]
+    pub images_per_sec: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Done,
+    /// Stopped by the user before its last epoch.
+    Interrupted,
+    /// The loss became NaN or infinite.
+    Diverged,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunResult {
+    pub run_id: String,
+    pub kind: RunKind,
+    pub loss: Loss,
+    pub temperature: Option<f64>,
+    pub seed: u64,
+    pub status: RunStatus,
+    pub epochs: usize,
+    #[serde(deserialize_with = "nan_from_null")]
+    pub final_test_accuracy: f64,
+    #[serde(deserialize_with = "nan_from_null")]
+    pub best_test_accuracy: f64,
+    #[serde(deserialize_with = "nan_from_null")]
+    pub final_train_loss: f64,
+    pub model_bytes: u64,
+    #[serde(deserialize_with = "nan_from_null")]
+    pub wall_seconds: f64,
+    /// Loaded from a checkpoint instead of trained in this session.
+    pub reused: bool,
+    pub history: Vec<EpochMetrics>,
+}
+
+/// JSON has no NaN or infinity: serde_json writes them as `null` (a run that
+/// diverged before its first epoch has no train loss), and this reads `null`
+/// back as NaN instead of refusing the whole file.
+pub(crate) fn nan_from_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_numbers_survive_a_json_round_trip_as_nan() {
+        let m = EpochMetrics {
+            epoch: 1,
+            train_loss: f64::NAN,
+            train_accuracy: 0.5,
+            test_loss: f64::INFINITY,
+            test_accuracy: 0.5,
+            seconds: 1.0,
+            images_per_sec: 2.0,
+        };
+        let back: EpochMetrics = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        assert!(back.train_loss.is_nan() && back.test_loss.is_nan());
+        assert_eq!(back.test_accuracy, 0.5);
+    }
+}

@@ -1,0 +1,12 @@
+//! What passes between the training thread and its consumers: `TrainEvent`s
+//! out (small owned values), `Control`s in, and the `Trainer` handle that
+//! holds both ends. `kdtui watch` hands the monitor the same handle, fed
+//! from files instead of a trainer.
+
+pub mod control;
+pub mod event;
+pub mod trainer;
+
+pub use control::{Control, Controls, Flow};
+pub use event::{EpochMetrics, RunResult, RunStatus, TrainEvent};
+pub use trainer::Trainer;

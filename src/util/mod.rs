@@ -1,0 +1,27 @@
+//! Small things every layer uses: crash-safe file writes, the stop signals,
+//! number formatting, hashing. Imports nothing of kdtui's.
+
+pub mod atomic_file;
+pub mod format;
+pub mod signals;
+
+use sha2::{Digest, Sha256};
+
+/// 16 hex digits of SHA-256: names and checks checkpoints and results.
+pub fn short_hash(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a caught panic said, as text.
+pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Seconds since 1970 (0 when the clock is before it).
+pub fn unix_time() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
