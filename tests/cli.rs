@@ -145,3 +145,51 @@ fn impossible_requests_are_refused_before_training() {
     kdtui(dir.path()).args(["--batch", "--device", "cpu"]).assert().failure().stderr(predicate::str::contains("nowhere"));
     assert!(!dir.path().join("results").exists(), "no results for a plan that never ran");
 }
+
+/// A stop the user asks for (ctrl-c, here SIGINT) ends `--batch` with status
+/// 0, as quitting the monitor does, and says how to continue; the same
+/// command then finishes the plan from the stopped run's checkpoint.
+#[test]
+fn a_stop_on_request_exits_0_and_the_same_command_continues() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    // Enough teacher epochs that the stop lands inside the teacher's training.
+    write(dir.path(), "config.toml", &TINY.replace("[teacher]\nepochs = 2", "[teacher]\nepochs = 30"));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kdtui"))
+        .args(["--batch", "--device", "cpu"])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stdout = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        stdout += &line;
+        stdout.push('\n');
+        if line.contains("teacher epoch 1/30") {
+            let sent = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+            assert!(sent.success());
+            break;
+        }
+    }
+    for line in lines {
+        stdout += &line.unwrap();
+        stdout.push('\n');
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("teacher stopped"), "{stdout}");
+    assert!(stdout.contains("stopped before the plan finished; run the same command again to continue it"), "{stdout}");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("results/results.json")).unwrap()).unwrap();
+    assert_eq!((json["stopped"].as_bool(), json["finished"].as_bool()), (Some(true), Some(false)));
+
+    let again = kdtui(dir.path()).args(["--batch", "--device", "cpu"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert_eq!(again.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("teacher: resumed from its checkpoint"), "{stdout}");
+    assert!(!stdout.contains("stopped before"), "{stdout}");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("results/results.json")).unwrap()).unwrap();
+    assert_eq!(json["finished"], true);
+}
