@@ -193,3 +193,36 @@ fn a_stop_on_request_exits_0_and_the_same_command_continues() {
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("results/results.json")).unwrap()).unwrap();
     assert_eq!(json["finished"], true);
 }
+
+/// The teacher (and its cached targets) follows the images, not the
+/// `[data]` settings: the same files elsewhere reuse it; other files in the
+/// same directory train a new one.
+#[test]
+fn replaced_data_files_retrain_the_teacher_and_moved_ones_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let copy = |from: &str, to: &str| {
+        std::fs::create_dir_all(dir.path().join(to)).unwrap();
+        for file in ["train_32x32.mat", "test_32x32.mat"] {
+            std::fs::copy(fixtures.join(from).join(file), dir.path().join(to).join(file)).unwrap();
+        }
+    };
+    let config = |data_dir: &str| {
+        TINY.replace("[data]\ntrain_size = 192\ntest_size = 64", &format!("[data]\nsource = \"svhn\"\ndir = \"{data_dir}\""))
+    };
+    let teacher = |data_dir: &str| -> String {
+        write(dir.path(), "config.toml", &config(data_dir));
+        let out = kdtui(dir.path()).args(["--batch", "--device", "cpu", "--only", "teacher"]).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        stdout
+    };
+    copy("svhn-format", "data");
+    assert!(teacher("data").contains("teacher epoch 1/2"), "the first session trains it");
+    copy("svhn-format", "moved");
+    let stdout = teacher("moved");
+    assert!(stdout.contains("teacher reused") && !stdout.contains("teacher epoch"), "same images elsewhere: {stdout}");
+    copy("svhn-format-ydouble", "data");
+    let stdout = teacher("data");
+    assert!(stdout.contains("teacher epoch 1/2") && !stdout.contains("teacher reused"), "other images: {stdout}");
+}

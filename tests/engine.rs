@@ -138,3 +138,104 @@ fn pause_holds_the_trainer_still_and_stop_ends_the_plan() {
     assert_eq!(finished, Some(true));
     trainer.thread.join().unwrap();
 }
+
+/// Each batch's soft targets are the teacher's targets of exactly the images
+/// in that batch, under shuffling: through the logits cache, the conversion
+/// to targets at T, a run's epoch orders and its batches, as a run uses them.
+/// The fake teacher's logits encode the image index, and so do the images.
+#[test]
+fn soft_targets_follow_their_images_through_cache_shuffle_and_batches() {
+    use kdtui::engine::data::batcher::{batches, Shuffle};
+    use kdtui::engine::data::{Dataset, CLASSES, PIXELS};
+    use kdtui::engine::train::checkpoint::RunStore;
+
+    let n = 300;
+    // Image i: its first two bytes are i, big-endian; its label is i mod 10.
+    let mut images = vec![0u8; n * PIXELS];
+    for i in 0..n {
+        images[i * PIXELS] = (i >> 8) as u8;
+        images[i * PIXELS + 1] = (i & 0xff) as u8;
+    }
+    let train = Dataset { images, labels: (0..n).map(|i| (i % 10) as u8).collect() };
+    let index_of = |pixels: &[f32]| -> usize {
+        // Normalised with mean 0 and std 1/255 below: pixel value v reads back as v.
+        (pixels[0].round() as usize) << 8 | pixels[1].round() as usize
+    };
+    // The fake teacher: row i's logits put i / 100 on class i mod 10 and
+    // i / 1000 on the next, so no two rows are alike.
+    let logits: Vec<f32> = (0..n)
+        .flat_map(|i| {
+            (0..CLASSES).map(move |k| match (k + 10 - i % 10) % 10 {
+                0 => i as f32 / 100.0,
+                1 => i as f32 / 1000.0,
+                _ => 0.0,
+            })
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.plan.checkpoints = dir.path().to_path_buf();
+    let teacher = &plan::full_plan(&config)[0];
+    let store = RunStore::new(&config, "digest", teacher);
+    store.save_logits(&logits).unwrap();
+    let cached = store.load_logits(n).unwrap();
+    let temperature = 15.0;
+    let soft = losses::soft_targets(&cached, CLASSES, temperature);
+    let expected = losses::soft_targets(&logits, CLASSES, temperature);
+
+    let norm = Normalizer::new([0.0; 3], [1.0 / 255.0; 3]);
+    let device = Default::default();
+    let mut shuffle = Shuffle::new(n, 1);
+    let mut seen = 0;
+    for _ in 0..3 {
+        let order = shuffle.next_epoch().to_vec();
+        assert_ne!(order, (0..n).collect::<Vec<_>>(), "the order is shuffled");
+        for indices in batches(&order, 32) {
+            let batch = make_batch::<Flex>(&train, &norm, indices, Some(&soft), &device);
+            let pixels = batch.images.into_data().to_vec::<f32>().unwrap();
+            let targets = batch.soft.unwrap().into_data().to_vec::<f32>().unwrap();
+            for (row, image) in pixels.chunks_exact(PIXELS).enumerate() {
+                let i = index_of(image);
+                assert_eq!(i, indices[row], "the batch holds its indices' images");
+                assert_eq!(&targets[row * CLASSES..(row + 1) * CLASSES], &expected[i * CLASSES..(i + 1) * CLASSES], "image {i}'s targets");
+                seen += 1;
+            }
+        }
+    }
+    assert_eq!(seen, 3 * n);
+}
+
+/// The teacher's targets reach the gradients: on the same weights and batch,
+/// a distillation step's gradients differ from a baseline step's, and from
+/// those of the same step with another teacher's targets.
+#[test]
+fn a_distillation_steps_gradients_carry_the_teacher_targets() {
+    use kdtui::engine::train::{gradients, Objective};
+    let device = Default::default();
+    let d = synthetic::generate(16, 3, Split::Train);
+    let norm = Normalizer::fit(&d);
+    let all: Vec<usize> = (0..d.len()).collect();
+    let cfg = CnnConfig { widths: [4, 8, 8], hidden: 16, precision: Precision::FLOAT };
+    AD::seed(&device, 5);
+    let model = cfg.init::<AD>(&device);
+    // Two teachers that disagree: each image's favourite class is shifted by `shift`.
+    let targets = |shift: usize| -> Vec<f32> {
+        let logits: Vec<f32> = (0..d.len() * 10).map(|i| if i % 10 == (i / 10 + shift) % 10 { 8.0 } else { (i % 7) as f32 / 7.0 }).collect();
+        losses::soft_targets(&logits, 10, 5.0)
+    };
+    let (q1, q2) = (targets(0), targets(3));
+    let grad = |objective: Objective, soft: Option<&[f32]>| -> Vec<f32> {
+        let batch = make_batch::<AD>(&d, &norm, &all, soft, &device);
+        let (grads, loss, _) = gradients(&model, batch, objective);
+        assert!(loss.is_finite());
+        kdtui::engine::train::flat_gradients(&model, &grads.unwrap())
+    };
+    let baseline = grad(Objective { loss: Loss::Hard, temperature: 1.0, c: 0.0 }, None);
+    let distilled = |q: &[f32]| grad(Objective { loss: Loss::HardSoft, temperature: 5.0, c: 25.0 }, Some(q));
+    let (with_q1, with_q2) = (distilled(&q1), distilled(&q2));
+    let differ = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
+    assert_eq!(baseline.len(), with_q1.len());
+    assert!(differ(&baseline, &with_q1) > 1e-3, "the soft term changed nothing");
+    assert!(differ(&with_q1, &with_q2) > 1e-3, "other targets, same gradients");
+    assert_eq!(differ(&with_q1, &distilled(&q1)), 0.0, "the same step twice gives the same gradients");
+}

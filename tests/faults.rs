@@ -74,7 +74,7 @@ fn a_panic_in_training_fails_that_run_only() {
     config.plan.checkpoints = dir.path().join("checkpoints");
     let out = dir.path().join("results");
     let data = data::load(&config.data).unwrap();
-    let results = Results { study_hash: config.study_hash(), planned: plan::full_plan(&config), ..Results::default() };
+    let results = Results { study_hash: config.study_hash(&data.digest), planned: plan::full_plan(&config), ..Results::default() };
     let input = PlanInput {
         config: config.clone(),
         runs: plan::full_plan(&config),

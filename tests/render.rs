@@ -179,6 +179,11 @@ fn sweep_chart_fills_in_as_runs_finish() {
     assert!(!s.contains("fills in as"), "{s}");
     assert!(s.contains("sweep: test accuracy vs T"), "{s}");
     assert!(s.contains("hard_soft") && s.contains("teacher"), "legend: {s}");
+    // T on a log axis: the label halfway between 5 and 100 is their
+    // geometric mean, 22 (a linear axis would put 52 there).
+    assert!(s.contains("sweep: test accuracy vs T, log axis"), "{s}");
+    let axis = s.lines().find(|l| l.contains(" 5 ") && l.contains("100")).expect("the T axis labels");
+    assert!(axis.contains(" 22 ") && !axis.contains("52"), "{axis}");
 }
 
 #[test]

@@ -83,7 +83,7 @@ impl Session {
 pub fn study(cli: Cli) -> Result<(), Failure> {
     let session = Session::prepare(&cli)?;
     let data = data::load(&session.config.data).map_err(failed)?;
-    if session.fresh && !session.batch && !confirm_fresh(&session.config, &session.runs, &session.out).map_err(failed)? {
+    if session.fresh && !session.batch && !confirm_fresh(&session.config, &data.digest, &session.runs, &session.out).map_err(failed)? {
         println!("nothing removed; run without --fresh to continue where the last session stopped");
         return Ok(());
     }
@@ -91,7 +91,7 @@ pub fn study(cli: Cli) -> Result<(), Failure> {
     let checkpoints = config.plan.checkpoints.join(&config.plan.name);
     atomic_file::check_writable(&checkpoints)
         .map_err(|e| failed(anyhow!("checkpoint directory {} is not writable: {}", e.path.display(), e.source)))?;
-    let study_hash = config.study_hash();
+    let study_hash = config.study_hash(&data.digest);
     let out = &session.out;
     let opened = directory::open(out, &study_hash, session.fresh).map_err(failed)?;
     let (runs_before, failures_before) = opened.previous.map(|p| (p.runs, p.failures)).unwrap_or_default();
@@ -142,8 +142,8 @@ pub fn study(cli: Cli) -> Result<(), Failure> {
 
 /// `--fresh` in the interactive session: says what would be removed and asks.
 /// True to go on (also when there is nothing to remove).
-fn confirm_fresh(config: &Config, runs: &[RunSpec], out: &Path) -> std::io::Result<bool> {
-    let stored = runs.iter().filter(|spec| RunStore::new(config, spec).dir.exists()).count();
+fn confirm_fresh(config: &Config, data_digest: &str, runs: &[RunSpec], out: &Path) -> std::io::Result<bool> {
+    let stored = runs.iter().filter(|spec| RunStore::new(config, data_digest, spec).dir.exists()).count();
     let has_results = out.join(directory::RESULTS_JSON).exists();
     if stored == 0 && !has_results {
         return Ok(true);

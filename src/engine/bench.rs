@@ -141,7 +141,9 @@ pub fn measure<B: TrainBackend>(config: &Config, model: Model, timing: Timing, d
     let norm = Normalizer::fit(&data);
     let objective = match model {
         Model::Teacher => Objective { loss: Loss::Hard, temperature: 1.0, c: 0.0 },
-        Model::Student => Objective { loss: Loss::HardSoft, temperature: STUDENT_TEMPERATURE, c: config.soft_weight(STUDENT_TEMPERATURE) },
+        Model::Student => {
+            Objective { loss: Loss::HardSoft, temperature: STUDENT_TEMPERATURE, c: config.soft_weight(Loss::HardSoft, STUDENT_TEMPERATURE) }
+        }
     };
     let soft = (model == Model::Student).then(|| {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
@@ -334,7 +336,7 @@ fn reference_child(python: &str, request: &Request, config: &Config, model: Mode
         .args(["--w-bits", &s.w_bits.to_string(), "--a-bits", &s.a_bits.to_string()])
         .args(["--first-last-bits", &s.first_last_bits.to_string(), "--a-range", &s.a_range.to_string()])
         .args(["--temperature", &STUDENT_TEMPERATURE.to_string()])
-        .args(["--soft-weight", &config.soft_weight(STUDENT_TEMPERATURE).to_string()])
+        .args(["--soft-weight", &config.soft_weight(Loss::HardSoft, STUDENT_TEMPERATURE).to_string()])
         .args(["--batch-size", &config.train.batch_size.to_string()])
         .args(["--eval-batch-size", &INFER_BATCH.to_string()])
         .args(["--lr", &model.learning_rate(config).to_string(), "--weight-decay", &config.train.weight_decay.to_string()])

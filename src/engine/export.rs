@@ -61,7 +61,10 @@ pub fn export(config: &Config, config_path: &Path, run_id: &str, path: &Path) ->
         config: config_path.to_path_buf(),
         known: runs.iter().map(|s| s.run_id.as_str()).collect::<Vec<_>>().join(", "),
     })?;
-    let store = RunStore::new(config, spec);
+    // The checkpoints are keyed by the data as loaded, and the model file
+    // carries the training set's normalisation.
+    let data = data::load(&config.data)?;
+    let store = RunStore::new(config, &data.digest, spec);
     let saved = store.load().ok_or_else(|| ExportError::NotTrained { run_id: run_id.into(), dir: store.dir.clone() })?;
     let (shape, epochs) = match spec.kind {
         RunKind::Teacher => (CnnConfig::teacher(config), config.teacher.epochs),
@@ -71,8 +74,6 @@ pub fn export(config: &Config, config_path: &Path, run_id: &str, path: &Path) ->
         .then(|| format!("`{run_id}` has trained {} of {epochs} epochs; the file holds that checkpoint", saved.progress.epochs_done));
     let model = checkpoint_model(saved.model, &shape)
         .ok_or_else(|| ExportError::WrongModel { run_id: run_id.into(), path: store.dir.join("checkpoint.bin") })?;
-    // The normalisation is the training set's, as in training.
-    let data = data::load(&config.data)?;
     let bytes = packed::pack(&model, &shape, &Normalizer::fit(&data.train));
     atomic_file::write(path, &bytes)?;
     Ok(Exported { path: path.to_path_buf(), bytes: bytes.len() as u64, unfinished })

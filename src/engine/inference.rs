@@ -40,3 +40,30 @@ pub fn score(logits: &[f32], labels: &[u8]) -> (f64, f64) {
 pub fn argmax(row: &[f32]) -> usize {
     row.iter().enumerate().fold(0, |best, (i, &z)| if z > row[best] { i } else { best })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::data::synthetic::{generate, Split};
+    use crate::engine::model::{CnnConfig, Precision};
+    use burn::backend::Flex;
+
+    /// `predict`'s row i is image i's logits (what the teacher's cache and
+    /// every target computed from it rely on), batches and a partial last
+    /// batch included.
+    #[test]
+    fn predict_keeps_the_dataset_order() {
+        let device = Default::default();
+        let data = generate(7, 2, Split::Test);
+        let norm = Normalizer::fit(&data);
+        let model = CnnConfig { widths: [4, 4, 4], hidden: 8, precision: Precision::FLOAT }.init::<Flex>(&device);
+        let all = predict(&model, &data, &norm, 3, &device);
+        assert_eq!(all.len(), 7 * CLASSES);
+        for i in 0..data.len() {
+            let alone = predict(&model, &Dataset { images: data.image(i).to_vec(), labels: vec![data.labels[i]] }, &norm, 1, &device);
+            for (a, b) in all[i * CLASSES..(i + 1) * CLASSES].iter().zip(&alone) {
+                assert!((a - b).abs() < 1e-5, "image {i}: {a} vs {b}");
+            }
+        }
+    }
+}

@@ -20,7 +20,7 @@ pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, target: Tensor<B, 2>, tem
 ///
 /// logits: [batch, classes] student logits; onehot: [batch, classes] ground truth;
 /// teacher_q: [batch, classes] softmax(teacher logits / T), needed by `soft` and `hard_soft`;
-/// c: weight of the soft term.
+/// c: weight of the soft term (for `soft`, its only term).
 pub fn loss<B: Backend>(
     kind: Loss,
     logits: Tensor<B, 2>,
@@ -32,7 +32,7 @@ pub fn loss<B: Backend>(
     let teacher = || teacher_q.clone().expect("soft and hard_soft need teacher targets");
     match kind {
         Loss::Hard => cross_entropy(logits, onehot, 1.0),
-        Loss::Soft => cross_entropy(logits, teacher(), temperature),
+        Loss::Soft => cross_entropy(logits, teacher(), temperature) * c,
         Loss::HardSoft => cross_entropy(logits.clone(), onehot, 1.0) + cross_entropy(logits, teacher(), temperature) * c,
         Loss::GtSoft => cross_entropy(logits.clone(), onehot.clone(), 1.0) + cross_entropy(logits, onehot, temperature) * c,
     }
@@ -87,8 +87,11 @@ mod tests {
         // q = (0.2, 0.3, 0.5): CE = 0.2*1.6802696 + 0.3*1.1802696 + 0.5*0.6802696
         //   = 0.3360539 + 0.3540809 + 0.3401348 = 1.0302696
         let q = [0.2, 0.3, 0.5];
-        let v = scalar(loss(Loss::Soft, t(&[Z]), t(&[GT]), Some(t(&[q])), 2.0, 4.0));
+        let v = scalar(loss(Loss::Soft, t(&[Z]), t(&[GT]), Some(t(&[q])), 2.0, 1.0));
         assert!((v - 1.030_269_6).abs() < 1e-5, "{v}");
+        // c weights it as it weights the other losses' soft terms.
+        let v = scalar(loss(Loss::Soft, t(&[Z]), t(&[GT]), Some(t(&[q])), 2.0, 4.0));
+        assert!((v - 4.0 * 1.030_269_6).abs() < 1e-4, "{v}");
     }
 
     #[test]
@@ -128,5 +131,49 @@ mod tests {
         assert!((q1.iter().sum::<f32>() - 1.0).abs() < 1e-6);
         assert!((q1[2] - 0.665_240_9).abs() < 1e-6);
         assert!(q100.iter().all(|&p| (p - 1.0 / 3.0).abs() < 0.01));
+    }
+
+    /// The gradient of each loss with respect to the student's logits equals
+    /// the textbook one, row by row and averaged over the batch:
+    /// d/dz CE(z, y) = softmax(z) - y, and d/dz CE(softmax(z/T), q) =
+    /// (softmax(z/T) - q) / T, the soft term weighted by c.
+    #[test]
+    fn gradients_match_the_hand_derived_ones() {
+        use burn::backend::Autodiff;
+        type AD = Autodiff<Flex>;
+        let z = [[1.0f32, 2.0, 3.0], [0.5, -1.0, 2.0]];
+        let y = [[0.0f32, 0.0, 1.0], [1.0, 0.0, 0.0]];
+        let q = [[0.2f32, 0.3, 0.5], [0.6, 0.1, 0.3]];
+        let (t, c) = (2.0, 4.0);
+        let softmax = |row: &[f32; 3], t: f64| -> Vec<f64> {
+            let e: Vec<f64> = row.iter().map(|&v| (v as f64 / t).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            e.iter().map(|v| v / sum).collect()
+        };
+        let device = Default::default();
+        let tensor = |rows: &[[f32; 3]; 2]| {
+            let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+            Tensor::<AD, 1>::from_floats(flat.as_slice(), &device).reshape([2, 3])
+        };
+        for kind in [Loss::Hard, Loss::Soft, Loss::HardSoft, Loss::GtSoft] {
+            let logits = tensor(&z).require_grad();
+            let value = loss(kind, logits.clone(), tensor(&y), Some(tensor(&q)), t, c);
+            let grads = value.backward();
+            let got = logits.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
+            for b in 0..2 {
+                let (p1, pt) = (softmax(&z[b], 1.0), softmax(&z[b], t));
+                for k in 0..3 {
+                    let hard = p1[k] - y[b][k] as f64;
+                    let soft = |target: f64| (pt[k] - target) / t;
+                    let want = match kind {
+                        Loss::Hard => hard,
+                        Loss::Soft => c * soft(q[b][k] as f64),
+                        Loss::HardSoft => hard + c * soft(q[b][k] as f64),
+                        Loss::GtSoft => hard + c * soft(y[b][k] as f64),
+                    } / 2.0;
+                    assert!((got[b * 3 + k] as f64 - want).abs() < 1e-5, "{kind}: d/dz[{b}][{k}] = {}, by hand {want}", got[b * 3 + k]);
+                }
+            }
+        }
     }
 }

@@ -229,7 +229,10 @@ pub fn sweep_figure(results: &Results, path: &Path) -> Result<bool, FigureError>
         })
         .collect();
     let ours = || sweep.lines.iter().flat_map(|(_, points)| points);
-    let t_max = ours().map(|p| p.temperature).chain(original::TEMPERATURES).fold(0.0, f64::max);
+    // T on a log axis: 5 to 100 spans more than a decade, and on a linear
+    // one the points at 5, 15 and 25 crowd together.
+    let ts = || ours().map(|p| p.temperature).chain(original::TEMPERATURES);
+    let (t_min, t_max) = (ts().fold(f64::MAX, f64::min) / 1.25, ts().fold(0.0, f64::max) * 1.25);
     let ys = ours()
         .flat_map(|p| [100.0 * (p.mean - p.std), 100.0 * (p.mean + p.std)])
         .chain(originals.iter().map(|o| o.2))
@@ -250,14 +253,14 @@ pub fn sweep_figure(results: &Results, path: &Path) -> Result<bool, FigureError>
             .margin(14)
             .x_label_area_size(44)
             .y_label_area_size(60)
-            .build_cartesian_2d(0.0..t_max * 1.05, y0..y1)
+            .build_cartesian_2d((t_min..t_max).log_scale(), y0..y1)
             .map_err(s)?;
         let (bold, light) = mesh_colors();
         chart
             .configure_mesh()
             .bold_line_style(bold)
             .light_line_style(light)
-            .x_desc("temperature T")
+            .x_desc("temperature T (log scale)")
             .y_desc("test accuracy (%)")
             .x_label_formatter(&|x| format!("{x:.0}"))
             .y_label_formatter(&|y| format!("{y:.0}"))
@@ -267,7 +270,7 @@ pub fn sweep_figure(results: &Results, path: &Path) -> Result<bool, FigureError>
             .map_err(s)?;
         for (label, value, dashed) in [("teacher (ours)", teacher, false), ("student, no teacher (ours)", baseline, true)] {
             let Some(v) = value else { continue };
-            let line = [(0.0, v), (t_max * 1.05, v)];
+            let line = [(t_min, v), (t_max, v)];
             let style = GREY.stroke_width(2);
             if dashed {
                 chart.draw_series(DashedLineSeries::new(line, 10, 6, style)).map_err(s)?;
@@ -287,8 +290,8 @@ pub fn sweep_figure(results: &Results, path: &Path) -> Result<bool, FigureError>
             for p in cells.iter().filter(|p| p.seeds > 1) {
                 let t = p.temperature;
                 let (lo, hi) = (100.0 * (p.mean - p.std), 100.0 * (p.mean + p.std));
-                let cap = t_max * 0.006;
-                for segment in [vec![(t, lo), (t, hi)], vec![(t - cap, lo), (t + cap, lo)], vec![(t - cap, hi), (t + cap, hi)]] {
+                let cap = 1.03;
+                for segment in [vec![(t, lo), (t, hi)], vec![(t / cap, lo), (t * cap, lo)], vec![(t / cap, hi), (t * cap, hi)]] {
                     chart.draw_series(std::iter::once(PathElement::new(segment, color.stroke_width(1)))).map_err(s)?;
                 }
             }

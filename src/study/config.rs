@@ -75,9 +75,27 @@ pub struct DataConfig {
 pub struct TrainConfig {
     pub batch_size: usize,
     pub eval_batch_size: usize,
+    /// The weight decay coefficient (see `weight_decay_mode`).
     pub weight_decay: f64,
+    /// `l2`: weight_decay * w is added to every parameter's gradient before
+    /// Adam, as an L2 term of the loss would; `decoupled`: the weights
+    /// shrink by lr * weight_decay each step, outside Adam (AdamW).
+    pub weight_decay_mode: WeightDecay,
+    /// Adam's epsilon, added to the root of the second moment.
+    pub adam_epsilon: f64,
+    /// Epochs over which the learning rate rises linearly from 0 to its
+    /// peak before the cosine decay (may be fractional; 0: none).
+    pub warmup_epochs: f64,
     /// A step-metrics event every this many optimizer steps.
     pub log_every: usize,
+}
+
+/// Where weight decay enters Adam (`[train] weight_decay_mode`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightDecay {
+    L2,
+    Decoupled,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -111,8 +129,12 @@ pub struct StudentConfig {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DistillConfig {
-    /// Weight c of the soft term; absent means T^2 (Hinton et al.).
+    /// Weight c of the soft term of `hard_soft` and `gt_soft`; absent means
+    /// T^2 (Hinton et al.).
     pub soft_weight: Option<f64>,
+    /// Weight `soft` (which has no hard term) by c too. The original did
+    /// not: its gradient then shrinks as 1/T^2 (README, "The study").
+    pub scale_soft: bool,
 }
 
 impl Default for PlanConfig {
@@ -147,7 +169,15 @@ impl Default for DataConfig {
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        Self { batch_size: 128, eval_batch_size: 500, weight_decay: 5e-4, log_every: 5 }
+        Self {
+            batch_size: 128,
+            eval_batch_size: 500,
+            weight_decay: 5e-4,
+            weight_decay_mode: WeightDecay::Decoupled,
+            adam_epsilon: 1e-8,
+            warmup_epochs: 0.0,
+            log_every: 5,
+        }
     }
 }
 
@@ -206,6 +236,12 @@ impl Config {
         if !(self.train.weight_decay.is_finite() && self.train.weight_decay >= 0.0) {
             return bad("train.weight_decay", format!("must be >= 0, got {}", self.train.weight_decay));
         }
+        if !(self.train.adam_epsilon.is_finite() && self.train.adam_epsilon > 0.0) {
+            return bad("train.adam_epsilon", format!("must be > 0, got {}", self.train.adam_epsilon));
+        }
+        if !(self.train.warmup_epochs.is_finite() && self.train.warmup_epochs >= 0.0) {
+            return bad("train.warmup_epochs", format!("must be >= 0, got {}", self.train.warmup_epochs));
+        }
         for (key, epochs) in [("teacher.epochs", self.teacher.epochs), ("student.epochs", self.student.epochs)] {
             if epochs == 0 {
                 return bad(key, "must be at least 1".into());
@@ -248,33 +284,50 @@ impl Config {
 
     /// Hash of everything that shapes the teacher: its checkpoint is reused only
     /// when this is unchanged.
-    pub fn teacher_hash(&self) -> String {
+    ///
+    /// `data_digest` is the digest of the data as loaded (`Data::digest`):
+    /// the images, not the `[data]` settings that found them, shape a model.
+    pub fn teacher_hash(&self, data_digest: &str) -> String {
         let key = serde_json::json!({
-            "data": self.data,
+            "data": data_digest,
             "teacher": self.teacher,
-            "batch_size": self.train.batch_size,
-            "weight_decay": self.train.weight_decay,
+            "train": self.training(),
             "seed": self.plan.seeds[0],
-            "version": 1,
+            "version": 2,
         });
         short_hash(key.to_string().as_bytes())
     }
 
-    /// Hash of the config less what only picks, places or displays runs
-    /// (`plan.only`, paths, logging and evaluation batch size): results written
-    /// under the same study hash belong to one study and are continued.
-    pub fn study_hash(&self) -> String {
+    /// The `[train]` settings that shape a model: all but logging and the
+    /// evaluation batch size.
+    pub fn training(&self) -> TrainConfig {
+        TrainConfig { log_every: 0, eval_batch_size: 0, ..self.train.clone() }
+    }
+
+    /// Hash of the config and the data less what only picks, places or
+    /// displays runs (`plan.only`, paths, logging and evaluation batch size,
+    /// the `[data]` settings once the data they found is in the digest):
+    /// results written under the same study hash belong to one study and are
+    /// continued.
+    pub fn study_hash(&self, data_digest: &str) -> String {
         let mut c = self.clone();
         c.plan.only.clear();
         c.plan.out = PathBuf::new();
         c.plan.checkpoints = PathBuf::new();
-        c.train.log_every = 0;
-        c.train.eval_batch_size = 0;
-        short_hash(serde_json::json!({ "config": c, "version": 1 }).to_string().as_bytes())
+        c.train = self.training();
+        c.data = DataConfig::default();
+        short_hash(serde_json::json!({ "config": c, "data": data_digest, "version": 2 }).to_string().as_bytes())
     }
 
-    pub fn soft_weight(&self, temperature: f64) -> f64 {
-        self.distill.soft_weight.unwrap_or(temperature * temperature)
+    /// c, the weight of a run's soft term at `temperature`: T^2 unless
+    /// `[distill] soft_weight` says otherwise; for `soft`, 1 unless
+    /// `[distill] scale_soft`.
+    pub fn soft_weight(&self, loss: Loss, temperature: f64) -> f64 {
+        match loss {
+            Loss::Soft if !self.distill.scale_soft => 1.0,
+            Loss::Hard => 0.0,
+            _ => self.distill.soft_weight.unwrap_or(temperature * temperature),
+        }
     }
 
     pub fn to_toml(&self) -> String {
@@ -392,12 +445,27 @@ mod tests {
     }
 
     #[test]
-    fn teacher_hash_ignores_student_settings() {
+    fn teacher_hash_follows_the_teacher_and_the_data_content() {
         let a = Config::default();
         let mut b = a.clone();
         b.student.w_bits = 4;
-        assert_eq!(a.teacher_hash(), b.teacher_hash());
+        b.data.dir = "moved/elsewhere".into();
+        b.train.log_every = 99;
+        assert_eq!(a.teacher_hash("d1"), b.teacher_hash("d1"), "student, paths and logging do not shape the teacher");
+        assert_ne!(a.teacher_hash("d1"), a.teacher_hash("d2"), "other images, another teacher");
         b.teacher.epochs += 1;
-        assert_ne!(a.teacher_hash(), b.teacher_hash());
+        assert_ne!(a.teacher_hash("d1"), b.teacher_hash("d1"));
+    }
+
+    #[test]
+    fn study_hash_follows_the_study_and_the_data_content() {
+        let a = Config::default();
+        let mut b = a.clone();
+        b.plan.only = vec!["soft".into()];
+        b.data.dir = "moved".into();
+        assert_eq!(a.study_hash("d1"), b.study_hash("d1"));
+        assert_ne!(a.study_hash("d1"), a.study_hash("d2"));
+        b.student.epochs += 1;
+        assert_ne!(a.study_hash("d1"), b.study_hash("d1"));
     }
 }

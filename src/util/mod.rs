@@ -9,7 +9,12 @@ use sha2::{Digest, Sha256};
 
 /// 16 hex digits of SHA-256: names and checks checkpoints and results.
 pub fn short_hash(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().take(8).map(|b| format!("{b:02x}")).collect()
+    short_digest(&Sha256::digest(bytes))
+}
+
+/// The first 16 hex digits of a digest.
+pub fn short_digest(digest: &[u8]) -> String {
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// What a caught panic said, as text.

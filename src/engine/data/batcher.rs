@@ -3,6 +3,9 @@
 //! 256-entry lookup table per channel so a batch costs one pass over its bytes.
 
 use burn::prelude::*;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
 use super::{Dataset, CHANNELS, CLASSES, PIXELS, SIDE};
 
@@ -49,6 +52,39 @@ impl Normalizer {
             out.extend(plane.iter().map(|&v| lut[v as usize]));
         }
     }
+}
+
+/// The order a run visits its training images in, epoch by epoch: the
+/// previous epoch's order shuffled again by a generator seeded from the run's
+/// seed. Nothing of it is stored: a resumed run draws the finished epochs'
+/// orders again and continues with the same sequence.
+pub struct Shuffle {
+    rng: ChaCha8Rng,
+    order: Vec<usize>,
+}
+
+impl Shuffle {
+    pub fn new(images: usize, seed: u64) -> Self {
+        Self { rng: ChaCha8Rng::seed_from_u64(seed ^ 0x005e_ed0f_0de5), order: (0..images).collect() }
+    }
+
+    /// The order of the next epoch.
+    pub fn next_epoch(&mut self) -> &[usize] {
+        self.order.shuffle(&mut self.rng);
+        &self.order
+    }
+}
+
+/// The batches of one epoch's `order`: `batch_size` images each, the last
+/// one shorter. A last batch of a single image is left out: BatchNorm would
+/// divide by its zero variance.
+pub fn batches(order: &[usize], batch_size: usize) -> impl Iterator<Item = &[usize]> {
+    order.chunks(batch_size).filter(|c| c.len() > 1)
+}
+
+/// How many batches `batches` gives for `images` images.
+pub fn steps_per_epoch(images: usize, batch_size: usize) -> usize {
+    images / batch_size + usize::from(images % batch_size > 1)
 }
 
 /// One batch on the device.

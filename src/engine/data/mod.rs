@@ -72,6 +72,9 @@ pub struct Data {
     pub train: Dataset,
     pub test: Dataset,
     pub description: String,
+    /// A digest of both sets' images and labels as loaded: what trained
+    /// models and cached teacher targets are keyed by (`Data::digest`).
+    pub digest: String,
     /// Facts about the files read, worth a line in the log.
     pub notes: Vec<String>,
 }
@@ -120,7 +123,27 @@ pub fn load(config: &DataConfig) -> Result<Data, DataError> {
         }
     }
     let description = format!("{what}: {} train / {} test", train.len(), test.len());
-    Ok(Data { train, test, description, notes })
+    let digest = Data::digest(&train, &test);
+    Ok(Data { train, test, description, digest, notes })
+}
+
+impl Data {
+    /// 16 hex digits of the SHA-256 of the images and labels of both sets,
+    /// in order: the same for the same data however it was found (another
+    /// directory, `.gz` or not), different as soon as one pixel or label or
+    /// the order differs. Teacher checkpoints, cached logits and every run's
+    /// checkpoint are keyed by it, so files replaced in the same directory
+    /// are never trained on with the old images' teacher.
+    pub fn digest(train: &Dataset, test: &Dataset) -> String {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        for set in [train, test] {
+            hasher.update((set.len() as u64).to_le_bytes());
+            hasher.update(&set.images);
+            hasher.update(&set.labels);
+        }
+        crate::util::short_digest(&hasher.finalize())
+    }
 }
 
 fn existing_dir(dir: &Path) -> Result<PathBuf, DataError> {

@@ -35,21 +35,22 @@ use crate::util::short_hash;
 const LOGITS_MAGIC: &[u8; 8] = b"KDLOGIT1";
 const CHECKPOINT_MAGIC: &[u8; 8] = b"KDCKPT01";
 /// Bumped when training changes in a way that makes old checkpoints wrong.
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 
-/// Hash of everything that shapes a run's training: its checkpoint is used only
-/// while this is unchanged.
-pub fn run_hash(config: &Config, spec: &RunSpec) -> String {
+/// Hash of everything that shapes a run's training: its checkpoint is used
+/// only while this is unchanged. `data_digest`: the data as loaded
+/// (`Data::digest`), so that other images behind the same settings are
+/// another run.
+pub fn run_hash(config: &Config, data_digest: &str, spec: &RunSpec) -> String {
     if spec.kind == RunKind::Teacher {
-        return config.teacher_hash();
+        return config.teacher_hash(data_digest);
     }
     let key = serde_json::json!({
-        "data": config.data,
+        "data": data_digest,
         "student": config.student,
-        "batch_size": config.train.batch_size,
-        "weight_decay": config.train.weight_decay,
-        "soft_weight": spec.temperature.map(|t| config.soft_weight(t)),
-        "teacher": spec.loss.needs_teacher().then(|| config.teacher_hash()),
+        "train": config.training(),
+        "distill": config.distill,
+        "teacher": spec.loss.needs_teacher().then(|| config.teacher_hash(data_digest)),
         "spec": spec,
         "version": FORMAT_VERSION,
     });
@@ -118,8 +119,8 @@ pub struct RunStore {
 }
 
 impl RunStore {
-    pub fn new(config: &Config, spec: &RunSpec) -> Self {
-        let hash = run_hash(config, spec);
+    pub fn new(config: &Config, data_digest: &str, spec: &RunSpec) -> Self {
+        let hash = run_hash(config, data_digest, spec);
         let plan_dir = config.plan.checkpoints.join(&config.plan.name);
         let dir = match spec.kind {
             RunKind::Teacher => plan_dir.join(format!("teacher-{hash}")),
@@ -294,7 +295,7 @@ mod tests {
         let mut config = Config::default();
         config.plan.checkpoints = dir.to_path_buf();
         let spec = crate::study::plan::full_plan(&config).into_iter().find(|s| s.run_id == run_id).unwrap();
-        RunStore::new(&config, &spec)
+        RunStore::new(&config, "d1", &spec)
     }
 
     fn progress(store: &RunStore) -> Progress {
@@ -364,12 +365,14 @@ mod tests {
         let mut other = config.clone();
         other.train.log_every = 99;
         other.plan.only = vec!["soft".into()];
-        assert_eq!(run_hash(&config, soft), run_hash(&other, soft), "display settings do not matter");
+        let hash = |config: &Config, spec| run_hash(config, "d1", spec);
+        assert_eq!(hash(&config, soft), hash(&other, soft), "display settings do not matter");
+        assert_ne!(hash(&config, soft), run_hash(&config, "d2", soft), "other images, another run");
         other.student.epochs = 3;
-        assert_ne!(run_hash(&config, soft), run_hash(&other, soft));
+        assert_ne!(hash(&config, soft), hash(&other, soft));
         let mut teacher_changed = config.clone();
         teacher_changed.teacher.epochs = 9;
-        assert_ne!(run_hash(&config, soft), run_hash(&teacher_changed, soft), "soft targets come from the teacher");
-        assert_eq!(run_hash(&config, &plan[1]), run_hash(&teacher_changed, &plan[1]), "the baseline needs no teacher");
+        assert_ne!(hash(&config, soft), hash(&teacher_changed, soft), "soft targets come from the teacher");
+        assert_eq!(hash(&config, &plan[1]), hash(&teacher_changed, &plan[1]), "the baseline needs no teacher");
     }
 }

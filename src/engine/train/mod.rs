@@ -4,9 +4,10 @@
 //! `TrainEvent`s and takes `Control`s between steps.
 
 pub mod checkpoint;
+pub mod optimizer;
 mod orchestrate;
 mod run;
 pub mod step;
 
 pub use orchestrate::{run_plan, PlanInput};
-pub use step::{adam, cosine_lr, train_step, Objective};
+pub use step::{adam, flat_gradients, gradients, learning_rate, train_step, Objective};

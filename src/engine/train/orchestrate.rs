@@ -155,7 +155,8 @@ impl<B: TrainBackend> Plan<'_, B> {
     fn run_all(&mut self) -> Result<bool, String> {
         let config = &self.input.config;
         let runs = &self.input.runs;
-        let stores: Vec<RunStore> = runs.iter().map(|spec| RunStore::new(config, spec)).collect();
+        let digest = &self.input.data.digest;
+        let stores: Vec<RunStore> = runs.iter().map(|spec| RunStore::new(config, digest, spec)).collect();
         let mut priors = self.survey(&stores)?.into_iter();
         if !runs.iter().any(|r| r.kind == RunKind::Teacher) {
             return Ok(false);

@@ -6,14 +6,11 @@ use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module};
 use burn::optim::Optimizer;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
 use super::checkpoint::{decode, encode, PartialEpoch, Progress};
 use super::orchestrate::{Job, Plan, Trained};
-use super::step::{adam, cosine_lr, train_step, Objective};
-use crate::engine::data::batcher::make_batch;
+use super::step::{adam, learning_rate, train_step, Objective};
+use crate::engine::data::batcher::{batches, make_batch, steps_per_epoch, Shuffle};
 use crate::engine::inference::evaluate;
 use crate::engine::model::size::model_bytes;
 use crate::engine::model::{Cnn, TrainBackend};
@@ -31,7 +28,7 @@ impl<B: TrainBackend> Plan<'_, B> {
         let test = &self.input.data.test;
         let batch_size = config.train.batch_size.min(train.len());
         let temperature = spec.temperature.unwrap_or(1.0);
-        let objective = Objective { loss: spec.loss, temperature, c: config.soft_weight(temperature) };
+        let objective = Objective { loss: spec.loss, temperature, c: config.soft_weight(spec.loss, temperature) };
         let started = Instant::now();
 
         B::seed(&self.device, spec.seed);
@@ -68,8 +65,8 @@ impl<B: TrainBackend> Plan<'_, B> {
                 _ => self.log(format!("{}: its checkpoint does not load into this model; starting over", spec.run_id)),
             }
         }
-        // A last batch of one image would give BatchNorm a zero variance.
-        let steps_per_epoch = train.len() / batch_size + usize::from(train.len() % batch_size > 1);
+        let steps_per_epoch = steps_per_epoch(train.len(), batch_size);
+        let warmup = (config.train.warmup_epochs * steps_per_epoch as f64).round() as usize;
         let _ = self.events.send(TrainEvent::RunStarted {
             run_id: spec.run_id.clone(),
             epochs,
@@ -81,21 +78,20 @@ impl<B: TrainBackend> Plan<'_, B> {
         let mut status = RunStatus::Done;
         let mut step = progress.step;
         let loaded_at_step = step;
-        let mut order: Vec<usize> = (0..train.len()).collect();
-        let mut shuffle = ChaCha8Rng::seed_from_u64(spec.seed ^ 0x005e_ed0f_0de5);
+        let mut shuffle = Shuffle::new(train.len(), spec.seed);
         for _ in 0..progress.epochs_done {
-            order.shuffle(&mut shuffle);
+            shuffle.next_epoch();
         }
         let (first_epoch, skip_steps) = (progress.epochs_done + 1, progress.steps_into_epoch);
         let wall_before = progress.wall_seconds;
         'epochs: for epoch in first_epoch..=epochs {
             let epoch_started = Instant::now();
-            order.shuffle(&mut shuffle);
+            let order = shuffle.next_epoch();
             let skip = if epoch == first_epoch { skip_steps } else { 0 };
             let mut partial = std::mem::take(&mut progress.partial);
             let mut window = Window::new();
             // steps_in_epoch: the steps of this epoch taken before this one.
-            for (steps_in_epoch, indices) in (skip..).zip(order.chunks(batch_size).filter(|c| c.len() > 1).skip(skip)) {
+            for (steps_in_epoch, indices) in (skip..).zip(batches(order, batch_size).skip(skip)) {
                 if self.controls.between_steps() == Flow::Stop {
                     status = RunStatus::Interrupted;
                     if step > loaded_at_step {
@@ -112,7 +108,7 @@ impl<B: TrainBackend> Plan<'_, B> {
                     panic!("injected by a test");
                 }
                 let batch = make_batch::<B>(train, &self.norm, indices, soft, &self.device);
-                let step_lr = cosine_lr(lr, step, epochs * steps_per_epoch);
+                let step_lr = learning_rate(lr, step, epochs * steps_per_epoch, warmup);
                 let (next, loss_value, hits) = train_step(model, &mut optim, batch, objective, step_lr);
                 model = next;
                 if !loss_value.is_finite() {

@@ -80,7 +80,7 @@ pub fn render_run(app: &App, frame: &mut Frame, area: Rect) {
 }
 
 pub fn render_sweep(app: &App, frame: &mut Frame, area: Rect) {
-    let block = Block::default().borders(Borders::ALL).title(" sweep: test accuracy vs T (soft ·, hard_soft ─, gt_soft ─) ");
+    let block = Block::default().borders(Borders::ALL).title(" sweep: test accuracy vs T, log axis (soft ·, hard_soft ─, gt_soft ─) ");
     let mut temps: Vec<f64> = app.runs.iter().filter_map(|r| r.spec.temperature).collect();
     temps.sort_by(f64::total_cmp);
     temps.dedup();
@@ -90,9 +90,10 @@ pub fn render_sweep(app: &App, frame: &mut Frame, area: Rect) {
     }
     // Mean over seeds of each finished (kind, loss, T) cell.
     let sweep = Sweep::of(&app.results.groups());
-    let line = |loss: Loss| -> Vec<(f64, f64)> { sweep.line(loss).iter().map(|p| (p.temperature, 100.0 * p.mean)).collect() };
-    let (t0, t1) = (temps[0], *temps.last().unwrap());
-    let (x0, x1) = if t0 == t1 { (t0 - 1.0, t1 + 1.0) } else { (t0, t1) };
+    // x is log10(T): 5 to 100 spans more than a decade.
+    let line = |loss: Loss| -> Vec<(f64, f64)> { sweep.line(loss).iter().map(|p| (p.temperature.log10(), 100.0 * p.mean)).collect() };
+    let (t0, t1) = (temps[0].log10(), temps.last().unwrap().log10());
+    let (x0, x1) = if t0 == t1 { (t0 - 0.1, t1 + 0.1) } else { (t0, t1) };
     let soft = line(Loss::Soft);
     let hard_soft = line(Loss::HardSoft);
     let gt_soft = line(Loss::GtSoft);
@@ -114,8 +115,12 @@ pub fn render_sweep(app: &App, frame: &mut Frame, area: Rect) {
             Dataset::default().name(*name).data(data).style(Style::default().fg(*color)).graph_type(*kind).marker(*marker)
         })
         .collect();
-    let labels: Vec<String> = temps.iter().map(|t| format!("{t:.0}")).collect();
-    let x_labels = if labels.len() > 2 { vec![labels[0].clone(), labels[labels.len() - 1].clone()] } else { labels };
+    // Labels spread evenly over the axis, so evenly in log T: each says the T at its place.
+    let x_labels: Vec<String> = match temps.len() {
+        1 => vec![format!("{:.0}", temps[0])],
+        2 => [x0, x1].iter().map(|x| format!("{:.0}", 10f64.powf(*x))).collect(),
+        _ => [x0, (x0 + x1) / 2.0, x1].iter().map(|x| format!("{:.0}", 10f64.powf(*x))).collect(),
+    };
     let chart = Chart::new(datasets)
         .block(block)
         .x_axis(Axis::default().title("T").bounds([x0, x1]).labels(x_labels))

@@ -35,6 +35,18 @@ pub(super) fn options() -> ConvOptions<2> {
 
 /// A backend that can run the network's convolution, pooling and BatchNorm.
 /// The defaults are burn's ops.
+/// Adam's settings for one step (`CnnBackend::adam_step`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamHyper {
+    pub beta_1: f64,
+    pub beta_2: f64,
+    pub epsilon: f64,
+    pub weight_decay: f64,
+    /// Decay the weights outside Adam's normalisation (AdamW) instead of
+    /// adding `weight_decay * w` to the gradient (L2).
+    pub decoupled: bool,
+}
+
 pub trait CnnBackend: Backend {
     /// x [b, cin, h, w], weight [cout, cin, 3, 3] -> [b, cout, h, w]
     fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -81,6 +93,40 @@ pub trait CnnBackend: Backend {
     ) -> [FloatTensor<Self>; 3] {
         batch_norm_grad_default::<Self>(x, gamma, mean, var, eps, grad)
     }
+
+    /// One Adam step of one parameter tensor: (the parameter, the first and
+    /// the second moment) after step number `time` (from 1) at learning rate
+    /// `lr`. `moments` is none at the first step: they start at zero.
+    fn adam_step<const D: usize>(
+        param: Tensor<Self, D>,
+        grad: Tensor<Self, D>,
+        moments: Option<(Tensor<Self, D>, Tensor<Self, D>)>,
+        time: usize,
+        lr: f64,
+        h: AdamHyper,
+    ) -> (Tensor<Self, D>, Tensor<Self, D>, Tensor<Self, D>) {
+        let grad = if h.decoupled || h.weight_decay == 0.0 { grad } else { grad + param.clone().mul_scalar(h.weight_decay) };
+        let (m, v) = match moments {
+            Some((m, v)) => (
+                m.mul_scalar(h.beta_1) + grad.clone().mul_scalar(1.0 - h.beta_1),
+                v.mul_scalar(h.beta_2) + grad.square().mul_scalar(1.0 - h.beta_2),
+            ),
+            None => (grad.clone().mul_scalar(1.0 - h.beta_1), grad.square().mul_scalar(1.0 - h.beta_2)),
+        };
+        let (factor, eps) = adam_factors(time, h);
+        let update = m.clone().mul_scalar(factor).div(v.clone().sqrt().add_scalar(eps));
+        let param = if h.decoupled && h.weight_decay != 0.0 { param.mul_scalar(1.0 - lr * h.weight_decay) } else { param };
+        (param - update.mul_scalar(lr), m, v)
+    }
+}
+
+/// Adam's bias corrections at step `time`, folded as burn's Adam folds them:
+/// update = m * factor / (sqrt(v) + eps), with
+/// factor = sqrt(1 - beta_2^t) / (1 - beta_1^t) and eps = epsilon * sqrt(1 - beta_2^t).
+pub fn adam_factors(time: usize, h: AdamHyper) -> (f64, f64) {
+    let t = time as i32;
+    let bc2 = (1.0 - h.beta_2.powi(t)).sqrt();
+    (bc2 / (1.0 - h.beta_1.powi(t)), h.epsilon * bc2)
 }
 
 /// `batch_norm` in burn's tensor ops, for any backend.
