@@ -220,7 +220,8 @@ fn a_distillation_steps_gradients_carry_the_teacher_targets() {
     let model = cfg.init::<AD>(&device);
     // Two teachers that disagree: each image's favourite class is shifted by `shift`.
     let targets = |shift: usize| -> Vec<f32> {
-        let logits: Vec<f32> = (0..d.len() * 10).map(|i| if i % 10 == (i / 10 + shift) % 10 { 8.0 } else { (i % 7) as f32 / 7.0 }).collect();
+        let logits: Vec<f32> =
+            (0..d.len() * 10).map(|i| if i % 10 == (i / 10 + shift) % 10 { 8.0 } else { (i % 7) as f32 / 7.0 }).collect();
         losses::soft_targets(&logits, 10, 5.0)
     };
     let (q1, q2) = (targets(0), targets(3));
