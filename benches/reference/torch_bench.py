@@ -109,6 +109,9 @@ def main():
     p.add_argument("--eval-batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--weight-decay-mode", choices=["l2", "decoupled"], default="decoupled",
+                   help="l2: Adam with decay in the gradient; decoupled: AdamW")
+    p.add_argument("--adam-epsilon", type=float, default=1e-8)
     p.add_argument("--train-images", type=int, default=2048)
     p.add_argument("--warmup-steps", type=int, default=3)
     p.add_argument("--seconds", type=float, default=20.0, help="least time measured per phase")
@@ -124,8 +127,9 @@ def main():
     else:
         model = Cnn([int(w) for w in a.widths.split(",")], a.hidden, a.w_bits, a.a_bits, a.first_last_bits, a.a_range)
     model = model.to(device)
-    # burn's Adam: beta (0.9, 0.999), epsilon 1e-5, L2 weight decay added to the gradient.
-    optim = torch.optim.Adam(model.parameters(), lr=a.lr, betas=(0.9, 0.999), eps=1e-5, weight_decay=a.weight_decay)
+    # kdtui's Adam ([train] weight_decay_mode): decoupled decay is torch's AdamW, l2 its Adam.
+    adam = torch.optim.AdamW if a.weight_decay_mode == "decoupled" else torch.optim.Adam
+    optim = adam(model.parameters(), lr=a.lr, betas=(0.9, 0.999), eps=a.adam_epsilon, weight_decay=a.weight_decay)
 
     # The data pipeline is part of a step in kdtui (bytes -> normalised batch), so here too.
     gen = torch.Generator().manual_seed(7)

@@ -21,6 +21,7 @@ use crate::engine::backend::{dispatch, OnBackend, Resolved};
 use crate::engine::data::batcher::{make_batch, Normalizer};
 use crate::engine::data::{synthetic, CLASSES};
 use crate::engine::losses;
+use crate::engine::model::kernels::cpu::{self, simd};
 use crate::engine::model::{Cnn, CnnConfig, TrainBackend};
 use crate::engine::train::{adam, train_step, Objective};
 use crate::study::config::Config;
@@ -235,6 +236,17 @@ pub struct Report {
     /// Why the reference did not run, when it did not.
     pub reference_skipped: Option<String>,
     pub plan_seconds: Option<f64>,
+    /// The matrix-product limit training is compared with (CPU only).
+    pub peak: Option<Peak>,
+}
+
+/// This machine's fp32 gemm throughput on `threads` threads
+/// (`kernels::cpu::gemm_peak_gflops`), and the training work of each model.
+#[derive(Debug, Clone)]
+pub struct Peak {
+    pub gflops: f64,
+    /// Training FLOP per image of the teacher and the student (`CnnConfig::training_flops`).
+    pub training_flops: [u64; 2],
 }
 
 /// Runs the measurements in child processes and, when asked, the whole plan.
@@ -256,6 +268,14 @@ pub fn run(request: &Request, config: &Config, mut progress: impl FnMut(&str)) -
         }
     };
     let models = [Model::Teacher, Model::Student];
+    if request.device == "cpu" {
+        progress("measuring this machine's matrix-product peak...");
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(request.threads).build().expect("a thread pool");
+        report.peak = Some(Peak {
+            gflops: pool.install(|| cpu::gemm_peak_gflops(3.0)),
+            training_flops: models.map(|m| m.shape(config).training_flops()),
+        });
+    }
     let mut ours: Vec<Vec<Measurement>> = vec![Vec::new(); models.len()];
     let mut theirs: Vec<Vec<Measurement>> = vec![Vec::new(); models.len()];
     for round in 1..=request.rounds {
@@ -340,6 +360,7 @@ fn reference_child(python: &str, request: &Request, config: &Config, model: Mode
         .args(["--batch-size", &config.train.batch_size.to_string()])
         .args(["--eval-batch-size", &INFER_BATCH.to_string()])
         .args(["--lr", &model.learning_rate(config).to_string(), "--weight-decay", &config.train.weight_decay.to_string()])
+        .args(["--weight-decay-mode", config.train.weight_decay_mode.name(), "--adam-epsilon", &config.train.adam_epsilon.to_string()])
         .args(["--train-images", &bench_images(config).to_string()])
         .args(["--seconds", &request.timing.seconds.to_string()])
         // Both sides get the same threads: torch reads these besides set_num_threads.
@@ -408,7 +429,7 @@ pub fn render(report: &Report) -> String {
     let mut out = String::new();
     let header = format!("{:<8} {:<22} {:>12} {:>12} {:>14}\n", "model", "figure", "kdtui", "PyTorch", "kdtui/PyTorch");
     out.push_str(&header);
-    for row in &report.rows {
+    for (i, row) in report.rows.iter().enumerate() {
         let k = &row.kdtui;
         let r = row.reference.as_ref();
         let ratio = |a: f64, b: Option<f64>| b.map_or("-".to_string(), |b| format!("{:.2}", a / b));
@@ -425,6 +446,17 @@ pub fn render(report: &Report) -> String {
                 figure(Some(ours)),
                 figure(theirs),
                 ratio(ours, theirs)
+            ));
+        }
+        if let Some(peak) = &report.peak {
+            let share = |images_per_sec: f64| format!("{:.0}%", 100.0 * images_per_sec * peak.training_flops[i] as f64 / 1e9 / peak.gflops);
+            out.push_str(&format!(
+                "{:<8} {:<22} {:>12} {:>12} {:>14}\n",
+                k.model,
+                "train, share of peak",
+                share(k.train_images_per_sec),
+                r.map_or("-".into(), |r| share(r.train_images_per_sec)),
+                "-"
             ));
         }
         out.push_str(&format!(
@@ -445,15 +477,36 @@ pub fn render(report: &Report) -> String {
     out
 }
 
-/// The header lines: what was measured where.
-pub fn describe(report: &Report, request: &Request, config: &Config) -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+/// The CPU's model name, as Linux tells it.
+pub fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
-        .unwrap_or_else(|| "unknown CPU".into());
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// The header lines: what was measured where.
+pub fn describe(report: &Report, request: &Request, config: &Config) -> String {
+    let cpu = cpu_name();
     let mut out = String::new();
     if let Some(k) = report.rows.first().map(|r| &r.kdtui) {
         out.push_str(&format!("kdtui:   {} on {} ({cpu})\n", k.version, k.device));
+    }
+    if request.device == "cpu" {
+        out.push_str(&format!(
+            "CPU kernels: {} (this CPU: {}; KDTUI_SIMD caps it); gemm AVX-512 kernels {}\n",
+            simd::level().name(),
+            simd::detected().name(),
+            if cfg!(feature = "avx512") { "built in" } else { "left out (built without the avx512 feature)" }
+        ));
+    }
+    if let Some(peak) = &report.peak {
+        out.push_str(&format!(
+            "peak: {:.0} GFLOP/s, fp32 gemm of 384x384 matrices on every thread; training per image: teacher {:.3} GFLOP, student {:.3} GFLOP (forward, input and weight gradients of the convs and linear layers)\n",
+            peak.gflops,
+            peak.training_flops[0] as f64 / 1e9,
+            peak.training_flops[1] as f64 / 1e9
+        ));
     }
     match (report.rows.first().and_then(|r| r.reference.as_ref()), &report.reference_skipped) {
         (Some(r), _) => out.push_str(&format!("PyTorch: {} on {}, {} threads (eager)\n", r.version, r.device, r.threads)),

@@ -98,6 +98,16 @@ pub enum WeightDecay {
     Decoupled,
 }
 
+impl WeightDecay {
+    /// The name `config.toml` uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightDecay::L2 => "l2",
+            WeightDecay::Decoupled => "decoupled",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct TeacherConfig {

@@ -17,9 +17,10 @@ use burn::prelude::*;
 use burn::tensor::module::linear;
 use serde::{Deserialize, Serialize};
 
-use super::kernels::{conv3x3, max_pool2x2, CnnBackend};
+use super::kernels::Activation;
+use super::kernels::{conv3x3, CnnBackend};
 use super::norm::BatchNorm2d;
-use super::quant::{quantize_activations, quantize_weights, weight_from_levels, weight_levels, FLOAT_BITS};
+use super::quant::{quantize_weights, weight_from_levels, weight_levels, FLOAT_BITS};
 use crate::engine::data::{CHANNELS, CLASSES};
 use crate::study::Config;
 
@@ -78,6 +79,33 @@ pub fn conv_layers([w1, w2, w3]: [usize; 3]) -> [(usize, usize); 5] {
 /// Conv layers followed by a 2x2 max-pool.
 const POOL_AFTER: [usize; 3] = [0, 2, 4];
 
+impl CnnConfig {
+    /// Multiply-adds of one image's forward pass: the convolutions and the
+    /// two linear layers (the elementwise work is not counted).
+    pub fn forward_multiply_adds(&self) -> u64 {
+        let mut side = 32u64;
+        let mut total = 0u64;
+        for (i, (input, output)) in conv_layers(self.widths).into_iter().enumerate() {
+            total += side * side * 9 * input as u64 * output as u64;
+            if POOL_AFTER.contains(&i) {
+                side /= 2;
+            }
+        }
+        let flat = (self.widths[2] * 16) as u64;
+        total + flat * self.hidden as u64 + (self.hidden * CLASSES) as u64
+    }
+
+    /// Floating-point operations (2 per multiply-add) of training on one
+    /// image: the forward products, and in backward the input gradient of
+    /// every layer but the first (the images need none) and every weight
+    /// gradient, each as large as its forward product.
+    pub fn training_flops(&self) -> u64 {
+        let (input, output) = conv_layers(self.widths)[0];
+        let first = 32 * 32 * 9 * (input * output) as u64;
+        2 * (3 * self.forward_multiply_adds() - first)
+    }
+}
+
 /// conv 3x3 (no bias: BatchNorm follows) -> BatchNorm -> activation.
 #[derive(Module, Debug)]
 pub struct ConvBlock<B: Backend> {
@@ -104,11 +132,17 @@ impl<B: Backend> ConvBlock<B> {
 }
 
 impl<B: CnnBackend> ConvBlock<B> {
-    /// [batch, in, h, w] -> [batch, out, h, w]
-    fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    /// [batch, in, h, w] -> [batch, out, h, w], or [batch, out, h/2, w/2]
+    /// with `pool` (a 2x2 max-pool, in the same op as the norm and activation).
+    fn forward(&self, x: Tensor<B, 4>, pool: bool) -> Tensor<B, 4> {
         let weight = quantize_weights(self.conv.weight.val(), self.w_bits);
         let x = conv3x3(x, weight);
-        quantize_activations(self.norm.forward(x), self.a_bits, self.a_range)
+        let act = Activation::of(self.a_bits, self.a_range);
+        if pool {
+            self.norm.forward_act_pool(x, act)
+        } else {
+            self.norm.forward_act(x, act)
+        }
     }
 }
 
@@ -159,19 +193,16 @@ impl<B: CnnBackend> Cnn<B> {
     pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         let mut x = images;
         for (i, block) in self.blocks.iter().enumerate() {
-            x = block.forward(x);
-            if POOL_AFTER.contains(&i) {
-                // [b, c, h, w] -> [b, c, h/2, w/2]: 32 -> 16 -> 8 -> 4
-                x = max_pool2x2(x);
-            }
+            // Pooled blocks halve the side: 32 -> 16 -> 8 -> 4.
+            x = block.forward(x, POOL_AFTER.contains(&i));
         }
         // [b, w3, 4, 4] -> [b, w3 * 16]
         let x: Tensor<B, 2> = x.flatten(1, 3);
         let x = linear(x, quantize_weights(self.hidden.weight.val(), self.w_bits), None);
         // [b, hidden] -> [b, hidden, 1, 1] for the norm, and back.
         let [b, h] = x.dims();
-        let x: Tensor<B, 2> = self.hidden_norm.forward(x.reshape([b, h, 1, 1])).reshape([b, h]);
-        let x = quantize_activations(x, self.a_bits, self.a_range);
+        let x: Tensor<B, 2> =
+            self.hidden_norm.forward_act(x.reshape([b, h, 1, 1]), Activation::of(self.a_bits, self.a_range)).reshape([b, h]);
         let bias = self.classifier.bias.as_ref().map(|b| b.val());
         linear(x, quantize_weights(self.classifier.weight.val(), self.last_bits), bias)
     }
@@ -268,4 +299,18 @@ fn next_value<B: Backend>(values: &mut impl Iterator<Item = (Vec<usize>, Tensor<
 /// `norm` with its four vectors taken from the walk, in `BatchNorm2d::parts` order.
 fn next_norm<B: Backend>(norm: BatchNorm2d<B>, values: &mut impl Iterator<Item = (Vec<usize>, Tensor<B, 1>)>) -> BatchNorm2d<B> {
     norm.with_parts(std::array::from_fn(|_| next_value(values).1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn work_counted_layer_by_layer() {
+        let net = CnnConfig { widths: [32, 64, 128], hidden: 256, precision: Precision::FLOAT };
+        // By hand: 32x32 3->32, 16x16 32->64 and 64->64, 8x8 64->128 and 128->128, then 2048->256 and 256->10.
+        let convs = 1024 * 9 * 3 * 32 + 256 * 9 * (32 * 64 + 64 * 64) + 64 * 9 * (64 * 128 + 128 * 128);
+        assert_eq!(net.forward_multiply_adds(), convs + 2048 * 256 + 2560);
+        assert_eq!(net.training_flops(), 2 * (3 * (convs + 2048 * 256 + 2560) - 1024 * 9 * 3 * 32));
+    }
 }

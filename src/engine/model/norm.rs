@@ -1,20 +1,22 @@
-//! BatchNorm over [batch, channels, height, width].
+//! BatchNorm over [batch, channels, height, width], with the activation that
+//! follows it in the same op.
 //!
 //! burn's own `BatchNorm` broadcasts [1, C, 1, 1] statistics against the input
 //! and transposes it to reduce; on `flex` both fall off the SIMD paths onto a
 //! scalar strided iterator, which took about a third of a teacher training
-//! step (perf, batch 128). Training goes through `kernels::batch_norm`, one op
-//! with its own backward (on `flex`, kdtui's kernels: a pass for the
-//! statistics and one for the output, instead of a dozen tensor ops each way).
-//! Inference repeats the per-channel vectors to [B, C, 1, 1] first, a
-//! "per-row scalar" broadcast that `flex` runs with SIMD. The arithmetic is
-//! burn's, which the test below holds it to.
+//! step (perf, batch 128). And the activation quantizer in tensor ops is half
+//! a dozen more passes each way, each allocating. Training goes through
+//! `kernels::norm_act`, one op with its own backward (on `flex`, kdtui's
+//! kernels: a pass for the statistics and one for the activated output, two
+//! back); inference through `kernels::affine_act`, one pass with the running
+//! statistics. The arithmetic is burn's BatchNorm's, which the test below
+//! holds it to.
 
 use burn::module::{Param, RunningState};
 use burn::nn::Initializer;
 use burn::prelude::*;
 
-use super::kernels::{batch_norm, CnnBackend};
+use super::kernels::{affine_act, affine_act_pool, norm_act, norm_act_pool, Activation, CnnBackend};
 
 #[derive(Module, Debug)]
 pub struct BatchNorm2d<B: Backend> {
@@ -61,14 +63,28 @@ impl<B: CnnBackend> BatchNorm2d<B> {
     /// [b, c, h, w] -> [b, c, h, w]; batch statistics while autodiff is on
     /// (training), running statistics otherwise.
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [b, c, _, _] = x.dims();
-        let per_row = |v: Tensor<B, 1>| v.reshape([1, c, 1, 1]).repeat_dim(0, b);
+        self.forward_act(x, Activation::Identity)
+    }
+
+    /// `act` of `forward`, in one op.
+    pub fn forward_act(&self, x: Tensor<B, 4>, act: Activation) -> Tensor<B, 4> {
+        self.forward_with(x, act, false)
+    }
+
+    /// `act` of `forward` and a 2x2 max-pool, in one op: [b, c, h, w] -> [b, c, h/2, w/2].
+    pub fn forward_act_pool(&self, x: Tensor<B, 4>, act: Activation) -> Tensor<B, 4> {
+        self.forward_with(x, act, true)
+    }
+
+    fn forward_with(&self, x: Tensor<B, 4>, act: Activation, pool: bool) -> Tensor<B, 4> {
         if !B::ad_enabled(&x.device()) {
             let scale = self.gamma.val() / (self.running_var.value() + self.epsilon).sqrt();
             let shift = self.beta.val() - self.running_mean.value() * scale.clone();
-            return x * per_row(scale) + per_row(shift);
+            return if pool { affine_act_pool(x, scale, shift, act) } else { affine_act(x, scale, shift, act) };
         }
-        let (out, mean, var) = batch_norm(x, self.gamma.val(), self.beta.val(), self.epsilon);
+        let (gamma, beta) = (self.gamma.val(), self.beta.val());
+        let (out, mean, var) =
+            if pool { norm_act_pool(x, gamma, beta, self.epsilon, act) } else { norm_act(x, gamma, beta, self.epsilon, act) };
         let m = self.momentum;
         let update = |state: &RunningState<Tensor<B, 1>>, batch: Tensor<B, 1>| {
             let old = state.value_sync();

@@ -10,7 +10,7 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
-use super::CnnBackend;
+use super::{Activation, CnnBackend};
 
 impl<B: CnnBackend, C: CheckpointStrategy> CnnBackend for Autodiff<B, C> {
     fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -45,21 +45,28 @@ impl<B: CnnBackend, C: CheckpointStrategy> CnnBackend for Autodiff<B, C> {
         }
     }
 
-    fn batch_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> [FloatTensor<Self>; 3] {
+    fn norm_act(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+        act: Activation,
+    ) -> [FloatTensor<Self>; 3] {
         #[derive(Debug)]
-        struct BatchNorm;
+        struct NormAct;
 
-        impl<B: CnnBackend> Backward<B, 3> for BatchNorm {
-            // x, gamma, the batch's mean and var, epsilon
-            type State = (NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, f64);
+        impl<B: CnnBackend> Backward<B, 3> for NormAct {
+            // x, gamma, beta, the batch's mean and var, epsilon, the activation
+            type State = (NodeId, NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, f64, Activation);
 
             fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
                 let [node_x, node_gamma, node_beta] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
-                let (x_state, gamma_state, mean, var, eps) = ops.state;
+                let (x_state, gamma_state, beta_state, mean, var, eps, act) = ops.state;
                 let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
                 let gamma = checkpointer.retrieve_node_output::<FloatTensor<B>>(gamma_state);
-                let [dx, dgamma, dbeta] = B::batch_norm_grad(x, gamma, mean, var, eps, grad);
+                let beta = checkpointer.retrieve_node_output::<FloatTensor<B>>(beta_state);
+                let [dx, dgamma, dbeta] = B::norm_act_grad(x, gamma, beta, mean, var, eps, act, grad);
                 for (node, grad) in [(node_x, dx), (node_gamma, dgamma), (node_beta, dbeta)] {
                     if let Some(node) = node {
                         grads.register::<B>(node.id, grad);
@@ -69,48 +76,65 @@ impl<B: CnnBackend, C: CheckpointStrategy> CnnBackend for Autodiff<B, C> {
         }
 
         let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
-        match BatchNorm.prepare::<C>(nodes).compute_bound().stateful() {
+        match NormAct.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(mut prep) => {
                 let x_state = prep.checkpoint(&x);
                 let gamma_state = prep.checkpoint(&gamma);
-                let [out, mean, var] = B::batch_norm(x.primitive, gamma.primitive, beta.primitive, eps);
-                let out = prep.finish((x_state, gamma_state, mean.clone(), var.clone(), eps), out);
+                let beta_state = prep.checkpoint(&beta);
+                let [out, mean, var] = B::norm_act(x.primitive, gamma.primitive, beta.primitive, eps, act);
+                let out = prep.finish((x_state, gamma_state, beta_state, mean.clone(), var.clone(), eps, act), out);
                 [out, Self::from_inner(mean), Self::from_inner(var)]
             }
             OpsKind::UnTracked(prep) => {
-                let [out, mean, var] = B::batch_norm(x.primitive, gamma.primitive, beta.primitive, eps);
+                let [out, mean, var] = B::norm_act(x.primitive, gamma.primitive, beta.primitive, eps, act);
                 [prep.finish(out), Self::from_inner(mean), Self::from_inner(var)]
             }
         }
     }
 
-    fn max_pool2x2(x: FloatTensor<Self>) -> (FloatTensor<Self>, IntTensor<Self>) {
+    fn norm_act_pool(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+        act: Activation,
+    ) -> (FloatTensor<Self>, IntTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
         #[derive(Debug)]
-        struct MaxPool2x2;
+        struct NormActPool;
 
-        impl<B: CnnBackend> Backward<B, 1> for MaxPool2x2 {
-            type State = (NodeId, IntTensor<B>);
+        impl<B: CnnBackend> Backward<B, 3> for NormActPool {
+            // x, gamma, beta, the batch's mean and var, epsilon, the activation, where the maxima came from
+            type State = (NodeId, NodeId, NodeId, FloatTensor<B>, FloatTensor<B>, f64, Activation, IntTensor<B>);
 
-            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
-                let [node_x] = ops.parents;
+            fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+                let [node_x, node_gamma, node_beta] = ops.parents;
                 let grad = grads.consume::<B>(&ops.node);
-                let (x_state, indices) = ops.state;
+                let (x_state, gamma_state, beta_state, mean, var, eps, act, indices) = ops.state;
                 let x = checkpointer.retrieve_node_output::<FloatTensor<B>>(x_state);
-                if let Some(node) = node_x {
-                    grads.register::<B>(node.id, B::max_pool2x2_grad(x, grad, indices));
+                let gamma = checkpointer.retrieve_node_output::<FloatTensor<B>>(gamma_state);
+                let beta = checkpointer.retrieve_node_output::<FloatTensor<B>>(beta_state);
+                let [dx, dgamma, dbeta] = B::norm_act_pool_grad(x, gamma, beta, mean, var, eps, act, grad, indices);
+                for (node, grad) in [(node_x, dx), (node_gamma, dgamma), (node_beta, dbeta)] {
+                    if let Some(node) = node {
+                        grads.register::<B>(node.id, grad);
+                    }
                 }
             }
         }
 
-        match MaxPool2x2.prepare::<C>([x.node.clone()]).compute_bound().stateful() {
+        let nodes = [x.node.clone(), gamma.node.clone(), beta.node.clone()];
+        match NormActPool.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(mut prep) => {
                 let x_state = prep.checkpoint(&x);
-                let (out, indices) = B::max_pool2x2(x.primitive);
-                (prep.finish((x_state, indices.clone()), out), indices)
+                let gamma_state = prep.checkpoint(&gamma);
+                let beta_state = prep.checkpoint(&beta);
+                let (out, indices, mean, var) = B::norm_act_pool(x.primitive, gamma.primitive, beta.primitive, eps, act);
+                let state = (x_state, gamma_state, beta_state, mean.clone(), var.clone(), eps, act, indices.clone());
+                (prep.finish(state, out), indices, Self::from_inner(mean), Self::from_inner(var))
             }
             OpsKind::UnTracked(prep) => {
-                let (out, indices) = B::max_pool2x2(x.primitive);
-                (prep.finish(out), indices)
+                let (out, indices, mean, var) = B::norm_act_pool(x.primitive, gamma.primitive, beta.primitive, eps, act);
+                (prep.finish(out), indices, Self::from_inner(mean), Self::from_inner(var))
             }
         }
     }

@@ -33,8 +33,6 @@ pub(super) fn options() -> ConvOptions<2> {
     ConvOptions::new([1, 1], [1, 1], [1, 1], 1)
 }
 
-/// A backend that can run the network's convolution, pooling and BatchNorm.
-/// The defaults are burn's ops.
 /// Adam's settings for one step (`CnnBackend::adam_step`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamHyper {
@@ -47,6 +45,69 @@ pub struct AdamHyper {
     pub decoupled: bool,
 }
 
+/// What follows a BatchNorm (`CnnBackend::norm_act`): nothing, ReLU (the
+/// teacher), or the k-bit activation quantizer with its straight-through
+/// gradient (the student; see `quant::quantize_activations`, its definition
+/// in burn's tensor ops).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Activation {
+    Identity,
+    Relu,
+    Quantized { bits: u32, range: f64 },
+}
+
+impl Activation {
+    /// The activation of a layer with `bits`-bit activations clipped at `range`
+    /// (32 bits: float, ReLU).
+    pub fn of(bits: u32, range: f64) -> Self {
+        if bits >= super::quant::FLOAT_BITS {
+            Activation::Relu
+        } else {
+            Activation::Quantized { bits, range }
+        }
+    }
+
+    fn levels(bits: u32) -> f64 {
+        ((1u64 << bits) - 1) as f64
+    }
+
+    /// The same, with the constants the CPU kernels use.
+    pub fn cpu(self) -> cpu::Act {
+        match self {
+            Activation::Identity => cpu::Act::Identity,
+            Activation::Relu => cpu::Act::Relu,
+            Activation::Quantized { bits, range } => {
+                let n = Self::levels(bits);
+                cpu::Act::Quantized { range: range as f32, up: (n / range) as f32, down: (range / n) as f32 }
+            }
+        }
+    }
+
+    /// The activation in burn's tensor ops (no gradient: used inside ops
+    /// that have their own backward, or in inference).
+    fn apply<B: Backend>(self, y: Tensor<B, 4>) -> Tensor<B, 4> {
+        match self {
+            Activation::Identity => y,
+            Activation::Relu => burn::tensor::activation::relu(y),
+            Activation::Quantized { bits, range } => {
+                let n = Self::levels(bits);
+                y.clamp(0.0, range).mul_scalar(n / range).round().mul_scalar(range / n)
+            }
+        }
+    }
+
+    /// 1 where the gradient passes the activation, 0 where it is blocked.
+    fn pass<B: Backend>(self, y: Tensor<B, 4>) -> Tensor<B, 4> {
+        match self {
+            Activation::Identity => y.ones_like(),
+            Activation::Relu => y.greater_elem(0.0).float(),
+            Activation::Quantized { range, .. } => y.clone().greater_equal_elem(0.0).float() * y.lower_equal_elem(range).float(),
+        }
+    }
+}
+
+/// A backend that can run the network's convolution, pooling, BatchNorm
+/// with its activation, and Adam. The defaults are burn's ops.
 pub trait CnnBackend: Backend {
     /// x [b, cin, h, w], weight [cout, cin, 3, 3] -> [b, cout, h, w]
     fn conv3x3(x: FloatTensor<Self>, weight: FloatTensor<Self>) -> FloatTensor<Self> {
@@ -63,35 +124,76 @@ pub trait CnnBackend: Backend {
         Self::conv2d_weight_backward(x, weight, grad, options())
     }
 
-    /// x [b, c, h, w] -> ([b, c, h/2, w/2], where each maximum came from):
-    /// 2x2 windows, stride 2.
-    fn max_pool2x2(x: FloatTensor<Self>) -> (FloatTensor<Self>, IntTensor<Self>) {
-        let out = Self::max_pool2d_with_indices(x, [2, 2], [2, 2], [0, 0], [1, 1], false);
-        (out.output, out.indices)
-    }
-
-    /// d loss / d x, given d loss / d output and `max_pool2x2`'s indices.
-    fn max_pool2x2_grad(x: FloatTensor<Self>, grad: FloatTensor<Self>, indices: IntTensor<Self>) -> FloatTensor<Self> {
-        Self::max_pool2d_with_indices_backward(x, [2, 2], [2, 2], [0, 0], [1, 1], false, grad, indices).x_grad
-    }
-
-    /// BatchNorm with batch statistics over x [b, c, h, w]:
-    /// (gamma * (x - mean) / sqrt(var + eps) + beta, mean [c], biased var [c]).
-    fn batch_norm(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, eps: f64) -> [FloatTensor<Self>; 3] {
-        batch_norm_default::<Self>(x, gamma, beta, eps)
-    }
-
-    /// d loss / d (x, gamma, beta) of `batch_norm`, given d loss / d output
-    /// and the batch's mean and var.
-    fn batch_norm_grad(
+    /// BatchNorm with batch statistics over x [b, c, h, w], then `act`:
+    /// (act(gamma * (x - mean) / sqrt(var + eps) + beta), mean [c], biased var [c]).
+    fn norm_act(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+        act: Activation,
+    ) -> [FloatTensor<Self>; 3] {
+        norm_act_default::<Self>(x, gamma, beta, eps, act)
+    }
+
+    /// d loss / d (x, gamma, beta) of `norm_act`, given d loss / d output
+    /// and the batch's mean and var.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_act_grad(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
         mean: FloatTensor<Self>,
         var: FloatTensor<Self>,
         eps: f64,
+        act: Activation,
         grad: FloatTensor<Self>,
     ) -> [FloatTensor<Self>; 3] {
-        batch_norm_grad_default::<Self>(x, gamma, mean, var, eps, grad)
+        norm_act_grad_default::<Self>(x, gamma, beta, mean, var, eps, act, grad)
+    }
+
+    /// `norm_act`, then 2x2 max pooling with stride 2 (h, w even):
+    /// ([b, c, h/2, w/2], where each maximum came from in its plane, mean, var).
+    fn norm_act_pool(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        eps: f64,
+        act: Activation,
+    ) -> (FloatTensor<Self>, IntTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let [y, mean, var] = Self::norm_act(x, gamma, beta, eps, act);
+        let pooled = Self::max_pool2d_with_indices(y, [2, 2], [2, 2], [0, 0], [1, 1], false);
+        (pooled.output, pooled.indices, mean, var)
+    }
+
+    /// d loss / d (x, gamma, beta) of `norm_act_pool`, given d loss / d
+    /// pooled output and where each maximum came from.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_act_pool_grad(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        var: FloatTensor<Self>,
+        eps: f64,
+        act: Activation,
+        grad: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+    ) -> [FloatTensor<Self>; 3] {
+        let full = Self::max_pool2d_with_indices_backward(x.clone(), [2, 2], [2, 2], [0, 0], [1, 1], false, grad, indices).x_grad;
+        Self::norm_act_grad(x, gamma, beta, mean, var, eps, act, full)
+    }
+
+    /// act(x * scale + shift), scale and shift per channel of x [b, c, h, w]:
+    /// inference, with the running statistics folded into scale and shift.
+    fn affine_act(x: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>, act: Activation) -> FloatTensor<Self> {
+        affine_act_default::<Self>(x, scale, shift, act)
+    }
+
+    /// `affine_act`, then 2x2 max pooling (inference).
+    fn affine_act_pool(x: FloatTensor<Self>, scale: FloatTensor<Self>, shift: FloatTensor<Self>, act: Activation) -> FloatTensor<Self> {
+        let y = Self::affine_act(x, scale, shift, act);
+        Self::max_pool2d(y, [2, 2], [2, 2], [0, 0], [1, 1], false)
     }
 
     /// One Adam step of one parameter tensor: (the parameter, the first and
@@ -105,19 +207,31 @@ pub trait CnnBackend: Backend {
         lr: f64,
         h: AdamHyper,
     ) -> (Tensor<Self, D>, Tensor<Self, D>, Tensor<Self, D>) {
-        let grad = if h.decoupled || h.weight_decay == 0.0 { grad } else { grad + param.clone().mul_scalar(h.weight_decay) };
-        let (m, v) = match moments {
-            Some((m, v)) => (
-                m.mul_scalar(h.beta_1) + grad.clone().mul_scalar(1.0 - h.beta_1),
-                v.mul_scalar(h.beta_2) + grad.square().mul_scalar(1.0 - h.beta_2),
-            ),
-            None => (grad.clone().mul_scalar(1.0 - h.beta_1), grad.square().mul_scalar(1.0 - h.beta_2)),
-        };
-        let (factor, eps) = adam_factors(time, h);
-        let update = m.clone().mul_scalar(factor).div(v.clone().sqrt().add_scalar(eps));
-        let param = if h.decoupled && h.weight_decay != 0.0 { param.mul_scalar(1.0 - lr * h.weight_decay) } else { param };
-        (param - update.mul_scalar(lr), m, v)
+        adam_step_default(param, grad, moments, time, lr, h)
     }
+}
+
+/// `adam_step` in burn's tensor ops, for any backend.
+pub(super) fn adam_step_default<B: Backend, const D: usize>(
+    param: Tensor<B, D>,
+    grad: Tensor<B, D>,
+    moments: Option<(Tensor<B, D>, Tensor<B, D>)>,
+    time: usize,
+    lr: f64,
+    h: AdamHyper,
+) -> (Tensor<B, D>, Tensor<B, D>, Tensor<B, D>) {
+    let grad = if h.decoupled || h.weight_decay == 0.0 { grad } else { grad + param.clone().mul_scalar(h.weight_decay) };
+    let (m, v) = match moments {
+        Some((m, v)) => (
+            m.mul_scalar(h.beta_1) + grad.clone().mul_scalar(1.0 - h.beta_1),
+            v.mul_scalar(h.beta_2) + grad.square().mul_scalar(1.0 - h.beta_2),
+        ),
+        None => (grad.clone().mul_scalar(1.0 - h.beta_1), grad.square().mul_scalar(1.0 - h.beta_2)),
+    };
+    let (factor, eps) = adam_factors(time, h);
+    let update = m.clone().mul_scalar(factor).div(v.clone().sqrt().add_scalar(eps));
+    let param = if h.decoupled && h.weight_decay != 0.0 { param.mul_scalar(1.0 - lr * h.weight_decay) } else { param };
+    (param - update.mul_scalar(lr), m, v)
 }
 
 /// Adam's bias corrections at step `time`, folded as burn's Adam folds them:
@@ -129,13 +243,56 @@ pub fn adam_factors(time: usize, h: AdamHyper) -> (f64, f64) {
     (bc2 / (1.0 - h.beta_1.powi(t)), h.epsilon * bc2)
 }
 
-/// `batch_norm` in burn's tensor ops, for any backend.
-pub(super) fn batch_norm_default<B: Backend>(
+/// `norm_act` in burn's tensor ops, for any backend.
+pub(super) fn norm_act_default<B: Backend>(
     x: FloatTensor<B>,
     gamma: FloatTensor<B>,
     beta: FloatTensor<B>,
     eps: f64,
+    act: Activation,
 ) -> [FloatTensor<B>; 3] {
+    let [y, mean, var] = batch_norm_default::<B>(x, gamma, beta, eps);
+    [prim(act.apply(float::<B, 4>(y))), mean, var]
+}
+
+/// `norm_act_grad` in burn's tensor ops, for any backend: the activation's
+/// mask from the recomputed normalised x, then BatchNorm's gradient.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn norm_act_grad_default<B: Backend>(
+    x: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    beta: FloatTensor<B>,
+    mean: FloatTensor<B>,
+    var: FloatTensor<B>,
+    eps: f64,
+    act: Activation,
+    grad: FloatTensor<B>,
+) -> [FloatTensor<B>; 3] {
+    let xt = float::<B, 4>(x.clone());
+    let [b, c, _, _] = xt.dims();
+    let rows = |v: Tensor<B, 1>| v.reshape([1, c, 1, 1]).repeat_dim(0, b);
+    let scale = float::<B, 1>(gamma.clone()) * (float::<B, 1>(var.clone()) + eps).sqrt().recip();
+    let shift = float::<B, 1>(beta) - float::<B, 1>(mean.clone()) * scale.clone();
+    let y = xt * rows(scale) + rows(shift);
+    let through = float::<B, 4>(grad) * act.pass(y);
+    batch_norm_grad_default::<B>(x, gamma, mean, var, eps, prim(through))
+}
+
+/// `affine_act` in burn's tensor ops, for any backend.
+pub(super) fn affine_act_default<B: Backend>(
+    x: FloatTensor<B>,
+    scale: FloatTensor<B>,
+    shift: FloatTensor<B>,
+    act: Activation,
+) -> FloatTensor<B> {
+    let x = float::<B, 4>(x);
+    let [b, c, _, _] = x.dims();
+    let rows = |v: Tensor<B, 1>| v.reshape([1, c, 1, 1]).repeat_dim(0, b);
+    prim(act.apply(x * rows(float(scale)) + rows(float(shift))))
+}
+
+/// `batch_norm` in burn's tensor ops, for any backend.
+fn batch_norm_default<B: Backend>(x: FloatTensor<B>, gamma: FloatTensor<B>, beta: FloatTensor<B>, eps: f64) -> [FloatTensor<B>; 3] {
     let x = float::<B, 4>(x);
     let [b, c, _, _] = x.dims();
     let per_row = |v: Tensor<B, 1>| v.reshape([1, c, 1, 1]).repeat_dim(0, b);
@@ -149,7 +306,7 @@ pub(super) fn batch_norm_default<B: Backend>(
 }
 
 /// `batch_norm_grad` in burn's tensor ops, for any backend.
-pub(super) fn batch_norm_grad_default<B: Backend>(
+fn batch_norm_grad_default<B: Backend>(
     x: FloatTensor<B>,
     gamma: FloatTensor<B>,
     mean: FloatTensor<B>,
@@ -189,21 +346,41 @@ pub fn conv3x3<B: CnnBackend>(x: Tensor<B, 4>, weight: Tensor<B, 4>) -> Tensor<B
     float(B::conv3x3(prim(x), prim(weight)))
 }
 
-/// BatchNorm of x [b, c, h, w] with this batch's statistics; also returns
-/// the batch's mean and (biased) variance per channel, for the running ones.
-pub fn batch_norm<B: CnnBackend>(
+/// BatchNorm of x [b, c, h, w] with this batch's statistics, then `act`;
+/// also returns the batch's mean and (biased) variance per channel, for the
+/// running ones.
+pub fn norm_act<B: CnnBackend>(
     x: Tensor<B, 4>,
     gamma: Tensor<B, 1>,
     beta: Tensor<B, 1>,
     eps: f64,
+    act: Activation,
 ) -> (Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 1>) {
-    let [out, mean, var] = B::batch_norm(prim(x), prim(gamma), prim(beta), eps);
+    let [out, mean, var] = B::norm_act(prim(x), prim(gamma), prim(beta), eps, act);
     (float(out), float(mean), float(var))
 }
 
-/// 2x2 max pooling with stride 2, on any `CnnBackend`.
-pub fn max_pool2x2<B: CnnBackend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    float(B::max_pool2x2(prim(x)).0)
+/// act(x * scale + shift) with per-channel scale and shift (inference).
+pub fn affine_act<B: CnnBackend>(x: Tensor<B, 4>, scale: Tensor<B, 1>, shift: Tensor<B, 1>, act: Activation) -> Tensor<B, 4> {
+    float(B::affine_act(prim(x), prim(scale), prim(shift), act))
+}
+
+/// `norm_act`, then 2x2 max pooling: [b, c, h, w] -> [b, c, h/2, w/2],
+/// with the batch's mean and variance per channel.
+pub fn norm_act_pool<B: CnnBackend>(
+    x: Tensor<B, 4>,
+    gamma: Tensor<B, 1>,
+    beta: Tensor<B, 1>,
+    eps: f64,
+    act: Activation,
+) -> (Tensor<B, 4>, Tensor<B, 1>, Tensor<B, 1>) {
+    let (out, _, mean, var) = B::norm_act_pool(prim(x), prim(gamma), prim(beta), eps, act);
+    (float(out), float(mean), float(var))
+}
+
+/// `affine_act`, then 2x2 max pooling (inference).
+pub fn affine_act_pool<B: CnnBackend>(x: Tensor<B, 4>, scale: Tensor<B, 1>, shift: Tensor<B, 1>, act: Activation) -> Tensor<B, 4> {
+    float(B::affine_act_pool(prim(x), prim(scale), prim(shift), act))
 }
 
 #[cfg(feature = "cuda")]
@@ -227,7 +404,9 @@ mod tests {
     #[test]
     fn matches_burns_conv2d_and_its_gradients() {
         let device = Default::default();
-        for (shape, cout) in [([2, 3, 5, 7], 4), ([3, 1, 1, 6], 2), ([1, 5, 4, 1], 3), ([4, 8, 8, 8], 16)] {
+        for (shape, cout) in
+            [([2, 3, 5, 7], 4), ([3, 1, 1, 6], 2), ([1, 5, 4, 1], 3), ([4, 8, 8, 8], 16), ([19, 3, 4, 4], 5), ([37, 2, 8, 8], 3)]
+        {
             let x = random::<AD>(shape, 1, &device);
             let w = random::<AD>([cout, shape[1], 3, 3], 2, &device);
             let weights = random::<AD>([shape[0], cout, shape[2], shape[3]], 3, &device);
@@ -247,49 +426,203 @@ mod tests {
         }
     }
 
-    /// The tensor-op BatchNorm other backends run (forward and backward)
-    /// equals the CPU kernels, which `norm::tests` holds to burn's BatchNorm.
+    const ACTIVATIONS: [Activation; 4] = [
+        Activation::Identity,
+        Activation::Relu,
+        Activation::Quantized { bits: 2, range: 3.0 },
+        Activation::Quantized { bits: 4, range: 1.0 },
+    ];
+
+    /// Elements of two outputs more than 1e-4 apart: only a rounding
+    /// boundary of the quantizer can part them (the two sides compute the
+    /// normalised value with other roundings), and then by one level.
+    fn apart(a: &[f32], b: &[f32], act: Activation) -> usize {
+        let level = match act {
+            Activation::Quantized { bits, range } => range / ((1u64 << bits) - 1) as f64,
+            _ => 0.0,
+        } as f32;
+        a.iter()
+            .zip(b)
+            .filter(|(x, y)| (*x - *y).abs() > 1e-4)
+            .inspect(|(x, y)| assert!(((*x - *y).abs() - level).abs() < 1e-3, "{x} vs {y}: not one level apart"))
+            .count()
+    }
+
+    /// The fused BatchNorm + activation (the CPU kernels behind kdtui's
+    /// autodiff op) against the same computation in burn's own tensor ops
+    /// and autodiff: BatchNorm's formulas, then ReLU or the quantizer with
+    /// its detach-written straight-through estimator. Outputs and the
+    /// gradients of x, gamma and beta, for odd sizes, a batch of one and
+    /// the hidden layer's [b, c, 1, 1].
     #[test]
-    fn batch_norm_formulas_agree_with_the_kernels() {
+    fn norm_act_matches_burns_ops_and_autodiff() {
+        let device = Default::default();
+        for (i, shape) in [[3, 4, 5, 2], [1, 3, 4, 4], [16, 6, 1, 1], [5, 2, 7, 3]].into_iter().enumerate() {
+            for act in ACTIVATIONS {
+                let seed = 10 * i as u64;
+                let x = random::<AD>(shape, seed, &device) * 1.5 + 0.3;
+                let weights = random::<AD>(shape, seed + 1, &device);
+                let c = shape[1];
+                let gamma = Tensor::<AD, 1>::from_floats(&[0.5, 1.0, 2.0, -1.0, 0.8, 1.3][..c], &device);
+                let beta = Tensor::<AD, 1>::from_floats(&[0.0, 0.1, -0.2, 1.0, 0.5, -0.4][..c], &device);
+                let leaves = || (x.clone().require_grad(), gamma.clone().require_grad(), beta.clone().require_grad());
+
+                let (xa, ga, ba) = leaves();
+                let (ours, _, _) = norm_act(xa.clone(), ga.clone(), ba.clone(), 1e-5, act);
+                let grads_a = (ours.clone() * weights.clone()).sum().backward();
+
+                let (xb, gb, bb) = leaves();
+                let [y, _, _] = batch_norm_default::<AD>(prim(xb.clone()), prim(gb.clone()), prim(bb.clone()), 1e-5);
+                let y = float::<AD, 4>(y);
+                let theirs = match act {
+                    Activation::Identity => y,
+                    Activation::Relu => burn::tensor::activation::relu(y),
+                    Activation::Quantized { bits, range } => crate::engine::model::quant::quantize_activations(y, bits, range),
+                };
+                let grads_b = (theirs.clone() * weights).sum().backward();
+
+                let values = |t: Tensor<AD, 4>| t.into_data().to_vec::<f32>().unwrap();
+                let flipped = apart(&values(ours), &values(theirs), act);
+                assert!(flipped <= 2, "{shape:?} {act:?}: {flipped} outputs differ");
+                if flipped > 0 {
+                    continue; // a flipped level moves the gradients with it
+                }
+                let tol = burn::tensor::Tolerance::<f32>::absolute(2e-4);
+                xa.grad(&grads_a).unwrap().into_data().assert_approx_eq::<f32>(&xb.grad(&grads_b).unwrap().into_data(), tol);
+                ga.grad(&grads_a).unwrap().into_data().assert_approx_eq::<f32>(&gb.grad(&grads_b).unwrap().into_data(), tol);
+                ba.grad(&grads_a).unwrap().into_data().assert_approx_eq::<f32>(&bb.grad(&grads_b).unwrap().into_data(), tol);
+            }
+        }
+    }
+
+    /// The tensor-op versions other backends run (forward, backward,
+    /// inference) equal the CPU kernels.
+    #[test]
+    fn norm_act_formulas_agree_with_the_kernels() {
         let device = Default::default();
         let x = random::<Flex>([3, 4, 5, 2], 6, &device) * 3.0 + 1.0;
         let grad = random::<Flex>([3, 4, 5, 2], 7, &device);
         let gamma = Tensor::<Flex, 1>::from_floats([0.5, 1.0, 2.0, -1.0], &device);
         let beta = Tensor::<Flex, 1>::from_floats([0.0, 0.1, -0.2, 3.0], &device);
         let eps = 1e-5;
-        let ours = <Flex as CnnBackend>::batch_norm(prim(x.clone()), prim(gamma.clone()), prim(beta.clone()), eps);
-        let theirs = batch_norm_default::<Flex>(prim(x.clone()), prim(gamma.clone()), prim(beta), eps);
         let tol = burn::tensor::Tolerance::<f32>::absolute(1e-4);
-        for (a, b) in ours.iter().zip(&theirs) {
-            a.clone().into_data().assert_approx_eq::<f32>(&b.clone().into_data(), tol);
-        }
-        let [_, mean, var] = ours;
-        let args = || (prim(x.clone()), prim(gamma.clone()), mean.clone(), var.clone(), eps, prim(grad.clone()));
-        let (x1, g1, m1, v1, e1, d1) = args();
-        let ours = <Flex as CnnBackend>::batch_norm_grad(x1, g1, m1, v1, e1, d1);
-        let (x2, g2, m2, v2, e2, d2) = args();
-        let theirs = batch_norm_grad_default::<Flex>(x2, g2, m2, v2, e2, d2);
-        for (a, b) in ours.iter().zip(&theirs) {
-            a.clone().into_data().assert_approx_eq::<f32>(&b.clone().into_data(), tol);
+        for act in ACTIVATIONS {
+            let ours = <Flex as CnnBackend>::norm_act(prim(x.clone()), prim(gamma.clone()), prim(beta.clone()), eps, act);
+            let theirs = norm_act_default::<Flex>(prim(x.clone()), prim(gamma.clone()), prim(beta.clone()), eps, act);
+            let flat = |t: &FloatTensor<Flex>| float::<Flex, 1>(t.clone()).into_data().to_vec::<f32>().unwrap();
+            assert_eq!(apart(&flat(&ours[0]), &flat(&theirs[0]), act), 0, "{act:?}");
+            for (a, b) in ours[1..].iter().zip(&theirs[1..]) {
+                a.clone().into_data().assert_approx_eq::<f32>(&b.clone().into_data(), tol);
+            }
+            let [_, mean, var] = ours;
+            let grads = |fused: bool| {
+                let args = (prim(x.clone()), prim(gamma.clone()), prim(beta.clone()), mean.clone(), var.clone());
+                if fused {
+                    <Flex as CnnBackend>::norm_act_grad(args.0, args.1, args.2, args.3, args.4, eps, act, prim(grad.clone()))
+                } else {
+                    norm_act_grad_default::<Flex>(args.0, args.1, args.2, args.3, args.4, eps, act, prim(grad.clone()))
+                }
+            };
+            for (a, b) in grads(true).iter().zip(&grads(false)) {
+                a.clone().into_data().assert_approx_eq::<f32>(&b.clone().into_data(), tol);
+            }
+            let scale = gamma.clone().mul_scalar(0.7);
+            let shift = beta.clone().add_scalar(0.2);
+            let fused = <Flex as CnnBackend>::affine_act(prim(x.clone()), prim(scale.clone()), prim(shift.clone()), act);
+            let tensor_ops = affine_act_default::<Flex>(prim(x.clone()), prim(scale), prim(shift), act);
+            assert_eq!(apart(&flat(&fused), &flat(&tensor_ops), act), 0, "{act:?} inference");
         }
     }
 
-    /// Output and gradient equal burn's max_pool2d, ties and negative values included.
+    /// The fused Adam step equals the tensor-op one other backends run, in
+    /// both weight decay modes, over steps with and without moments.
     #[test]
-    fn max_pool_matches_burns() {
+    fn adam_step_matches_the_tensor_ops() {
         let device = Default::default();
-        for shape in [[2, 3, 4, 6], [1, 1, 2, 2], [3, 2, 8, 8]] {
-            // Rounded to a coarse grid so windows hold ties.
-            let x = (random::<AD>(shape, 4, &device) * 2.0).round();
-            let weights = random::<AD>([shape[0], shape[1], shape[2] / 2, shape[3] / 2], 5, &device);
-            let xa = x.clone().require_grad();
-            let ya = max_pool2x2(xa.clone());
-            let ga = (ya.clone() * weights.clone()).sum().backward();
-            let xb = x.require_grad();
-            let yb = burn::tensor::module::max_pool2d(xb.clone(), [2, 2], [2, 2], [0, 0], [1, 1], false);
-            let gb = (yb.clone() * weights).sum().backward();
-            ya.into_data().assert_eq(&yb.into_data(), true);
-            xa.grad(&ga).unwrap().into_data().assert_eq(&xb.grad(&gb).unwrap().into_data(), true);
+        for decoupled in [false, true] {
+            let h = AdamHyper { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-8, weight_decay: 0.05, decoupled };
+            let mut fused = (random::<Flex>([2, 3, 4, 5], 1, &device), None);
+            let mut ops = (fused.0.clone(), None);
+            for time in 1..=3 {
+                let grad = random::<Flex>([2, 3, 4, 5], 10 + time as u64, &device).mul_scalar(10f32.powi(-(time as i32)));
+                let (p, m, v) = <Flex as CnnBackend>::adam_step(fused.0, grad.clone(), fused.1, time, 1e-2, h);
+                fused = (p, Some((m, v)));
+                let (p, m, v) = adam_step_default(ops.0, grad, ops.1, time, 1e-2, h);
+                ops = (p, Some((m, v)));
+            }
+            let tol = burn::tensor::Tolerance::<f32>::absolute(1e-6);
+            fused.0.into_data().assert_approx_eq::<f32>(&ops.0.into_data(), tol);
+            let ((m1, v1), (m2, v2)) = (fused.1.unwrap(), ops.1.unwrap());
+            m1.into_data().assert_approx_eq::<f32>(&m2.into_data(), tol);
+            v1.into_data().assert_approx_eq::<f32>(&v2.into_data(), tol);
+        }
+    }
+
+    /// The fused BatchNorm + activation + 2x2 max-pool against burn's own
+    /// ops and autodiff: the BatchNorm formulas, the activation with its
+    /// straight-through estimator, burn's max_pool2d. Outputs, gradients of
+    /// x, gamma and beta; quantized outputs make ties in most windows (the
+    /// first maximum wins, as in burn), a batch of one and odd counts included.
+    #[test]
+    fn norm_act_pool_matches_burns_ops_and_autodiff() {
+        let device = Default::default();
+        for (i, shape) in [[3, 4, 4, 6], [1, 2, 2, 2], [5, 3, 8, 8]].into_iter().enumerate() {
+            for act in ACTIVATIONS {
+                let seed = 100 + 10 * i as u64;
+                let x = random::<AD>(shape, seed, &device) * 1.5 + 0.3;
+                let weights = random::<AD>([shape[0], shape[1], shape[2] / 2, shape[3] / 2], seed + 1, &device);
+                let c = shape[1];
+                let gamma = Tensor::<AD, 1>::from_floats(&[0.5, 1.0, 2.0, -1.0][..c], &device);
+                let beta = Tensor::<AD, 1>::from_floats(&[0.0, 0.1, -0.2, 1.0][..c], &device);
+                let leaves = || (x.clone().require_grad(), gamma.clone().require_grad(), beta.clone().require_grad());
+
+                let (xa, ga, ba) = leaves();
+                let (ours, _, _) = norm_act_pool(xa.clone(), ga.clone(), ba.clone(), 1e-5, act);
+                let grads_a = (ours.clone() * weights.clone()).sum().backward();
+
+                let (xb, gb, bb) = leaves();
+                let [y, _, _] = batch_norm_default::<AD>(prim(xb.clone()), prim(gb.clone()), prim(bb.clone()), 1e-5);
+                let y = float::<AD, 4>(y);
+                let y = match act {
+                    Activation::Identity => y,
+                    Activation::Relu => burn::tensor::activation::relu(y),
+                    Activation::Quantized { bits, range } => crate::engine::model::quant::quantize_activations(y, bits, range),
+                };
+                let theirs = burn::tensor::module::max_pool2d(y, [2, 2], [2, 2], [0, 0], [1, 1], false);
+                let grads_b = (theirs.clone() * weights).sum().backward();
+
+                let values = |t: Tensor<AD, 4>| t.into_data().to_vec::<f32>().unwrap();
+                let flipped = apart(&values(ours), &values(theirs), act);
+                assert!(flipped <= 1, "{shape:?} {act:?}: {flipped} outputs differ");
+                if flipped > 0 {
+                    continue;
+                }
+                let tol = burn::tensor::Tolerance::<f32>::absolute(2e-4);
+                xa.grad(&grads_a).unwrap().into_data().assert_approx_eq::<f32>(&xb.grad(&grads_b).unwrap().into_data(), tol);
+                ga.grad(&grads_a).unwrap().into_data().assert_approx_eq::<f32>(&gb.grad(&grads_b).unwrap().into_data(), tol);
+                ba.grad(&grads_a).unwrap().into_data().assert_approx_eq::<f32>(&bb.grad(&grads_b).unwrap().into_data(), tol);
+            }
+        }
+    }
+
+    /// Inference's fused affine + activation + pool equals its parts.
+    #[test]
+    fn affine_act_pool_equals_its_parts() {
+        let device = Default::default();
+        let x = random::<Flex>([3, 4, 6, 8], 9, &device) * 2.0;
+        let scale = Tensor::<Flex, 1>::from_floats([0.5, 1.0, 2.0, -1.0], &device);
+        let shift = Tensor::<Flex, 1>::from_floats([0.0, 0.1, -0.2, 1.0], &device);
+        for act in ACTIVATIONS {
+            let fused = affine_act_pool(x.clone(), scale.clone(), shift.clone(), act);
+            let parts = burn::tensor::module::max_pool2d(
+                affine_act(x.clone(), scale.clone(), shift.clone(), act),
+                [2, 2],
+                [2, 2],
+                [0, 0],
+                [1, 1],
+                false,
+            );
+            fused.into_data().assert_eq(&parts.into_data(), true);
         }
     }
 }

@@ -1,9 +1,13 @@
 //! The 3x3 convolution (stride 1, padding 1, no bias) on row-major f32
 //! slices in NCHW order: forward, input gradient and weight gradient, each
-//! one im2col (or col2im) per image and one matrix product shaped for gemm,
-//! images spread over rayon's threads.
+//! an im2col per image and one matrix product per group of images (gemm,
+//! AVX-512 where the CPU has it), groups spread over rayon's threads.
+
+use std::cell::RefCell;
 
 use rayon::prelude::*;
+
+use super::simd::multiversion;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
@@ -25,62 +29,49 @@ impl Shape {
 }
 
 /// cols [cin * 9, h * w] of one image [cin, h, w]: row (c, ky, kx) holds
-/// the image shifted by (ky - 1, kx - 1), zero outside it.
-fn im2col(s: &Shape, image: &[f32], cols: &mut [f32]) {
-    let (h, w) = (s.h, s.w);
+/// the image shifted by (ky - 1, kx - 1), zero outside it. Rows start `ld`
+/// values apart (a group of images' columns side by side).
+fn im2col(s: &Shape, image: &[f32], cols: &mut [f32], ld: usize) {
     for c in 0..s.cin {
-        let plane = &image[c * h * w..(c + 1) * h * w];
+        let plane = &image[c * s.h * s.w..(c + 1) * s.h * s.w];
+        im2col_plane(plane, s.h, s.w, &mut cols[c * 9 * ld..], ld);
+    }
+}
+
+multiversion! {
+    /// The nine shifted copies of one plane [h, w], rows `ld` apart. Plain
+    /// loops rather than `copy_from_slice`: rows are 8 to 32 values, where a
+    /// call to memcpy costs more than the copy.
+    fn im2col_plane(plane: &[f32], h: usize, w: usize, cols: &mut [f32], ld: usize) {
         for ky in 0..3 {
             for kx in 0..3 {
-                let row = &mut cols[((c * 3 + ky) * 3 + kx) * h * w..][..h * w];
+                let row = &mut cols[(ky * 3 + kx) * ld..][..h * w];
                 for y in 0..h {
                     let out = &mut row[y * w..(y + 1) * w];
                     let sy = y as isize + ky as isize - 1;
                     if sy < 0 || sy >= h as isize {
-                        out.fill(0.0);
+                        out.iter_mut().for_each(|o| *o = 0.0);
                         continue;
                     }
                     let src = &plane[sy as usize * w..(sy as usize + 1) * w];
                     match kx {
                         0 => {
                             out[0] = 0.0;
-                            out[1..].copy_from_slice(&src[..w - 1]);
+                            for (o, &v) in out[1..].iter_mut().zip(&src[..w - 1]) {
+                                *o = v;
+                            }
                         }
-                        1 => out.copy_from_slice(src),
+                        1 => {
+                            for (o, &v) in out.iter_mut().zip(src) {
+                                *o = v;
+                            }
+                        }
                         _ => {
-                            out[..w - 1].copy_from_slice(&src[1..]);
+                            for (o, &v) in out[..w - 1].iter_mut().zip(&src[1..]) {
+                                *o = v;
+                            }
                             out[w - 1] = 0.0;
                         }
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// The adjoint of `im2col`: adds each row of cols, shifted back, into image.
-fn col2im(s: &Shape, cols: &[f32], image: &mut [f32]) {
-    let (h, w) = (s.h, s.w);
-    image.fill(0.0);
-    for c in 0..s.cin {
-        let plane = &mut image[c * h * w..(c + 1) * h * w];
-        for ky in 0..3 {
-            for kx in 0..3 {
-                let row = &cols[((c * 3 + ky) * 3 + kx) * h * w..][..h * w];
-                for y in 0..h {
-                    let sy = y as isize + ky as isize - 1;
-                    if sy < 0 || sy >= h as isize {
-                        continue;
-                    }
-                    let src = &row[y * w..(y + 1) * w];
-                    let dst = &mut plane[sy as usize * w..(sy as usize + 1) * w];
-                    let (d, s) = match kx {
-                        0 => (&mut dst[..w - 1], &src[1..]),
-                        1 => (dst, src),
-                        _ => (&mut dst[1..], &src[..w - 1]),
-                    };
-                    for (d, s) in d.iter_mut().zip(s) {
-                        *d += *s;
                     }
                 }
             }
@@ -121,34 +112,106 @@ fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: 
     }
 }
 
-/// out [b, cout, h, w] = conv(x [b, cin, h, w], weight [cout, cin, 3, 3])
+/// Columns (images x pixels) of one matrix product: enough that gemm runs
+/// near its peak on the small late layers (8x8 pixels: 8 images a product)
+/// and packs the weights once for all of them, few enough that a group's
+/// column matrix stays in cache.
+const COLUMNS: usize = 512;
+
+/// Images per product; at most `IMAGES_PER_TASK`, and dividing it, so the
+/// weight gradient's groups never straddle two tasks.
+fn group(s: &Shape) -> usize {
+    let mut g = (COLUMNS / s.pixels()).clamp(1, IMAGES_PER_TASK);
+    while !IMAGES_PER_TASK.is_multiple_of(g) {
+        g -= 1;
+    }
+    g
+}
+
+/// Image `j` of a group's [c, images * p] matrix is its columns j*p..(j+1)*p;
+/// in NCHW it is [c, p] at its own offset. Copies between the two.
+fn gather(block: &[f32], c: usize, p: usize, images: usize, matrix: &mut [f32]) {
+    let n = images * p;
+    for j in 0..images {
+        for ch in 0..c {
+            matrix[ch * n + j * p..][..p].copy_from_slice(&block[(j * c + ch) * p..][..p]);
+        }
+    }
+}
+
+fn scatter(matrix: &[f32], c: usize, p: usize, images: usize, block: &mut [f32]) {
+    let n = images * p;
+    for j in 0..images {
+        for ch in 0..c {
+            block[(j * c + ch) * p..][..p].copy_from_slice(&matrix[ch * n + j * p..][..p]);
+        }
+    }
+}
+
+thread_local! {
+    /// Each thread's column and product matrices, kept from one call to the
+    /// next: a step convolves the same shapes every time, and a fresh
+    /// zeroed buffer per task cost 5% of a training step in memset alone.
+    static SCRATCH: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
+}
+
+/// `f` with two of this thread's scratch buffers, `a` and `b` values long.
+/// Their contents are whatever the last call left: callers write before
+/// they read.
+fn with_scratch<T>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> T) -> T {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let [first, second] = &mut *scratch;
+        for (buffer, len) in [(&mut *first, a), (&mut *second, b)] {
+            if buffer.len() < len {
+                buffer.resize(len, 0.0);
+            }
+        }
+        f(&mut first[..a], &mut second[..b])
+    })
+}
+
+/// out [b, cout, h, w] = conv(x [b, cin, h, w], weight [cout, cin, 3, 3]):
+/// per group of images, their column matrices side by side and one product.
 pub fn forward(s: &Shape, x: &[f32], weight: &[f32]) -> Vec<f32> {
-    let (p, taps) = (s.pixels(), s.taps());
+    let (p, taps, g) = (s.pixels(), s.taps(), group(s));
     let mut out = vec![0f32; s.batch * s.cout * p];
-    out.par_chunks_mut(s.cout * p).enumerate().for_each_init(
-        || vec![0f32; taps * p],
-        |cols, (b, out)| {
-            im2col(s, &x[b * s.cin * p..(b + 1) * s.cin * p], cols);
-            // [cout, taps] · [taps, p]
-            matmul(s.cout, p, taps, out, false, weight, false, cols, false);
-        },
-    );
+    out.par_chunks_mut(g * s.cout * p).enumerate().for_each(|(gi, out)| {
+        let images = out.len() / (s.cout * p);
+        let n = images * p;
+        with_scratch(taps * n, s.cout * n, |cols, product| {
+            for j in 0..images {
+                let b = gi * g + j;
+                im2col(s, &x[b * s.cin * p..(b + 1) * s.cin * p], &mut cols[j * p..], n);
+            }
+            // [cout, taps] · [taps, images * p]
+            if images == 1 {
+                matmul(s.cout, n, taps, out, false, weight, false, cols, false);
+            } else {
+                matmul(s.cout, n, taps, product, false, weight, false, cols, false);
+                scatter(product, s.cout, p, images, out);
+            }
+        })
+    });
     out
 }
 
-/// dx [b, cin, h, w] from weight and the output gradient g [b, cout, h, w].
-pub fn x_grad(s: &Shape, weight: &[f32], g: &[f32]) -> Vec<f32> {
-    let (p, taps) = (s.pixels(), s.taps());
-    let mut dx = vec![0f32; s.batch * s.cin * p];
-    dx.par_chunks_mut(s.cin * p).enumerate().for_each_init(
-        || vec![0f32; taps * p],
-        |cols, (b, dx)| {
-            // [taps, cout] (weight transposed) · [cout, p]
-            matmul(taps, p, s.cout, cols, false, weight, true, &g[b * s.cout * p..(b + 1) * s.cout * p], false);
-            col2im(s, cols, dx);
-        },
-    );
-    dx
+/// dx [b, cin, h, w] from weight and the output gradient g [b, cout, h, w]:
+/// the convolution of g with the weights flipped in space and their two
+/// channel axes swapped, computed as `forward` computes one. Its products
+/// have cout * 9 as inner dimension, where the adjoint formulation (W^T g,
+/// then col2im) had cout, and a scatter-add of nine shifted copies.
+pub fn x_grad(s: &Shape, weight: &[f32], grad: &[f32]) -> Vec<f32> {
+    let mut flipped = vec![0f32; weight.len()];
+    for co in 0..s.cout {
+        for ci in 0..s.cin {
+            for tap in 0..9 {
+                flipped[(ci * s.cout + co) * 9 + tap] = weight[(co * s.cin + ci) * 9 + (8 - tap)];
+            }
+        }
+    }
+    let swapped = Shape { cin: s.cout, cout: s.cin, ..*s };
+    forward(&swapped, grad, &flipped)
 }
 
 /// Images per task of `weight_grad`: a fixed split, so the sum over the
@@ -156,19 +219,34 @@ pub fn x_grad(s: &Shape, weight: &[f32], g: &[f32]) -> Vec<f32> {
 /// resumed run repeats an uninterrupted one exactly.
 const IMAGES_PER_TASK: usize = 16;
 
-/// dweight [cout, cin, 3, 3] from x [b, cin, h, w] and g [b, cout, h, w].
-pub fn weight_grad(s: &Shape, x: &[f32], g: &[f32]) -> Vec<f32> {
-    let (p, taps) = (s.pixels(), s.taps());
+/// dweight [cout, cin, 3, 3] from x [b, cin, h, w] and the output gradient
+/// g [b, cout, h, w]: per group, one product over all its images' pixels.
+pub fn weight_grad(s: &Shape, x: &[f32], grad: &[f32]) -> Vec<f32> {
+    let (p, taps, g) = (s.pixels(), s.taps(), group(s));
     let partial: Vec<Vec<f32>> = (0..s.batch.div_ceil(IMAGES_PER_TASK))
         .into_par_iter()
         .map(|task| {
             let mut dw = vec![0f32; s.cout * taps];
-            let mut cols = vec![0f32; taps * p];
-            for b in task * IMAGES_PER_TASK..((task + 1) * IMAGES_PER_TASK).min(s.batch) {
-                im2col(s, &x[b * s.cin * p..(b + 1) * s.cin * p], &mut cols);
-                // [cout, p] · [p, taps] (cols transposed), summed over images
-                matmul(s.cout, taps, p, &mut dw, true, &g[b * s.cout * p..(b + 1) * s.cout * p], false, &cols, true);
-            }
+            let images_of_task = task * IMAGES_PER_TASK..((task + 1) * IMAGES_PER_TASK).min(s.batch);
+            with_scratch(taps * g * p, s.cout * g * p, |cols, gathered| {
+                for first in images_of_task.clone().step_by(g) {
+                    let images = g.min(images_of_task.end - first);
+                    let n = images * p;
+                    for j in 0..images {
+                        let b = first + j;
+                        im2col(s, &x[b * s.cin * p..(b + 1) * s.cin * p], &mut cols[j * p..], n);
+                    }
+                    let block = &grad[first * s.cout * p..][..images * s.cout * p];
+                    let lhs = if images == 1 {
+                        block
+                    } else {
+                        gather(block, s.cout, p, images, gathered);
+                        &gathered[..s.cout * n]
+                    };
+                    // [cout, images * p] · [images * p, taps] (cols transposed), summed over the groups
+                    matmul(s.cout, taps, n, &mut dw, true, lhs, false, &cols[..taps * n], true);
+                }
+            });
             dw
         })
         .collect();
@@ -178,4 +256,30 @@ pub fn weight_grad(s: &Shape, x: &[f32], g: &[f32]) -> Vec<f32> {
         dw.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
     }
     dw
+}
+
+/// What this machine's matrix products reach: every thread of rayon's pool
+/// multiplies its own 384x384 matrices (fp32, in cache, the way the conv
+/// kernels call gemm: one product per thread) for about `seconds`; the
+/// total GFLOP/s. `kdtui bench` reports training speed as a fraction of it,
+/// a limit measured rather than computed from a clock rate that turbo and
+/// a shared machine make uncertain.
+pub fn gemm_peak_gflops(seconds: f64) -> f64 {
+    const N: usize = 384;
+    let budget = std::time::Duration::from_secs_f64(seconds);
+    let started = std::time::Instant::now();
+    let products: usize = rayon::broadcast(|_| {
+        let lhs = vec![0.5f32; N * N];
+        let rhs = vec![0.25f32; N * N];
+        let mut dst = vec![0f32; N * N];
+        let mut done = 0;
+        while done < 2 || started.elapsed() < budget {
+            matmul(N, N, N, &mut dst, done > 0, &lhs, false, &rhs, false);
+            done += 1;
+        }
+        done
+    })
+    .into_iter()
+    .sum();
+    (products * 2 * N * N * N) as f64 / started.elapsed().as_secs_f64() / 1e9
 }

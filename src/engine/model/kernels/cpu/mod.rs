@@ -1,10 +1,12 @@
 //! kdtui's CPU kernels, on plain slices: what `flex.rs` runs for the
-//! network's convolution, pooling and BatchNorm. Nothing here knows burn.
+//! network's convolution, BatchNorm with its activation and pooling, and
+//! Adam. Nothing here knows burn.
 
+mod adam;
 mod conv;
 mod norm;
-mod pool;
+pub mod simd;
 
-pub use conv::{forward, weight_grad, x_grad, Shape};
-pub use norm::{batch_norm, batch_norm_grad, Planes};
-pub use pool::{max_pool2x2, max_pool2x2_grad};
+pub use adam::adam;
+pub use conv::{forward, gemm_peak_gflops, weight_grad, x_grad, Shape};
+pub use norm::{affine_act, affine_act_pool, norm_act, norm_act_grad, norm_act_pool, norm_act_pool_grad, Act, Planes};
