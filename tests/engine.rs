@@ -87,7 +87,9 @@ fn pause_holds_the_trainer_still_and_stop_ends_the_plan() {
     config.plan.checkpoints = dir.path().to_path_buf();
     let runs = plan::select(&config, &[]).unwrap();
     let data: Data = data::load(&config.data).unwrap();
-    let trainer = backend::spawn(
+    // Lockstep: each control lands within a step of the event it answers,
+    // however fast the machine runs this tiny plan.
+    let trainer = backend::spawn_lockstep(
         Resolved::Cpu,
         PlanInput {
             config,
@@ -99,6 +101,7 @@ fn pause_holds_the_trainer_still_and_stop_ends_the_plan() {
             models: None,
             train_teacher: true,
             inject_panic: None,
+            inject_device_error: None,
         },
     );
     let wait = Duration::from_secs(60);

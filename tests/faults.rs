@@ -85,6 +85,7 @@ fn a_panic_in_training_fails_that_run_only() {
         models: None,
         train_teacher: true,
         inject_panic: Some("soft-T5-s1".into()),
+        inject_device_error: None,
     };
     let trainer = backend::spawn(Resolved::Cpu, input);
     let error = headless::run(trainer, results, &out, None).unwrap_err();
@@ -100,6 +101,38 @@ fn a_panic_in_training_fails_that_run_only() {
     assert!(stdout.contains("resuming: 3 of 4 runs already finished"), "{stdout}");
     assert!(stdout.contains("soft-T5-s1 done"), "{stdout}");
     assert_eq!(results_json(dir.path())["failures"].as_array().unwrap().len(), 0);
+}
+
+/// cubecl reports a failed GPU kernel with `log::error!` from its device
+/// thread; the run that was training fails with that message, the others go on.
+#[test]
+fn an_error_the_backend_logs_fails_that_run() {
+    kdtui::engine::logger::install();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::parse(TINY, Path::new("config.toml")).unwrap();
+    config.plan.checkpoints = dir.path().join("checkpoints");
+    let out = dir.path().join("results");
+    let data = data::load(&config.data).unwrap();
+    let results = Results { study_hash: config.study_hash(&data.digest), planned: plan::full_plan(&config), ..Results::default() };
+    let input = PlanInput {
+        config: config.clone(),
+        runs: plan::full_plan(&config),
+        data,
+        device_name: String::new(),
+        fresh: false,
+        notes: vec![],
+        models: None,
+        train_teacher: true,
+        inject_panic: None,
+        inject_device_error: Some("gt_soft-T5-s1".into()),
+    };
+    let trainer = backend::spawn(Resolved::Cpu, input);
+    let error = headless::run(trainer, results, &out, None).unwrap_err();
+    assert!(matches!(&error, BatchError::RunsFailed { list, .. } if list == "gt_soft-T5-s1"), "{error}");
+    let json = results_json(dir.path());
+    let message = json["failures"][0]["error"].as_str().unwrap();
+    assert!(message.contains("the device reported an error: kdtui_test_device: injected by a test"), "{json}");
+    assert_eq!(run_status(&json, "soft-T5-s1"), "done", "the plan went on");
 }
 
 #[test]

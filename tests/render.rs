@@ -58,6 +58,7 @@ fn finish(app: &mut App, run_id: &str, kind: RunKind, loss: Loss, temperature: O
             model_bytes: 224_000,
             wall_seconds: 40.0,
             reused: false,
+            device: String::new(),
             history: vec![metrics],
         },
     });
@@ -274,6 +275,7 @@ fn a_run_stopped_in_its_first_epoch_shows_no_accuracy() {
             model_bytes: 3_230_808,
             wall_seconds: 6.0,
             reused: false,
+            device: String::new(),
             history: vec![],
         },
     });

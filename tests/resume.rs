@@ -30,7 +30,9 @@ fn config(dir: &Path) -> Config {
 /// when to send Stop. Returns the finished (or stopped) runs.
 fn run(config: &Config, stop_when: impl Fn(&TrainEvent) -> bool) -> BTreeMap<String, RunResult> {
     let runs = plan::select(config, &["soft-T5".to_string()]).unwrap();
-    let trainer = backend::spawn(
+    // Lockstep: the Stop sent in answer to an event lands within a step of
+    // it, not after the run has finished on a fast machine.
+    let trainer = backend::spawn_lockstep(
         Resolved::Cpu,
         PlanInput {
             config: config.clone(),
@@ -42,6 +44,7 @@ fn run(config: &Config, stop_when: impl Fn(&TrainEvent) -> bool) -> BTreeMap<Str
             models: None,
             train_teacher: true,
             inject_panic: None,
+            inject_device_error: None,
         },
     );
     let mut results = BTreeMap::new();

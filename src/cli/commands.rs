@@ -1,9 +1,9 @@
 //! The subcommands other than the study session itself: `bench`, `report`,
-//! `export`, `eval` and `watch` (`slurm` has its own file).
+//! `export`, `eval`, `watch` and `doctor` (`slurm` has its own file).
 
 use anyhow::anyhow;
 
-use super::{failed, usage, BenchArgs, EvalArgs, ExportArgs, Failure, ReportArgs, WatchArgs};
+use super::{failed, usage, BenchArgs, DoctorArgs, EvalArgs, ExportArgs, Failure, ReportArgs, WatchArgs};
 use crate::engine::backend::{self, DeviceChoice};
 use crate::engine::{bench, export};
 use crate::monitor::session::{self as monitor, MonitorError};
@@ -46,6 +46,36 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
     };
     let report = bench::run(&request, &config, |line| eprintln!("{line}")).map_err(failed)?;
     print!("{}\n{}", bench::describe(&report, &request, &config), bench::render(&report));
+    Ok(())
+}
+
+pub fn doctor(args: DoctorArgs) -> Result<(), Failure> {
+    use crate::engine::model::kernels::cpu::simd;
+    let choice: DeviceChoice = args.device.parse().map_err(usage)?;
+    println!(
+        "CPU: {}, {} threads; kdtui's kernels run {} (the CPU has {})",
+        bench::cpu_name(),
+        rayon::current_num_threads(),
+        simd::level().name(),
+        simd::detected().name()
+    );
+    let n = match choice {
+        DeviceChoice::Cpu => {
+            println!("--device cpu works");
+            return Ok(());
+        }
+        DeviceChoice::Cuda(n) => n,
+        DeviceChoice::Auto => 0,
+    };
+    println!("cuda:{n} needs, in order:");
+    for (what, outcome) in backend::cuda_requirements(n) {
+        match outcome {
+            Ok(found) => println!("  ok       {what}: {found}"),
+            Err(why) => println!("  missing  {what}: {why}"),
+        }
+    }
+    backend::resolve(DeviceChoice::Cuda(n)).map_err(usage)?;
+    println!("--device cuda:{n} works (a test sum on the GPU gave the right answer)");
     Ok(())
 }
 

@@ -75,6 +75,10 @@ pub enum Command {
     /// Follow a study that runs elsewhere (Slurm shards, another session) or
     /// browse a finished one: the monitor over a results directory, read-only.
     Watch(WatchArgs),
+    /// What this machine offers kdtui: the CPU kernels, and each piece a
+    /// CUDA run needs (driver, device, NVRTC, headers), checked in order.
+    /// Exits 0 when `--device` would work, 2 when not.
+    Doctor(DoctorArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -124,6 +128,13 @@ pub struct ExportArgs {
     /// Output file (default: <[plan] out>/models/<run>.safetensors).
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DoctorArgs {
+    /// The device to check: cuda, cuda:N or cpu.
+    #[arg(long, default_value = "cuda")]
+    pub device: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -193,6 +204,7 @@ fn failed(error: impl Into<anyhow::Error>) -> Failure {
 /// Parses the command line, runs it, and turns the outcome into the exit
 /// status, with a one-line reason on stderr when it failed.
 pub fn main() -> ExitCode {
+    crate::engine::logger::install();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
@@ -223,6 +235,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Eval(args)) => commands::eval(args),
         Some(Command::Slurm(args)) => slurm::run(args),
         Some(Command::Watch(args)) => commands::watch(args),
+        Some(Command::Doctor(args)) => commands::doctor(args),
         None => session::study(cli),
     }
 }

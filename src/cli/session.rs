@@ -122,6 +122,7 @@ pub fn study(cli: Cli) -> Result<(), Failure> {
         models: Some(out.join(MODELS_DIR)),
         train_teacher: session.shard.is_none(),
         inject_panic: None,
+        inject_device_error: None,
     };
     quiet_trainer_panics();
     let trainer = backend::spawn(session.device, input);

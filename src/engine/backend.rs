@@ -101,6 +101,12 @@ pub fn resolve(choice: DeviceChoice) -> Result<Resolved, DeviceError> {
     }
 }
 
+/// What `--device cuda:N` needs on this machine, each piece with what was
+/// found, ending at the first missing one (`kdtui doctor`).
+pub fn cuda_requirements(n: usize) -> Vec<(&'static str, Result<String, String>)> {
+    cuda::requirements(n)
+}
+
 /// Work that runs on whichever backend `--device` resolved to.
 pub trait OnBackend {
     type Output;
@@ -120,6 +126,18 @@ pub fn dispatch<W: OnBackend>(resolved: Resolved, work: W) -> W::Output {
 
 /// Starts the plan on a background thread on the resolved device.
 pub fn spawn(resolved: Resolved, input: PlanInput) -> Trainer {
+    spawn_with(resolved, input, crossbeam_channel::unbounded())
+}
+
+/// `spawn`, with the trainer waiting at each event until it is received:
+/// a control sent in answer to an event then arrives before the training
+/// has gone more than one step further, whatever the machine's speed. For
+/// tests that stop a run at a chosen moment.
+pub fn spawn_lockstep(resolved: Resolved, input: PlanInput) -> Trainer {
+    spawn_with(resolved, input, crossbeam_channel::bounded(0))
+}
+
+fn spawn_with(resolved: Resolved, input: PlanInput, (events_tx, events): (Sender<TrainEvent>, Receiver<TrainEvent>)) -> Trainer {
     struct Plan {
         input: PlanInput,
         events: Sender<TrainEvent>,
@@ -132,7 +150,6 @@ pub fn spawn(resolved: Resolved, input: PlanInput) -> Trainer {
             run_plan::<B>(self.input, device, self.events, self.control)
         }
     }
-    let (events_tx, events) = crossbeam_channel::unbounded();
     let (control, control_rx) = crossbeam_channel::unbounded();
     let plan = Plan { input, events: events_tx, control: control_rx };
     let thread = std::thread::Builder::new()
@@ -149,6 +166,7 @@ pub fn spawn(resolved: Resolved, input: PlanInput) -> Trainer {
 #[cfg(all(feature = "cuda", not(test)))]
 mod cuda {
     use super::*;
+    use crate::engine::cuda_setup;
     use burn::backend::cuda::CudaDevice;
     use burn::backend::{Autodiff, Cuda};
     use burn::prelude::*;
@@ -159,18 +177,74 @@ mod cuda {
         Failed(String),
     }
 
-    /// Runs one tiny op on the device: cubecl panics when no driver or GPU is
-    /// there, and we want a message instead.
-    pub fn probe(n: usize) -> Result<(), ProbeError> {
+    /// What a run on cuda:n needs, checked in order, each with what was
+    /// found; the list ends at the first piece missing.
+    pub fn requirements(n: usize) -> Vec<(&'static str, Result<String, String>)> {
+        let mut found = Vec::new();
+        let mut check = |what: &'static str, outcome: Result<String, String>| {
+            let ok = outcome.is_ok();
+            found.push((what, outcome));
+            ok
+        };
         // SAFETY: only tries to dlopen the driver library; no CUDA call is made.
-        if !unsafe { cudarc::driver::sys::is_culib_present() } {
-            return Err(ProbeError::Failed("the NVIDIA driver library libcuda is not installed or not on the loader path".into()));
+        let driver = unsafe { cudarc::driver::sys::is_culib_present() };
+        if !check(
+            "driver library",
+            driver
+                .then(|| "libcuda loads".into())
+                .ok_or_else(|| "the NVIDIA driver library libcuda is not installed or not on the loader path".into()),
+        ) {
+            return found;
         }
-        let count = cudarc::driver::result::init()
+        let mut version = 0;
+        // SAFETY: the library is loaded; the call writes one int.
+        let answer = cudarc::driver::result::init()
+            .and_then(|()| unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut version) }.result())
             .and_then(|()| cudarc::driver::result::device::get_count())
-            .map_err(|e| ProbeError::Failed(format!("the CUDA driver does not answer: {e}")))?;
-        if n >= count.max(0) as usize {
-            return Err(ProbeError::Failed(format!("this machine has {count} CUDA device(s); cuda:{n} is not one of them")));
+            .map_err(|e| format!("the CUDA driver does not answer: {e}"));
+        let count = answer.clone().unwrap_or(0).max(0) as usize;
+        if !check("driver", answer.map(|c| format!("CUDA {}, {c} device(s)", cuda_setup::version_name(version)))) {
+            return found;
+        }
+        if !check(
+            "device",
+            if n < count {
+                Ok(format!("cuda:{n}"))
+            } else {
+                Err(format!("this machine has {count} CUDA device(s); cuda:{n} is not one of them"))
+            },
+        ) {
+            return found;
+        }
+        // SAFETY: only tries to dlopen libnvrtc.
+        if !check(
+            "NVRTC",
+            if unsafe { cudarc::nvrtc::sys::is_culib_present() } { Ok("libnvrtc loads".into()) } else { Err(cuda_setup::nvrtc_missing()) },
+        ) {
+            return found;
+        }
+        let (mut major, mut minor) = (0, 0);
+        // SAFETY: libnvrtc is loaded; the call writes two ints.
+        let nvrtc = unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) };
+        let nvrtc = match nvrtc {
+            cudarc::nvrtc::sys::nvrtcResult::NVRTC_SUCCESS => {
+                cuda_setup::check_nvrtc_version((major, minor), version).map(|()| format!("NVRTC {major}.{minor}"))
+            }
+            e => Err(format!("NVRTC does not answer: {e:?}")),
+        };
+        if !check("NVRTC version", nvrtc) {
+            return found;
+        }
+        let dir = cuda_setup::toolkit_dir(std::env::var_os("CUDA_PATH"), |p| p.exists());
+        check("CUDA headers", cuda_setup::check_headers(dir.as_deref()).map(|h| h.display().to_string()));
+        found
+    }
+
+    /// Checks `requirements`, then runs one tiny op on the device: cubecl
+    /// panics when a piece is missing, and we want a message instead.
+    pub fn probe(n: usize) -> Result<(), ProbeError> {
+        if let Some((_, Err(why))) = requirements(n).pop() {
+            return Err(ProbeError::Failed(why));
         }
         let quiet = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
@@ -204,6 +278,10 @@ mod cuda {
 
     pub fn probe(_n: usize) -> Result<(), ProbeError> {
         Err(ProbeError::NotBuilt)
+    }
+
+    pub fn requirements(_n: usize) -> Vec<(&'static str, Result<String, String>)> {
+        vec![("CUDA backend", Err("this kdtui was built without it (--no-default-features)".into()))]
     }
 
     pub fn dispatch<W: OnBackend>(_n: usize, _work: W, _name: &str) -> W::Output {

@@ -6,9 +6,11 @@
 
 pub mod backend;
 pub mod bench;
+pub mod cuda_setup;
 pub mod data;
 pub mod export;
 pub mod inference;
+pub mod logger;
 pub mod losses;
 pub mod model;
 pub mod train;

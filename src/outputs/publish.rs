@@ -85,6 +85,7 @@ mod tests {
             model_bytes: 100,
             wall_seconds: 1.0,
             reused: false,
+            device: String::new(),
             history: vec![],
         }
     }

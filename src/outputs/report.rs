@@ -48,6 +48,16 @@ pub fn markdown(results: &Results) -> String {
     let _ = writeln!(s, "- plan: {status}; {} runs recorded, {} failed", results.runs.len(), results.failures.len());
     let _ = writeln!(s, "- data: {} images", results.data);
     let _ = writeln!(s, "- device and backend: {}", results.device);
+    // Checkpoints carry over between devices (a teacher trained on a GPU
+    // teaches a CPU session): say where each run trained when they differ.
+    let mut trained_on: Vec<&str> = results.runs.iter().map(|r| r.device.as_str()).filter(|d| !d.is_empty()).collect();
+    trained_on.sort();
+    trained_on.dedup();
+    if trained_on.len() > 1 || trained_on.first().is_some_and(|d| *d != results.device) {
+        let list: Vec<String> =
+            trained_on.iter().map(|d| format!("{d} ({} runs)", results.runs.iter().filter(|r| r.device == *d).count())).collect();
+        let _ = writeln!(s, "- runs trained on: {}", list.join(", "));
+    }
     let total: f64 = results.runs.iter().map(|r| r.wall_seconds).filter(|t| t.is_finite()).sum();
     let _ = writeln!(s, "- training time: {:.1} s over all runs (per run in \"Runs\" below)", total);
     let p = teacher.map_or(0.9, |g| g.mean_final);

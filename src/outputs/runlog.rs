@@ -309,6 +309,7 @@ mod tests {
             model_bytes: 10,
             wall_seconds: 6.0,
             reused: false,
+            device: String::new(),
             history,
         }
     }

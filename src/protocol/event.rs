@@ -127,6 +127,11 @@ pub struct RunResult {
     pub wall_seconds: f64,
     /// Loaded from a checkpoint instead of trained in this session.
     pub reused: bool,
+    /// Where it trained (`cpu (burn flex, 2 threads)`, `cuda:0 (burn cuda)`;
+    /// empty in results written before kdtui recorded it). Checkpoints are
+    /// shared across devices, so one table can mix them; the report says so.
+    #[serde(default)]
+    pub device: String,
     pub history: Vec<EpochMetrics>,
 }
 

@@ -11,6 +11,7 @@ use burn::module::{AutodiffModule, Module};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::checkpoint::{decode, Prior, RunStore};
+use super::run::TrainError;
 use crate::engine::data::batcher::Normalizer;
 use crate::engine::data::{Data, CLASSES};
 use crate::engine::inference::predict;
@@ -40,6 +41,9 @@ pub struct PlanInput {
     /// Tests only (no flag or variable sets it): this run panics at its
     /// first step, to check that a panic fails that run alone.
     pub inject_panic: Option<String>,
+    /// Tests only, like `inject_panic`: this run logs an error as cubecl's
+    /// device thread does when a kernel fails, at its first step.
+    pub inject_device_error: Option<String>,
 }
 
 /// Runs the whole plan on this thread, reporting through `events`.
@@ -224,7 +228,10 @@ impl<B: TrainBackend> Plan<'_, B> {
         let spec = job.spec;
         match catch_unwind(AssertUnwindSafe(|| self.train(job))) {
             Ok(Ok(trained)) => Ok(trained),
-            Ok(Err(e)) => Err(RunError::Fatal(format!("{}: cannot save its checkpoint or model file: {e}", spec.run_id))),
+            Ok(Err(TrainError::Write(e))) => {
+                Err(RunError::Fatal(format!("{}: cannot save its checkpoint or model file: {e}", spec.run_id)))
+            }
+            Ok(Err(TrainError::Device(e))) => Err(RunError::Failed(format!("the device reported an error: {e}"))),
             Err(panic) => Err(RunError::Failed(format!("training panicked: {}", crate::util::panic_message(&panic)))),
         }
     }

@@ -12,16 +12,48 @@ use super::orchestrate::{Job, Plan, Trained};
 use super::step::{adam, learning_rate, train_step, Objective};
 use crate::engine::data::batcher::{batches, make_batch, steps_per_epoch, Shuffle};
 use crate::engine::inference::evaluate;
+use crate::engine::logger;
 use crate::engine::model::size::model_bytes;
 use crate::engine::model::{Cnn, TrainBackend};
 use crate::protocol::{EpochMetrics, Flow, RunResult, RunStatus, TrainEvent};
 use crate::util::atomic_file::WriteError;
 
+/// Why `train` gave no result.
+pub(super) enum TrainError {
+    /// A checkpoint or model file could not be written: the plan stops.
+    Write(WriteError),
+    /// The backend logged an error (a GPU kernel that failed on cubecl's
+    /// device thread): this run fails with it.
+    Device(String),
+}
+
+impl From<WriteError> for TrainError {
+    fn from(e: WriteError) -> Self {
+        TrainError::Write(e)
+    }
+}
+
 impl<B: TrainBackend> Plan<'_, B> {
+    /// What the backend logged since the last look: warnings become log
+    /// lines, errors this run's failure.
+    fn backend_log(&self) -> Result<(), TrainError> {
+        let mut errors = Vec::new();
+        for record in logger::drain() {
+            match record.error {
+                true => errors.push(record.text),
+                false => self.log(format!("backend: {}", record.text)),
+            }
+        }
+        match errors.is_empty() {
+            true => Ok(()),
+            false => Err(TrainError::Device(errors.join("; "))),
+        }
+    }
+
     /// One run's training loop, from its checkpoint when it has one. Checks the
     /// controls between steps; evaluates on the whole test set and saves a
     /// checkpoint after every epoch, and saves one when stopped between steps.
-    pub(super) fn train(&mut self, job: Job) -> Result<Trained<B>, WriteError> {
+    pub(super) fn train(&mut self, job: Job) -> Result<Trained<B>, TrainError> {
         let Job { spec, shape, epochs, lr, soft, store } = job;
         let config = &self.input.config;
         let train = &self.input.data.train;
@@ -107,6 +139,12 @@ impl<B: TrainBackend> Plan<'_, B> {
                 if step == loaded_at_step && self.input.inject_panic.as_deref() == Some(&spec.run_id) {
                     panic!("injected by a test");
                 }
+                if step == loaded_at_step && self.input.inject_device_error.as_deref() == Some(&spec.run_id) {
+                    log::error!(target: "kdtui_test_device", "injected by a test");
+                }
+                if logger::error_pending() {
+                    self.backend_log()?;
+                }
                 let batch = make_batch::<B>(train, &self.norm, indices, soft, &self.device);
                 let step_lr = learning_rate(lr, step, epochs * steps_per_epoch, warmup);
                 let (next, loss_value, hits) = train_step(model, &mut optim, batch, objective, step_lr);
@@ -132,6 +170,7 @@ impl<B: TrainBackend> Plan<'_, B> {
                 }
             }
             let (test_loss, test_accuracy) = evaluate(&model.valid(), test, &self.norm, config.train.eval_batch_size, &self.device);
+            self.backend_log()?;
             let seconds = partial.seconds + epoch_started.elapsed().as_secs_f64();
             let seen = partial.seen.max(1) as f64;
             let metrics = EpochMetrics {
@@ -170,6 +209,7 @@ impl<B: TrainBackend> Plan<'_, B> {
             model_bytes: model_bytes(shape),
             wall_seconds: wall_before + started.elapsed().as_secs_f64(),
             reused: false,
+            device: self.input.device_name.clone(),
             history,
         };
         if status != RunStatus::Interrupted {
