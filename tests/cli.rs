@@ -74,6 +74,42 @@ fn svhn_fixtures_run_end_to_end() {
     assert_eq!(json["test_images"], 96);
 }
 
+/// The SVHN preset as shipped, on the SVHN-layout fixtures instead of the
+/// real files (its `dir`), with one epoch each and two of its runs: its keys
+/// parse, its data section reads SVHN files, its seeds make runs.
+#[test]
+fn svhn_preset_runs_on_the_fixtures() {
+    let dir = tempfile::tempdir().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/svhn-format");
+    let preset = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/svhn.toml")).unwrap();
+    let config = preset
+        .replace("dir = \"data\"", &format!("dir = {:?}", fixtures.to_str().unwrap()))
+        .replace("epochs = 15", "epochs = 1")
+        .replace("epochs = 10", "epochs = 1");
+    assert_ne!(config, preset);
+    write(dir.path(), "svhn.toml", &config);
+    let out = kdtui(dir.path())
+        .args(["--batch", "--device", "cpu", "--config", "svhn.toml", "--only", "baseline-s2,hard_soft-T15-s3"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("svhn: 192 train / 96 test"), "{stdout}");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("results-svhn/results.json")).unwrap()).unwrap();
+    let mut ran: Vec<&str> = json["runs"].as_array().unwrap().iter().map(|r| r["run_id"].as_str().unwrap()).collect();
+    ran.sort();
+    assert_eq!(ran, ["baseline-s2", "hard_soft-T15-s3", "teacher"]);
+}
+
+/// The smoke preset parses and plans one run of each kind.
+#[test]
+fn smoke_preset_plans_every_kind_of_run() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/smoke.toml");
+    let config = kdtui::study::Config::load(&path).unwrap();
+    let runs: Vec<String> = kdtui::study::plan::full_plan(&config).into_iter().map(|r| r.run_id).collect();
+    assert_eq!(runs, ["teacher", "baseline-s1", "soft-T15-s1", "hard_soft-T15-s1", "gt_soft-T15-s1"]);
+}
+
 #[test]
 fn idx_files_run_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
@@ -144,6 +180,21 @@ fn impossible_requests_are_refused_before_training() {
     write(dir.path(), "config.toml", &missing);
     kdtui(dir.path()).args(["--batch", "--device", "cpu"]).assert().failure().stderr(predicate::str::contains("nowhere"));
     assert!(!dir.path().join("results").exists(), "no results for a plan that never ran");
+}
+
+/// `kdtui doctor` lists what a CUDA run needs and stops at the first piece
+/// missing: on any host, a 100th GPU is missing (exit 2); the CPU always works.
+#[test]
+fn doctor_names_what_a_cuda_run_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = kdtui(dir.path()).args(["doctor", "--device", "cuda:99"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("kdtui's kernels run") && stdout.contains("cuda:99 needs, in order:"), "{stdout}");
+    assert_eq!(stdout.lines().filter(|l| l.trim_start().starts_with("missing")).count(), 1, "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--device cuda:99") && !stderr.contains("panicked"), "{stderr}");
+    kdtui(dir.path()).args(["doctor", "--device", "cpu"]).assert().success().stdout(predicate::str::contains("--device cpu works"));
 }
 
 /// A stop the user asks for (ctrl-c, here SIGINT) ends `--batch` with status

@@ -168,7 +168,7 @@ impl Default for DataConfig {
             source: DataSource::Synthetic,
             dir: "data".into(),
             train_size: 7000,
-            test_size: 1000,
+            test_size: 2000,
             seed: 7,
             train_limit: 0,
             test_limit: 0,
@@ -199,7 +199,7 @@ impl Default for TeacherConfig {
 
 impl Default for StudentConfig {
     fn default() -> Self {
-        Self { epochs: 1, learning_rate: 2e-3, w_bits: 2, a_bits: 2, first_last_bits: 32, a_range: 3.0, widths: [32, 64, 128], hidden: 256 }
+        Self { epochs: 5, learning_rate: 2e-3, w_bits: 2, a_bits: 2, first_last_bits: 32, a_range: 3.0, widths: [16, 32, 64], hidden: 128 }
     }
 }
 
