@@ -27,6 +27,30 @@ fn results_json(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("results/results.json")).unwrap()).unwrap()
 }
 
+/// TINY's whole plan in this process, as `kdtui --batch` runs it, with a
+/// fault injected through the library (`inject`); the batch writer's error.
+fn run_in_process(dir: &Path, inject: impl FnOnce(&mut PlanInput)) -> BatchError {
+    let mut config = Config::parse(TINY, Path::new("config.toml")).unwrap();
+    config.plan.checkpoints = dir.join("checkpoints");
+    let data = data::load(&config.data).unwrap();
+    let results = Results { study_hash: config.study_hash(&data.digest), planned: plan::full_plan(&config), ..Results::default() };
+    let mut input = PlanInput {
+        config: config.clone(),
+        runs: plan::full_plan(&config),
+        data,
+        device_name: String::new(),
+        fresh: false,
+        notes: vec![],
+        models: None,
+        train_teacher: true,
+        inject_panic: None,
+        inject_device_error: None,
+    };
+    inject(&mut input);
+    let trainer = backend::spawn(Resolved::Cpu, input);
+    headless::run(trainer, results, &dir.join("results"), None).unwrap_err()
+}
+
 fn run_status<'a>(json: &'a serde_json::Value, id: &str) -> &'a str {
     json["runs"].as_array().unwrap().iter().find(|r| r["run_id"] == id).unwrap()["status"].as_str().unwrap()
 }
@@ -70,25 +94,7 @@ fn a_diverging_teacher_is_marked_and_the_plan_goes_on() {
 fn a_panic_in_training_fails_that_run_only() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "config.toml", TINY);
-    let mut config = Config::parse(TINY, Path::new("config.toml")).unwrap();
-    config.plan.checkpoints = dir.path().join("checkpoints");
-    let out = dir.path().join("results");
-    let data = data::load(&config.data).unwrap();
-    let results = Results { study_hash: config.study_hash(&data.digest), planned: plan::full_plan(&config), ..Results::default() };
-    let input = PlanInput {
-        config: config.clone(),
-        runs: plan::full_plan(&config),
-        data,
-        device_name: String::new(),
-        fresh: false,
-        notes: vec![],
-        models: None,
-        train_teacher: true,
-        inject_panic: Some("soft-T5-s1".into()),
-        inject_device_error: None,
-    };
-    let trainer = backend::spawn(Resolved::Cpu, input);
-    let error = headless::run(trainer, results, &out, None).unwrap_err();
+    let error = run_in_process(dir.path(), |input| input.inject_panic = Some("soft-T5-s1".into()));
     assert!(matches!(&error, BatchError::RunsFailed { list, .. } if list == "soft-T5-s1"), "{error}");
     let json = results_json(dir.path());
     assert_eq!(json["failures"][0]["run_id"], "soft-T5-s1");
@@ -109,25 +115,7 @@ fn a_panic_in_training_fails_that_run_only() {
 fn an_error_the_backend_logs_fails_that_run() {
     kdtui::engine::logger::install();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::parse(TINY, Path::new("config.toml")).unwrap();
-    config.plan.checkpoints = dir.path().join("checkpoints");
-    let out = dir.path().join("results");
-    let data = data::load(&config.data).unwrap();
-    let results = Results { study_hash: config.study_hash(&data.digest), planned: plan::full_plan(&config), ..Results::default() };
-    let input = PlanInput {
-        config: config.clone(),
-        runs: plan::full_plan(&config),
-        data,
-        device_name: String::new(),
-        fresh: false,
-        notes: vec![],
-        models: None,
-        train_teacher: true,
-        inject_panic: None,
-        inject_device_error: Some("gt_soft-T5-s1".into()),
-    };
-    let trainer = backend::spawn(Resolved::Cpu, input);
-    let error = headless::run(trainer, results, &out, None).unwrap_err();
+    let error = run_in_process(dir.path(), |input| input.inject_device_error = Some("gt_soft-T5-s1".into()));
     assert!(matches!(&error, BatchError::RunsFailed { list, .. } if list == "gt_soft-T5-s1"), "{error}");
     let json = results_json(dir.path());
     let message = json["failures"][0]["error"].as_str().unwrap();
