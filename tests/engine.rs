@@ -11,13 +11,14 @@ use crossbeam_channel::RecvTimeoutError;
 use kdtui::engine::backend::{self, Resolved};
 use kdtui::engine::data::batcher::{make_batch, Normalizer};
 use kdtui::engine::data::synthetic::{self, Split};
-use kdtui::engine::data::{self, Data};
 use kdtui::engine::inference::evaluate;
 use kdtui::engine::losses;
 use kdtui::engine::model::{CnnConfig, Precision};
 use kdtui::engine::train::PlanInput;
 use kdtui::protocol::{Control, TrainEvent};
 use kdtui::study::{plan, Config, Loss};
+
+mod common;
 
 type AD = Autodiff<Flex>;
 
@@ -86,24 +87,9 @@ fn pause_holds_the_trainer_still_and_stop_ends_the_plan() {
     let mut config = tiny_config();
     config.plan.checkpoints = dir.path().to_path_buf();
     let runs = plan::select(&config, &[]).unwrap();
-    let data: Data = data::load(&config.data).unwrap();
     // Lockstep: each control lands within a step of the event it answers,
     // however fast the machine runs this tiny plan.
-    let trainer = backend::spawn_lockstep(
-        Resolved::Cpu,
-        PlanInput {
-            config,
-            runs,
-            data,
-            device_name: String::new(),
-            fresh: true,
-            notes: vec![],
-            models: None,
-            train_teacher: true,
-            inject_panic: None,
-            inject_device_error: None,
-        },
-    );
+    let trainer = backend::spawn_lockstep(Resolved::Cpu, PlanInput { fresh: true, ..common::plan_input(&config, runs) });
     let wait = Duration::from_secs(60);
     // Run until a few steps have happened.
     let mut steps = 0;

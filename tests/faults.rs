@@ -6,7 +6,6 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use kdtui::engine::backend::{self, Resolved};
-use kdtui::engine::data;
 use kdtui::engine::train::PlanInput;
 use kdtui::monitor::headless::{self, BatchError};
 use kdtui::outputs::Results;
@@ -32,20 +31,8 @@ fn results_json(dir: &Path) -> serde_json::Value {
 fn run_in_process(dir: &Path, inject: impl FnOnce(&mut PlanInput)) -> BatchError {
     let mut config = Config::parse(TINY, Path::new("config.toml")).unwrap();
     config.plan.checkpoints = dir.join("checkpoints");
-    let data = data::load(&config.data).unwrap();
-    let results = Results { study_hash: config.study_hash(&data.digest), planned: plan::full_plan(&config), ..Results::default() };
-    let mut input = PlanInput {
-        config: config.clone(),
-        runs: plan::full_plan(&config),
-        data,
-        device_name: String::new(),
-        fresh: false,
-        notes: vec![],
-        models: None,
-        train_teacher: true,
-        inject_panic: None,
-        inject_device_error: None,
-    };
+    let mut input = common::plan_input(&config, plan::full_plan(&config));
+    let results = Results { study_hash: config.study_hash(&input.data.digest), planned: input.runs.clone(), ..Results::default() };
     inject(&mut input);
     let trainer = backend::spawn(Resolved::Cpu, input);
     headless::run(trainer, results, &dir.join("results"), None).unwrap_err()

@@ -7,8 +7,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use kdtui::engine::backend::{self, Resolved};
-use kdtui::engine::data;
-use kdtui::engine::train::PlanInput;
 use kdtui::outputs::Results;
 use kdtui::protocol::{Control, RunResult, RunStatus, TrainEvent};
 use kdtui::study::{plan, Config};
@@ -32,21 +30,7 @@ fn run(config: &Config, stop_when: impl Fn(&TrainEvent) -> bool) -> BTreeMap<Str
     let runs = plan::select(config, &["soft-T5".to_string()]).unwrap();
     // Lockstep: the Stop sent in answer to an event lands within a step of
     // it, not after the run has finished on a fast machine.
-    let trainer = backend::spawn_lockstep(
-        Resolved::Cpu,
-        PlanInput {
-            config: config.clone(),
-            runs,
-            data: data::load(&config.data).unwrap(),
-            device_name: String::new(),
-            fresh: false,
-            notes: vec![],
-            models: None,
-            train_teacher: true,
-            inject_panic: None,
-            inject_device_error: None,
-        },
-    );
+    let trainer = backend::spawn_lockstep(Resolved::Cpu, common::plan_input(config, runs));
     let mut results = BTreeMap::new();
     for event in trainer.events.iter() {
         if stop_when(&event) {

@@ -394,6 +394,16 @@ mod tests {
 
     type AD = Autodiff<Flex>;
 
+    /// The activation in burn's autodiff ops, as the model computed it before
+    /// the fused ops: ReLU, or the quantizer with its straight-through estimator.
+    fn reference_activation(y: Tensor<AD, 4>, act: Activation) -> Tensor<AD, 4> {
+        match act {
+            Activation::Identity => y,
+            Activation::Relu => burn::tensor::activation::relu(y),
+            Activation::Quantized { bits, range } => crate::engine::model::quant::quantize_activations(y, bits, range),
+        }
+    }
+
     fn random<B: Backend>(shape: [usize; 4], seed: u64, device: &B::Device) -> Tensor<B, 4> {
         B::seed(device, seed);
         Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
@@ -474,11 +484,7 @@ mod tests {
                 let (xb, gb, bb) = leaves();
                 let [y, _, _] = batch_norm_default::<AD>(prim(xb.clone()), prim(gb.clone()), prim(bb.clone()), 1e-5);
                 let y = float::<AD, 4>(y);
-                let theirs = match act {
-                    Activation::Identity => y,
-                    Activation::Relu => burn::tensor::activation::relu(y),
-                    Activation::Quantized { bits, range } => crate::engine::model::quant::quantize_activations(y, bits, range),
-                };
+                let theirs = reference_activation(y, act);
                 let grads_b = (theirs.clone() * weights).sum().backward();
 
                 let values = |t: Tensor<AD, 4>| t.into_data().to_vec::<f32>().unwrap();
@@ -583,11 +589,7 @@ mod tests {
                 let (xb, gb, bb) = leaves();
                 let [y, _, _] = batch_norm_default::<AD>(prim(xb.clone()), prim(gb.clone()), prim(bb.clone()), 1e-5);
                 let y = float::<AD, 4>(y);
-                let y = match act {
-                    Activation::Identity => y,
-                    Activation::Relu => burn::tensor::activation::relu(y),
-                    Activation::Quantized { bits, range } => crate::engine::model::quant::quantize_activations(y, bits, range),
-                };
+                let y = reference_activation(y, act);
                 let theirs = burn::tensor::module::max_pool2d(y, [2, 2], [2, 2], [0, 0], [1, 1], false);
                 let grads_b = (theirs.clone() * weights).sum().backward();
 
