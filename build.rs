@@ -2,7 +2,9 @@
 //! so that a test whose tool is missing shows as ignored (with the reason and
 //! how to install it) instead of failing or passing without running:
 //! `kdtui_no_tmux` (the real-terminal tests), `kdtui_no_python3` (the
-//! benchmark reference's syntax check). Nothing in kdtui itself uses them.
+//! benchmark reference's syntax check), `kdtui_no_small_disk` (the full-disk
+//! tests, which mount a small tmpfs in a user and mount namespace of their
+//! own). Nothing in kdtui itself uses them.
 
 use std::path::Path;
 
@@ -18,4 +20,23 @@ fn main() {
             println!("cargo::rustc-cfg=kdtui_no_{tool}");
         }
     }
+    println!("cargo::rustc-check-cfg=cfg(kdtui_no_small_disk)");
+    if !can_mount_small_disk() {
+        println!("cargo::rustc-cfg=kdtui_no_small_disk");
+    }
+}
+
+/// Whether this user can mount a tmpfs in a namespace of its own (`unshare
+/// -rm`: root can, and so can any user where the kernel allows unprivileged
+/// user namespaces). The mount is gone when the namespace ends: nothing on
+/// the system changes.
+fn can_mount_small_disk() -> bool {
+    let Some(target) = std::env::var_os("OUT_DIR") else { return false };
+    std::process::Command::new("unshare")
+        .args(["-rm", "--propagation", "private", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs \"$0\""])
+        .arg(target)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }

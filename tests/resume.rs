@@ -13,6 +13,7 @@ use kdtui::study::{plan, Config};
 use rand::{Rng, SeedableRng};
 
 mod common;
+use common::assert_same_training;
 
 fn config(dir: &Path) -> Config {
     let mut c = Config::parse(common::TINY, Path::new("tiny.toml")).unwrap();
@@ -47,17 +48,6 @@ fn run(config: &Config, stop_when: impl Fn(&TrainEvent) -> bool) -> BTreeMap<Str
     }
     trainer.thread.join().unwrap();
     results
-}
-
-fn assert_same_training(a: &RunResult, b: &RunResult) {
-    assert_eq!(a.epochs, b.epochs);
-    for (x, y) in a.history.iter().zip(&b.history) {
-        assert_eq!(x.epoch, y.epoch);
-        assert!((x.train_loss - y.train_loss).abs() < 1e-5, "{x:?}\n{y:?}");
-        assert!((x.test_loss - y.test_loss).abs() < 1e-5, "{x:?}\n{y:?}");
-        assert_eq!(x.train_accuracy, y.train_accuracy, "{x:?}\n{y:?}");
-        assert_eq!(x.test_accuracy, y.test_accuracy, "{x:?}\n{y:?}");
-    }
 }
 
 #[test]

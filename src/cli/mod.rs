@@ -224,6 +224,11 @@ fn message(error: &anyhow::Error) -> String {
             line = format!("{line}: {cause}");
         }
     }
+    // Several layers report a full disk (the trainer's checkpoints, the
+    // results writer), some as text: the OS's words are what they share.
+    if ["No space left on device", "Disk quota exceeded"].iter().any(|full| line.contains(full)) {
+        line.push_str("; everything finished is kept: free some space and run the same command again to continue");
+    }
     line
 }
 

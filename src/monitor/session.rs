@@ -13,7 +13,7 @@ use ratatui::crossterm::event::{self, Event};
 use ratatui::prelude::Backend;
 use ratatui::Terminal;
 
-use super::app::App;
+use super::app::{App, PlanState};
 use super::terminal::{is_terminal, Tui};
 use super::{keys, ui, watch};
 use crate::outputs::{PublishError, Results, Sink};
@@ -34,6 +34,9 @@ pub enum MonitorError {
     Results(#[from] PublishError),
     #[error(transparent)]
     Watch(#[from] watch::WatchError),
+    /// The screen showed why the plan could not go on; the exit status says it too.
+    #[error("{0}")]
+    PlanFailed(String),
 }
 
 pub fn check_terminal() -> Result<(), MonitorError> {
@@ -65,6 +68,9 @@ pub fn run(trainer: Trainer, results: Results, out: &Path, stop: Option<StopRequ
     }
     outcome?;
     sink.flush()?;
+    if let PlanState::Failed(why) = app.state {
+        return Err(MonitorError::PlanFailed(why));
+    }
     Ok(sink.into_results())
 }
 

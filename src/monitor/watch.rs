@@ -177,7 +177,7 @@ mod tests {
         assert!(matches!(seen.last(), Some(TrainEvent::PlanStarted { runs, .. }) if runs.len() == 17));
 
         let started = TrainEvent::RunStarted { run_id: "baseline-s1".into(), epochs: 2, steps_per_epoch: 10, step: 0, history: vec![] };
-        RunLog::new(out.clone()).on_event(&started);
+        RunLog::new(out.clone()).on_event(&started).unwrap();
         let seen = wait_for(&source, |e| matches!(e, TrainEvent::RunStarted { .. }));
         assert_eq!(seen.last(), Some(&started));
 

@@ -85,7 +85,10 @@ pub fn open(out: &Path, study_hash: &str, fresh: bool) -> Result<Opened, OpenErr
     for sub in ["", RUNS_DIR, FIGURES_DIR, MODELS_DIR] {
         atomic_file::remove_leftovers(&out.join(sub));
     }
-    let present: Vec<&str> = RESULT_FILES.into_iter().filter(|f| out.join(f).exists()).collect();
+    // An empty folder holds no earlier results (and may be a mount point,
+    // which could not be moved).
+    let holds_something = |path: &Path| path.is_file() || std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_some());
+    let present: Vec<&str> = RESULT_FILES.into_iter().filter(|f| holds_something(&out.join(f))).collect();
     if present.is_empty() {
         return Ok(Opened { previous: None, note: None });
     }
@@ -156,6 +159,18 @@ mod tests {
         }
         let asides = std::fs::read_dir(&out).unwrap().filter(|e| e.as_ref().unwrap().file_name() != LOCK_FILE).count();
         assert_eq!(asides, 3, "three sessions, three folders");
+    }
+
+    #[test]
+    fn empty_folders_are_not_earlier_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("results");
+        for sub in [MODELS_DIR, METRICS_DIR] {
+            std::fs::create_dir_all(out.join(sub)).unwrap();
+        }
+        let opened = open(&out, "aaaa", false).unwrap();
+        assert!(opened.previous.is_none() && opened.note.is_none(), "{:?}", opened.note);
+        assert!(out.join(MODELS_DIR).is_dir() && out.join(METRICS_DIR).is_dir(), "left where they are");
     }
 
     #[test]

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::directory::METRICS_DIR;
 use crate::protocol::event::nan_from_null;
 use crate::protocol::{EpochMetrics, RunResult, TrainEvent};
+use crate::util::atomic_file::WriteError;
 
 const EXTENSION: &str = "jsonl";
 
@@ -95,26 +96,21 @@ impl RunLog {
         Self { out, files: HashMap::new(), failed: false }
     }
 
-    /// Handles one event; returns a line for the log when writing failed
-    /// (training goes on: the results files do not depend on these).
-    pub fn on_event(&mut self, event: &TrainEvent) -> Option<String> {
+    /// Handles one event. After the first failure (returned: the caller
+    /// decides whether the plan can go on) the metric files are left alone.
+    pub fn on_event(&mut self, event: &TrainEvent) -> Result<(), WriteError> {
         if self.failed {
-            return None;
+            return Ok(());
         }
-        match self.handle(event) {
-            Ok(()) => None,
-            Err(e) => {
-                self.failed = true;
-                self.files.clear();
-                Some(format!(
-                    "metric files cannot be written in {} ({e}); training goes on, kdtui watch will not see it",
-                    self.out.join(METRICS_DIR).display()
-                ))
-            }
-        }
+        self.handle(event).map_err(|(run_id, source)| {
+            self.failed = true;
+            self.files.clear();
+            WriteError { path: path(&self.out, &run_id), source }
+        })
     }
 
-    fn handle(&mut self, event: &TrainEvent) -> std::io::Result<()> {
+    /// The run whose file failed, and why.
+    fn handle(&mut self, event: &TrainEvent) -> Result<(), (String, std::io::Error)> {
         match event {
             TrainEvent::RunStarted { run_id, epochs, steps_per_epoch, step, history } => {
                 let path = path(&self.out, run_id);
@@ -125,7 +121,7 @@ impl RunLog {
                 if replay && path.exists() {
                     return Ok(());
                 }
-                let file = open_for_append(&path)?;
+                let file = open_for_append(&path).map_err(run(run_id))?;
                 self.files.insert(run_id.clone(), file);
                 self.append(
                     run_id,
@@ -138,7 +134,8 @@ impl RunLog {
                         pid: std::process::id(),
                     },
                     true,
-                )?;
+                )
+                .map_err(run(run_id))?;
             }
             TrainEvent::Step { run_id, epoch, step, loss, accuracy, images_per_sec } => {
                 let entry = Entry::Step {
@@ -148,22 +145,22 @@ impl RunLog {
                     accuracy: f64::from(*accuracy),
                     images_per_sec: f64::from(*images_per_sec),
                 };
-                self.append(run_id, &entry, false)?;
+                self.append(run_id, &entry, false).map_err(run(run_id))?;
             }
             TrainEvent::EpochFinished { run_id, metrics } => {
-                self.append(run_id, &Entry::Epoch { metrics: metrics.clone() }, true)?;
+                self.append(run_id, &Entry::Epoch { metrics: metrics.clone() }, true).map_err(run(run_id))?;
             }
             TrainEvent::RunFinished { result } => {
-                self.append(&result.run_id, &Entry::Finished { result: result.clone() }, true)?;
+                self.append(&result.run_id, &Entry::Finished { result: result.clone() }, true).map_err(run(&result.run_id))?;
                 self.files.remove(&result.run_id);
             }
             TrainEvent::RunFailed { run_id, error } => {
                 // A run can fail before it starts (no teacher): its file begins here.
                 if !self.files.contains_key(run_id) {
-                    let file = open_for_append(&path(&self.out, run_id))?;
+                    let file = open_for_append(&path(&self.out, run_id)).map_err(run(run_id))?;
                     self.files.insert(run_id.clone(), file);
                 }
-                self.append(run_id, &Entry::Failed { error: error.clone() }, true)?;
+                self.append(run_id, &Entry::Failed { error: error.clone() }, true).map_err(run(run_id))?;
                 self.files.remove(run_id);
             }
             _ => {}
@@ -171,16 +168,29 @@ impl RunLog {
         Ok(())
     }
 
+    /// Appends one line, all or nothing: a write that fails part-way (a
+    /// full disk) is cut off again, and a file that held nothing before is
+    /// removed, so no reader meets half a line and nothing is left behind.
     fn append(&mut self, run_id: &str, entry: &Entry, sync: bool) -> std::io::Result<()> {
         let Some(file) = self.files.get_mut(run_id) else { return Ok(()) };
         let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        file.write_all(&line)?;
-        if sync {
-            file.sync_data()?;
+        let before = file.metadata()?.len();
+        let written = file.write_all(&line).and_then(|()| if sync { file.sync_data() } else { Ok(()) });
+        if written.is_err() {
+            if before == 0 {
+                let _ = std::fs::remove_file(path(&self.out, run_id));
+            } else {
+                let _ = file.set_len(before);
+            }
         }
-        Ok(())
+        written
     }
+}
+
+/// An error with the run whose file it concerns.
+fn run(id: &str) -> impl FnOnce(std::io::Error) -> (String, std::io::Error) + '_ {
+    move |e| (id.to_string(), e)
 }
 
 /// Opens for appending; a last line torn by a killed writer is ended first,
@@ -325,7 +335,7 @@ mod tests {
         let written =
             vec![started("soft-T5-s1", vec![]), step, TrainEvent::EpochFinished { run_id: "soft-T5-s1".into(), metrics: metrics(1, 0.5) }];
         for e in &written {
-            assert_eq!(log.on_event(e), None);
+            assert!(log.on_event(e).is_ok());
         }
         let read = follower.poll();
         assert_eq!(read.len(), 3);
@@ -337,7 +347,7 @@ mod tests {
         }
         // Only what is new comes on the next poll.
         let done = TrainEvent::RunFinished { result: result("soft-T5-s1", vec![metrics(1, 0.5)]) };
-        log.on_event(&done);
+        log.on_event(&done).unwrap();
         assert_eq!(follower.poll(), vec![done]);
         assert!(follower.poll().is_empty());
     }
@@ -359,7 +369,7 @@ mod tests {
         // A writer killed mid-line; the next session's entry starts a new line.
         f.write_all(b"{\"event\":\"ep").unwrap();
         let mut log = RunLog::new(dir.path().to_path_buf());
-        log.on_event(&started("baseline-s1", vec![metrics(1, 0.5)]));
+        log.on_event(&started("baseline-s1", vec![metrics(1, 0.5)])).unwrap();
         let events = follower.poll();
         assert_eq!(events.len(), 2, "{events:?}");
         assert!(matches!(&events[0], TrainEvent::Log { message } if message.contains("line 2: skipped")));
@@ -375,8 +385,8 @@ mod tests {
             if let TrainEvent::RunStarted { steps_per_epoch, .. } = &mut s {
                 *steps_per_epoch = 0;
             }
-            log.on_event(&s);
-            log.on_event(&TrainEvent::RunFinished { result: result("teacher", vec![metrics(1, 0.9)]) });
+            log.on_event(&s).unwrap();
+            log.on_event(&TrainEvent::RunFinished { result: result("teacher", vec![metrics(1, 0.9)]) }).unwrap();
         };
         replay(&mut log);
         let once = std::fs::read_to_string(path(dir.path(), "teacher")).unwrap();

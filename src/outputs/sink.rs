@@ -13,6 +13,7 @@ use super::runlog::RunLog;
 use super::store::Results;
 use super::tensorboard::Recorder;
 use crate::protocol::TrainEvent;
+use crate::util::atomic_file::WriteError;
 
 /// The files written from the event stream as it arrives, beside the
 /// results files: TensorBoard's and the per-run metric files.
@@ -26,9 +27,21 @@ impl EventFiles {
         Self { tensorboard: Recorder::new(out.join(TENSORBOARD_DIR)), runlog: RunLog::new(out.to_path_buf()) }
     }
 
-    /// Lines for the log: what could not be written (training goes on).
-    pub fn on_event(&mut self, event: &TrainEvent) -> Vec<String> {
-        [self.tensorboard.on_event(event), self.runlog.on_event(event)].into_iter().flatten().collect()
+    /// Lines for the log: what could not be written where training can go
+    /// on without it. A full disk is an error: every later write there
+    /// (checkpoints, results) would fail too, so the plan stops now and
+    /// resumes once there is room.
+    pub fn on_event(&mut self, event: &TrainEvent) -> Result<Vec<String>, WriteError> {
+        let tensorboard = self.tensorboard.on_event(event).map_err(|e| (e, "TensorBoard files", "training goes on without them"));
+        let runlog = self.runlog.on_event(event).map_err(|e| (e, "metric files", "training goes on, kdtui watch will not see it"));
+        let mut warnings = vec![];
+        for (e, what, consequence) in [tensorboard, runlog].into_iter().filter_map(Result::err) {
+            if e.is_disk_full() {
+                return Err(e);
+            }
+            warnings.push(format!("{what} cannot be written ({e}); {consequence}"));
+        }
+        Ok(warnings)
     }
 }
 
@@ -66,15 +79,18 @@ impl Sink {
     /// Feeds the event files; records a run that ended and rewrites the
     /// results files.
     pub fn handle(&mut self, event: &TrainEvent) -> Handled {
-        let warnings = self.files.on_event(event);
+        let (warnings, full) = match self.files.on_event(event) {
+            Ok(warnings) => (warnings, None),
+            Err(e) => (vec![], Some(PublishError::from(e))),
+        };
         match event {
             TrainEvent::RunFinished { result } => self.results.record(result.clone()),
             TrainEvent::RunFailed { run_id, error } => self.results.record_failure(run_id.clone(), error.clone()),
             TrainEvent::PlanFinished { stopped } => self.results.stopped = *stopped,
-            _ => return Handled { warnings, unwritable: None },
+            _ => return Handled { warnings, unwritable: full },
         }
         self.unwritten = true;
-        Handled { warnings, unwritable: self.write().err() }
+        Handled { warnings, unwritable: full.or(self.write().err()) }
     }
 
     /// Writes the results files when something was recorded since they were

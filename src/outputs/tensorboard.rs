@@ -17,10 +17,11 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::protocol::{EpochMetrics, TrainEvent};
+use crate::util::atomic_file::WriteError;
 
 fn masked_crc(bytes: &[u8]) -> u32 {
     let crc = crc32c::crc32c(bytes);
@@ -68,9 +69,14 @@ fn now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
-/// One event file, appended record by record.
+/// One event file, appended record by record. Records gather in memory and
+/// reach the file at `flush`, all or nothing: a flush that fails (a full
+/// disk) cuts the file back to its last flushed length (a file that never
+/// held a record is removed), so TensorBoard never meets a torn record.
 pub struct EventWriter {
-    file: BufWriter<File>,
+    file: File,
+    pending: Vec<u8>,
+    flushed: u64,
     pub path: PathBuf,
 }
 
@@ -88,33 +94,51 @@ impl EventWriter {
             path = dir.join(format!("events.out.tfevents.{secs}.{host}.{pid}.{n}"));
             n += 1;
         }
-        let mut w = Self { file: BufWriter::new(File::create(&path)?), path };
-        w.record(&event(now(), 0, |e| bytes_field(3, b"brain.Event:2", e)))?;
+        let mut w = Self { file: File::create(&path)?, pending: Vec::with_capacity(4096), flushed: 0, path };
+        w.record(&event(now(), 0, |e| bytes_field(3, b"brain.Event:2", e)));
         Ok(w)
     }
 
-    fn record(&mut self, data: &[u8]) -> std::io::Result<()> {
+    fn record(&mut self, data: &[u8]) {
         let len = (data.len() as u64).to_le_bytes();
-        self.file.write_all(&len)?;
-        self.file.write_all(&masked_crc(&len).to_le_bytes())?;
-        self.file.write_all(data)?;
-        self.file.write_all(&masked_crc(data).to_le_bytes())
+        self.pending.extend_from_slice(&len);
+        self.pending.extend_from_slice(&masked_crc(&len).to_le_bytes());
+        self.pending.extend_from_slice(data);
+        self.pending.extend_from_slice(&masked_crc(data).to_le_bytes());
     }
 
-    pub fn scalar(&mut self, tag: &str, step: i64, value: f64) -> std::io::Result<()> {
-        self.record(&scalar_event(now(), step, tag, value as f32))
+    pub fn scalar(&mut self, tag: &str, step: i64, value: f64) {
+        self.record(&scalar_event(now(), step, tag, value as f32));
     }
 
     pub fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        match self.file.write_all(&self.pending) {
+            Ok(()) => {
+                self.flushed += self.pending.len() as u64;
+                self.pending.clear();
+                Ok(())
+            }
+            Err(e) => {
+                self.pending.clear();
+                if self.flushed == 0 {
+                    let _ = std::fs::remove_file(&self.path);
+                } else {
+                    let _ = self.file.set_len(self.flushed);
+                }
+                Err(e)
+            }
+        }
     }
 
-    pub fn epoch(&mut self, m: &EpochMetrics) -> std::io::Result<()> {
+    pub fn epoch(&mut self, m: &EpochMetrics) {
         let step = m.epoch as i64;
-        self.scalar("accuracy/train", step, m.train_accuracy)?;
-        self.scalar("accuracy/test", step, m.test_accuracy)?;
-        self.scalar("loss/train", step, m.train_loss)?;
-        self.scalar("loss/test", step, m.test_loss)
+        self.scalar("accuracy/train", step, m.train_accuracy);
+        self.scalar("accuracy/test", step, m.test_accuracy);
+        self.scalar("loss/train", step, m.train_loss);
+        self.scalar("loss/test", step, m.test_loss);
     }
 }
 
@@ -220,8 +244,8 @@ pub fn read_scalars(path: &Path) -> Result<Vec<Scalar>, String> {
 
 /// Writes the event files of a plan from its event stream (the TUI and
 /// `--batch` both feed it). A file that cannot be written costs TensorBoard
-/// its view of the run, not the plan: the first failure is returned for the
-/// log and TensorBoard output stops.
+/// its view of the run: the first failure is returned (the caller decides
+/// whether the plan goes on) and TensorBoard output stops.
 pub struct Recorder {
     root: PathBuf,
     writers: HashMap<String, EventWriter>,
@@ -237,22 +261,21 @@ impl Recorder {
         self.root.join(run_id)
     }
 
-    /// Handles one event; returns a line for the log when writing failed.
-    pub fn on_event(&mut self, event: &TrainEvent) -> Option<String> {
+    /// Handles one event; after the first failure, nothing more.
+    pub fn on_event(&mut self, event: &TrainEvent) -> Result<(), WriteError> {
         if self.failed {
-            return None;
+            return Ok(());
         }
-        match self.handle(event) {
-            Ok(()) => None,
-            Err(e) => {
-                self.failed = true;
-                self.writers.clear();
-                Some(format!("TensorBoard files cannot be written in {} ({e}); training goes on without them", self.root.display()))
-            }
-        }
+        self.handle(event).map_err(|(path, source)| {
+            self.failed = true;
+            self.writers.clear();
+            WriteError { path, source }
+        })
     }
 
-    fn handle(&mut self, event: &TrainEvent) -> std::io::Result<()> {
+    /// The file (or directory) that failed, and why.
+    fn handle(&mut self, event: &TrainEvent) -> Result<(), (PathBuf, std::io::Error)> {
+        let flush = |w: &mut EventWriter| w.flush().map_err(|e| (w.path.clone(), e));
         match event {
             TrainEvent::RunStarted { run_id, steps_per_epoch, history, .. } => {
                 let dir = self.run_dir(run_id);
@@ -263,37 +286,37 @@ impl Recorder {
                 if replay && has_files {
                     return Ok(());
                 }
-                let mut w = EventWriter::create(&dir)?;
+                let mut w = EventWriter::create(&dir).map_err(|e| (dir.clone(), e))?;
                 if !has_files {
                     for m in history {
-                        w.epoch(m)?;
+                        w.epoch(m);
                     }
                 }
-                w.flush()?;
+                flush(&mut w)?;
                 if !replay {
                     self.writers.insert(run_id.clone(), w);
                 }
             }
             TrainEvent::Step { run_id, step, loss, accuracy, .. } => {
                 if let Some(w) = self.writers.get_mut(run_id) {
-                    w.scalar("step/loss", *step as i64, f64::from(*loss))?;
-                    w.scalar("step/accuracy", *step as i64, f64::from(*accuracy))?;
+                    w.scalar("step/loss", *step as i64, f64::from(*loss));
+                    w.scalar("step/accuracy", *step as i64, f64::from(*accuracy));
                 }
             }
             TrainEvent::EpochFinished { run_id, metrics } => {
                 if let Some(w) = self.writers.get_mut(run_id) {
-                    w.epoch(metrics)?;
-                    w.flush()?;
+                    w.epoch(metrics);
+                    flush(w)?;
                 }
             }
             TrainEvent::RunFinished { result } => {
                 if let Some(mut w) = self.writers.remove(&result.run_id) {
-                    w.flush()?;
+                    flush(&mut w)?;
                 }
             }
             TrainEvent::RunFailed { run_id, .. } => {
                 if let Some(mut w) = self.writers.remove(run_id) {
-                    w.flush()?;
+                    flush(&mut w)?;
                 }
             }
             _ => {}
@@ -319,8 +342,8 @@ mod tests {
     fn scalars_read_back_with_tags_steps_and_values() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = EventWriter::create(dir.path()).unwrap();
-        w.scalar("loss/train", 3, 0.25).unwrap();
-        w.scalar("step/loss", 300, 1.5).unwrap();
+        w.scalar("loss/train", 3, 0.25);
+        w.scalar("step/loss", 300, 1.5);
         w.flush().unwrap();
         let back = read_scalars(&w.path).unwrap();
         assert_eq!(
@@ -355,7 +378,7 @@ mod tests {
         let dir = root.path().join("soft-T5-s1");
         // A replay (steps_per_epoch 0) into an empty directory writes the history.
         let mut rec = Recorder::new(root.path().to_path_buf());
-        assert_eq!(rec.on_event(&started(0, vec![metrics(1, 0.5), metrics(2, 0.6)])), None);
+        assert!(rec.on_event(&started(0, vec![metrics(1, 0.5), metrics(2, 0.6)])).is_ok());
         let tags = |f: &Path| {
             read_scalars(f).unwrap().into_iter().filter(|s| s.tag == "accuracy/test").map(|s| (s.step, s.value)).collect::<Vec<_>>()
         };
@@ -363,13 +386,13 @@ mod tests {
         assert_eq!(tags(&files(&dir)[0]), vec![(1, 0.5), (2, 0.6)]);
         // Replayed again: nothing new.
         let mut rec = Recorder::new(root.path().to_path_buf());
-        rec.on_event(&started(0, vec![metrics(1, 0.5), metrics(2, 0.6)]));
+        rec.on_event(&started(0, vec![metrics(1, 0.5), metrics(2, 0.6)])).unwrap();
         assert_eq!(files(&dir).len(), 1);
         // Resumed training: a new file with the new epoch and its steps only.
-        rec.on_event(&started(4, vec![metrics(1, 0.5), metrics(2, 0.6)]));
+        rec.on_event(&started(4, vec![metrics(1, 0.5), metrics(2, 0.6)])).unwrap();
         let step = TrainEvent::Step { run_id: "soft-T5-s1".into(), epoch: 3, step: 10, loss: 0.25, accuracy: 0.75, images_per_sec: 1.0 };
-        rec.on_event(&step);
-        rec.on_event(&TrainEvent::EpochFinished { run_id: "soft-T5-s1".into(), metrics: metrics(3, 0.7) });
+        rec.on_event(&step).unwrap();
+        rec.on_event(&TrainEvent::EpochFinished { run_id: "soft-T5-s1".into(), metrics: metrics(3, 0.7) }).unwrap();
         let newest = files(&dir).into_iter().find(|f| tags(f) != vec![(1, 0.5), (2, 0.6)]).unwrap();
         assert_eq!(tags(&newest), vec![(3, 0.7)]);
         let steps: Vec<(String, i64, f32)> =
@@ -378,14 +401,14 @@ mod tests {
     }
 
     #[test]
-    fn an_unwritable_directory_is_one_line_for_the_log_and_no_more() {
+    fn an_unwritable_directory_is_one_error_and_no_more() {
         let root = tempfile::tempdir().unwrap();
         let blocker = root.path().join("tensorboard");
         std::fs::write(&blocker, "a file where the directory should be").unwrap();
         let mut rec = Recorder::new(blocker);
         let start = TrainEvent::RunStarted { run_id: "teacher".into(), epochs: 1, steps_per_epoch: 3, step: 0, history: vec![] };
-        let warning = rec.on_event(&start).unwrap();
-        assert!(warning.contains("TensorBoard files cannot be written"), "{warning}");
-        assert_eq!(rec.on_event(&start), None);
+        let error = rec.on_event(&start).unwrap_err();
+        assert!(error.path.ends_with("tensorboard/teacher") && !error.is_disk_full(), "{error}");
+        assert!(rec.on_event(&start).is_ok(), "one failure, then silence");
     }
 }

@@ -12,6 +12,14 @@ pub struct WriteError {
     pub source: std::io::Error,
 }
 
+impl WriteError {
+    /// The filesystem is full (or the user's quota is): every later write
+    /// there would fail too, so the plan stops instead of training on.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self.source.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+    }
+}
+
 /// In the names of temporary files: a process killed mid-write leaves one.
 /// The mark is followed by `<host>-<pid>`: shards on several nodes write into
 /// one shared directory, and a pid alone is unique only on one host.

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use kdtui::engine::data;
 use kdtui::engine::train::PlanInput;
+use kdtui::protocol::RunResult;
 use kdtui::study::{Config, RunSpec};
 
 /// Four runs (teacher, baseline, soft-T5, gt_soft-T5) on a few hundred
@@ -48,5 +49,18 @@ pub fn plan_input(config: &Config, runs: Vec<RunSpec>) -> PlanInput {
         train_teacher: true,
         inject_panic: None,
         inject_device_error: None,
+    }
+}
+
+/// The same training: epoch for epoch, equal accuracies and losses equal
+/// to float noise (a resumed run sums in another order only across a stop).
+pub fn assert_same_training(a: &RunResult, b: &RunResult) {
+    assert_eq!(a.epochs, b.epochs);
+    for (x, y) in a.history.iter().zip(&b.history) {
+        assert_eq!(x.epoch, y.epoch);
+        assert!((x.train_loss - y.train_loss).abs() < 1e-5, "{x:?}\n{y:?}");
+        assert!((x.test_loss - y.test_loss).abs() < 1e-5, "{x:?}\n{y:?}");
+        assert_eq!(x.train_accuracy, y.train_accuracy, "{x:?}\n{y:?}");
+        assert_eq!(x.test_accuracy, y.test_accuracy, "{x:?}\n{y:?}");
     }
 }
