@@ -4,12 +4,15 @@
 //! means the others are current). Every file goes through a temporary name
 //! and a rename, so each is the old version or the new one, never torn.
 
+use std::collections::HashMap;
+use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 
 use super::directory::{lock, LockError, FIGURES_DIR, REPORT_MD, RESULTS_CSV, RESULTS_JSON, RUNS_DIR};
 use super::figures::{self, FigureError};
 use super::store::Results;
 use super::{report, tables};
+use crate::protocol::RunResult;
 use crate::util::atomic_file::{self, WriteError};
 
 #[derive(Debug, thiserror::Error)]
@@ -27,20 +30,37 @@ pub enum PublishError {
 /// Writes every results file into `dir`, under its lock, after merging what
 /// other processes recorded there (see `store`).
 pub fn publish(results: &mut Results, dir: &Path) -> Result<(), PublishError> {
+    publish_changes(results, dir, &mut Written::default())
+}
+
+/// What one process has written of each run: a digest of the row its CSV
+/// and figure were drawn from. A study of hundreds of runs rewrites its
+/// tables after every run; redrawing every run's figure each time made the
+/// write grow with the number of finished runs until it outlasted a run.
+#[derive(Debug, Default)]
+pub struct Written(HashMap<String, u64>);
+
+/// `publish`, writing a run's CSV and figure only when its row differs from
+/// what `written` says this process last wrote (or the files are missing).
+/// The tables, the sweep figure and report.md cover every run: always.
+pub fn publish_changes(results: &mut Results, dir: &Path, written: &mut Written) -> Result<(), PublishError> {
     let _lock = lock(dir)?;
     if let Some(disk) = Results::load(dir) {
         results.merge(disk);
     }
     results.settle();
-    let format_err = |path: PathBuf, e: csv::Error| PublishError::Format { path, message: e.to_string() };
     for r in &results.runs {
-        let path = dir.join(RUNS_DIR).join(format!("{}.csv", r.run_id));
-        let text = tables::run_csv(r).map_err(|e| format_err(path.clone(), e))?;
-        atomic_file::write(&path, text.as_bytes())?;
+        let digest = row_digest(r);
+        let (csv, figure) = run_paths(dir, r);
+        let current = written.0.get(&r.run_id) == Some(&digest) && csv.exists() && figure.as_ref().is_none_or(|f| f.exists());
+        if !current {
+            write_run(r, &csv, figure.as_deref())?;
+            written.0.insert(r.run_id.clone(), digest);
+        }
     }
     // The figures take the longest: before the two tables, so a kill
     // between those two (which must agree) stays unlikely.
-    write_report(results, dir)?;
+    write_summary(results, dir)?;
     let csv_path = dir.join(RESULTS_CSV);
     let text = tables::results_csv(results).map_err(|e| format_err(csv_path.clone(), e))?;
     atomic_file::write(&csv_path, text.as_bytes())?;
@@ -52,16 +72,47 @@ pub fn publish(results: &mut Results, dir: &Path) -> Result<(), PublishError> {
 /// The figures, then `report.md` (which embeds them), into `dir`: what
 /// `kdtui report` rebuilds from results.json. Returns the number of figures.
 pub fn write_report(results: &Results, dir: &Path) -> Result<usize, PublishError> {
-    let figures_dir = dir.join(FIGURES_DIR);
     let mut count = 0;
-    for run in results.runs.iter().filter(|r| !r.history.is_empty()) {
-        figures::run_figure(run, &figures_dir.join(format!("{}.png", run.run_id)))?;
-        count += 1;
+    for run in &results.runs {
+        if let (_, Some(figure)) = run_paths(dir, run) {
+            figures::run_figure(run, &figure)?;
+            count += 1;
+        }
     }
-    let sweep = figures::sweep_figure(results, &figures_dir.join(report::SWEEP_FIGURE))?;
-    count += usize::from(sweep);
+    Ok(count + usize::from(write_summary(results, dir)?))
+}
+
+fn format_err(path: PathBuf, e: csv::Error) -> PublishError {
+    PublishError::Format { path, message: e.to_string() }
+}
+
+/// A run's CSV, and its figure when it has epochs to draw.
+fn run_paths(dir: &Path, run: &RunResult) -> (PathBuf, Option<PathBuf>) {
+    let csv = dir.join(RUNS_DIR).join(format!("{}.csv", run.run_id));
+    let figure = (!run.history.is_empty()).then(|| dir.join(FIGURES_DIR).join(format!("{}.png", run.run_id)));
+    (csv, figure)
+}
+
+fn write_run(run: &RunResult, csv: &Path, figure: Option<&Path>) -> Result<(), PublishError> {
+    let text = tables::run_csv(run).map_err(|e| format_err(csv.to_path_buf(), e))?;
+    atomic_file::write(csv, text.as_bytes())?;
+    if let Some(figure) = figure {
+        figures::run_figure(run, figure)?;
+    }
+    Ok(())
+}
+
+/// The sweep figure and report.md; whether there was a sweep to draw.
+fn write_summary(results: &Results, dir: &Path) -> Result<bool, PublishError> {
+    let sweep = figures::sweep_figure(results, &dir.join(FIGURES_DIR).join(report::SWEEP_FIGURE))?;
     atomic_file::write(&dir.join(REPORT_MD), report::markdown(results).as_bytes())?;
-    Ok(count)
+    Ok(sweep)
+}
+
+fn row_digest(run: &RunResult) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    hasher.write(&serde_json::to_vec(run).expect("a row serialises"));
+    hasher.finish()
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use super::directory::TENSORBOARD_DIR;
-use super::publish::{publish, PublishError};
+use super::publish::{publish_changes, PublishError, Written};
 use super::runlog::RunLog;
 use super::store::Results;
 use super::tensorboard::Recorder;
@@ -50,6 +50,7 @@ pub struct Sink {
     out: PathBuf,
     files: EventFiles,
     results: Results,
+    written: Written,
     /// Rows recorded since the files were last written.
     unwritten: bool,
 }
@@ -65,7 +66,7 @@ pub struct Handled {
 
 impl Sink {
     pub fn new(out: &Path, results: Results) -> Self {
-        Self { out: out.to_path_buf(), files: EventFiles::new(out), results, unwritten: false }
+        Self { out: out.to_path_buf(), files: EventFiles::new(out), results, written: Written::default(), unwritten: false }
     }
 
     pub fn results(&self) -> &Results {
@@ -103,7 +104,7 @@ impl Sink {
     }
 
     fn write(&mut self) -> Result<(), PublishError> {
-        publish(&mut self.results, &self.out)?;
+        publish_changes(&mut self.results, &self.out, &mut self.written)?;
         self.unwritten = false;
         Ok(())
     }
