@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use kdtui::engine::backend::{self, Resolved};
 use kdtui::engine::train::PlanInput;
 use kdtui::monitor::headless::{self, BatchError};
-use kdtui::outputs::Results;
+use kdtui::outputs::{Results, Sink};
 use kdtui::study::{plan, Config};
 
 mod common;
@@ -35,7 +35,8 @@ fn run_in_process(dir: &Path, inject: impl FnOnce(&mut PlanInput)) -> BatchError
     let results = Results { study_hash: config.study_hash(&input.data.digest), planned: input.runs.clone(), ..Results::default() };
     inject(&mut input);
     let trainer = backend::spawn(Resolved::Cpu, input);
-    headless::run(trainer, results, &dir.join("results"), None).unwrap_err()
+    let sink = Sink::new(&dir.join("results"), results, config.watch.clone());
+    headless::run(trainer, sink, None).unwrap_err()
 }
 
 fn run_status<'a>(json: &'a serde_json::Value, id: &str) -> &'a str {

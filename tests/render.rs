@@ -283,3 +283,55 @@ fn a_run_stopped_in_its_first_epoch_shows_no_accuracy() {
     let row = s.lines().find(|l| l.contains("teacher ") && l.contains("interrupted")).unwrap();
     assert!(!row.contains("0.00") && row.contains("96.09 "), "no 0% measured, no difference to the original: {row}");
 }
+
+/// `kdtui watch` cannot see a process on another node die; a run whose
+/// heartbeats stop for longer than its writer allows shows as `lost?` with
+/// the silence, says so once in the log, and is followed again when its
+/// task runs again.
+#[test]
+fn a_watched_run_without_heartbeats_shows_as_lost() {
+    let mut config = Config::default();
+    config.plan.losses = vec![Loss::Soft];
+    config.plan.temperatures = vec![5.0];
+    let mut app = App::watching("/shared/results".into());
+    app.on_event(TrainEvent::PlanStarted {
+        plan: "study".into(),
+        runs: plan::full_plan(&config),
+        device: "cpu".into(),
+        data: "synthetic".into(),
+    });
+    for run_id in ["baseline-s1", "soft-T5-s1"] {
+        app.on_event(TrainEvent::RunStarted { run_id: run_id.into(), epochs: 4, steps_per_epoch: 50, step: 0, history: vec![] });
+        app.on_event(TrainEvent::Heartbeat { run_id: run_id.into(), at: 1000.0, lost_after: 300.0 });
+    }
+    // soft-T5-s1's task keeps beating; baseline-s1's was killed at 1000.
+    app.on_event(TrainEvent::Heartbeat { run_id: "soft-T5-s1".into(), at: 1290.0, lost_after: 300.0 });
+    app.set_clock(1299.0);
+    let row = |s: &str, id: &str| s.lines().find(|l| l.contains(id)).unwrap().to_string();
+    let s = screen(&app, 120, 40);
+    assert!(row(&s, "baseline-s1").contains("run 1/4"), "not yet lost at 299 s: {s}");
+
+    app.set_clock(1000.0 + 372.0);
+    let s = screen(&app, 120, 40);
+    assert!(row(&s, "baseline-s1").contains("lost? 6m"), "{s}");
+    assert!(row(&s, "soft-T5-s1").contains("run 1/4"), "{s}");
+    assert!(s.contains("baseline-s1: no heartbeat for 6m; its process may have died"), "{s}");
+    app.set_clock(1000.0 + 3.5 * 3600.0);
+    let s = screen(&app, 120, 40);
+    assert!(row(&s, "baseline-s1").contains("lost? 3h"), "{s}");
+    assert_eq!(s.matches("baseline-s1: no heartbeat").count(), 1, "said once: {s}");
+    assert_eq!(app.state, PlanState::Watching, "a lost run has not ended");
+
+    // Requeued: it starts again and beats.
+    let now = 1000.0 + 3.5 * 3600.0 + 5.0;
+    app.on_event(TrainEvent::RunStarted { run_id: "baseline-s1".into(), epochs: 4, steps_per_epoch: 50, step: 50, history: vec![] });
+    app.on_event(TrainEvent::Heartbeat { run_id: "baseline-s1".into(), at: now, lost_after: 300.0 });
+    app.set_clock(now + 1.0);
+    let s = screen(&app, 120, 40);
+    assert!(row(&s, "baseline-s1").contains("run 1/4"), "{s}");
+
+    // Files of a kdtui without heartbeats: never called lost.
+    app.on_event(TrainEvent::RunStarted { run_id: "teacher".into(), epochs: 4, steps_per_epoch: 50, step: 0, history: vec![] });
+    app.set_clock(now + 1e6);
+    assert!(row(&screen(&app, 120, 40), "teacher").contains("run 1/4"));
+}

@@ -91,7 +91,7 @@ fn the_results_write_after_a_run_does_not_grow_with_the_finished_runs() {
     let planned = plan::full_plan(&config);
     assert_eq!(planned.len(), 306);
     let results = Results { plan: "big".into(), study_hash: "big".into(), planned: planned.clone(), ..Results::default() };
-    let mut sink = Sink::new(&out, results);
+    let mut sink = Sink::new(&out, results, config.watch.clone());
     let mut writes = vec![];
     for (k, spec) in planned.iter().enumerate() {
         for event in run_events(spec, 3, k) {

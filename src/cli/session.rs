@@ -14,7 +14,7 @@ use crate::engine::train::checkpoint::RunStore;
 use crate::engine::train::PlanInput;
 use crate::monitor::{headless, session as monitor};
 use crate::outputs::directory::{self, MODELS_DIR};
-use crate::outputs::{publish, Results};
+use crate::outputs::{publish, Results, Sink};
 use crate::protocol::trainer::quiet_trainer_panics;
 use crate::study::plan::{self, Shard};
 use crate::study::{Config, RunKind, RunSpec};
@@ -126,12 +126,11 @@ pub fn study(cli: Cli) -> Result<(), Failure> {
     };
     quiet_trainer_panics();
     let trainer = backend::spawn(session.device, input);
+    let sink = Sink::new(out, results, session.config.watch.clone());
     let results = if session.batch {
-        headless::run(trainer, results, out, Some(stop))
-            .with_context(|| format!("plan in {}", session.config_path.display()))
-            .map_err(failed)?
+        headless::run(trainer, sink, Some(stop)).with_context(|| format!("plan in {}", session.config_path.display())).map_err(failed)?
     } else {
-        let results = monitor::run(trainer, results, out, Some(stop)).map_err(failed)?;
+        let results = monitor::run(trainer, sink, Some(stop)).map_err(failed)?;
         println!("{} runs recorded; results in {} (report.md, figures/, models/, tensorboard/)", results.runs.len(), out.display());
         results
     };

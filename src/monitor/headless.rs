@@ -2,7 +2,7 @@
 //! epoch per run on stdout, a progress bar on stderr when it is a terminal,
 //! and the results files rewritten as each run finishes.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crossbeam_channel::RecvTimeoutError;
@@ -27,10 +27,11 @@ pub enum BatchError {
     Fatal(String),
 }
 
-/// Consumes `trainer`'s events until the plan finishes or stops; returns the
-/// results (`stopped` set when a stop request ended it early). A stop
-/// request (Ctrl-C, SIGTERM, SIGHUP) stops the plan between steps.
-pub fn run(trainer: Trainer, results: Results, out: &Path, stop: Option<StopRequest>) -> Result<Results, BatchError> {
+/// Consumes `trainer`'s events into `sink` until the plan finishes or stops;
+/// returns the results (`stopped` set when a stop request ended it early). A
+/// stop request (Ctrl-C, SIGTERM, SIGHUP) stops the plan between steps.
+pub fn run(trainer: Trainer, mut sink: Sink, stop: Option<StopRequest>) -> Result<Results, BatchError> {
+    let out = sink.out().to_path_buf();
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} steps {msg} ({elapsed})")
@@ -42,12 +43,20 @@ pub fn run(trainer: Trainer, results: Results, out: &Path, stop: Option<StopRequ
     let mut current_epochs = 0;
     let mut fatal = None;
     let mut stop_sent = false;
-    let mut sink = Sink::new(out, results);
     let outcome = loop {
         if !stop_sent && stop.as_ref().is_some_and(StopRequest::requested) {
             stop_sent = true;
             say(&bar, "stopping: the run under way saves its checkpoint at its next step (again to quit at once)".into());
             let _ = trainer.control.send(Control::Stop);
+        }
+        // Heartbeats go on while the trainer is busy (a long evaluation).
+        let ticked = sink.tick();
+        for warning in ticked.warnings {
+            say(&bar, format!("  {warning}"));
+        }
+        if let Some(e) = ticked.unwritable {
+            let _ = trainer.control.send(Control::Stop);
+            break Err(e.into());
         }
         let event = match trainer.events.recv_timeout(Duration::from_millis(100)) {
             Ok(event) => event,
@@ -121,7 +130,7 @@ pub fn run(trainer: Trainer, results: Results, out: &Path, stop: Option<StopRequ
             TrainEvent::RunFailed { run_id, error } => {
                 say(&bar, format!("[{run_index}/{total_runs}] {run_id} FAILED: {error}"));
             }
-            TrainEvent::Paused | TrainEvent::Resumed => {}
+            TrainEvent::Paused | TrainEvent::Resumed | TrainEvent::Heartbeat { .. } => {}
             TrainEvent::Fatal { error } => {
                 say(&bar, format!("the plan cannot go on: {error}"));
                 fatal = Some(error);

@@ -48,12 +48,11 @@ pub fn check_terminal() -> Result<(), MonitorError> {
 }
 
 /// Runs a training session on the real terminal until the user quits; the
-/// results files are written as runs end. A stop request (SIGTERM, SIGHUP)
-/// quits as the `Q` key does. Returns the results as written.
-pub fn run(trainer: Trainer, results: Results, out: &Path, stop: Option<StopRequest>) -> Result<Results, MonitorError> {
+/// results files are written (into `sink`) as runs end. A stop request
+/// (SIGTERM, SIGHUP) quits as the `Q` key does. Returns the results as written.
+pub fn run(trainer: Trainer, mut sink: Sink, stop: Option<StopRequest>) -> Result<Results, MonitorError> {
     check_terminal()?;
-    let mut sink = Sink::new(out, results.clone());
-    let mut app = App::new(results);
+    let mut app = App::new(sink.results().clone());
     let outcome = show(&mut app, &trainer, Some(&mut sink), stop);
     // The trainer may still be on its last step (after a fault): let it save.
     let _ = trainer.control.send(Control::Stop);
@@ -166,6 +165,20 @@ where
     let mut dirty = true;
     let mut trainer_gone = false;
     loop {
+        app.set_clock(crate::util::unix_seconds());
+        // Heartbeats go on while the trainer is busy (a long evaluation).
+        if let Some(sink) = sink.as_deref_mut() {
+            let ticked = sink.tick();
+            for warning in ticked.warnings {
+                app.log(warning);
+            }
+            if let Some(e) = ticked.unwritable {
+                if let Some(control) = app.on_results_unwritable(e.to_string()) {
+                    let _ = trainer.control.send(control);
+                }
+                dirty = true;
+            }
+        }
         while !trainer_gone {
             match trainer.events.try_recv() {
                 Ok(ev) => {

@@ -4,8 +4,11 @@
 //!
 //! One JSON object per line, appended as the run's events arrive: `started`
 //! (with the epochs a resumed run had already done), `step` (every
-//! `log_every` steps), `epoch`, then `finished` or `failed`. A line is one
-//! `write` call and the file is synced at every epoch's end. A run that
+//! `log_every` steps), `epoch`, then `finished` or `failed`; and, while the
+//! run trains, a `heartbeat` every `[watch] heartbeat_seconds` (with the
+//! time and the writer's `lost_after_seconds`), so that a reader can tell a
+//! writer that died from a slow one. A line is one `write` call and the file
+//! is synced at every epoch's end and every heartbeat. A run that
 //! starts again (resumed after a stop, a kill or a Slurm requeue) appends a
 //! new `started` whose history replaces what the reader had: epochs logged
 //! after the last checkpoint and trained again are not counted twice.
@@ -14,12 +17,14 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use super::directory::METRICS_DIR;
 use crate::protocol::event::nan_from_null;
 use crate::protocol::{EpochMetrics, RunResult, TrainEvent};
+use crate::study::WatchConfig;
 use crate::util::atomic_file::WriteError;
 
 const EXTENSION: &str = "jsonl";
@@ -35,6 +40,17 @@ pub enum Entry {
         /// Where it runs: host and process, for a person reading the file.
         host: String,
         pid: u32,
+        /// When (Unix seconds); 0 in files of kdtui versions without heartbeats.
+        #[serde(default)]
+        at: f64,
+        #[serde(default)]
+        lost_after: f64,
+    },
+    /// The writer was alive at `at` (Unix seconds); a reader may call the
+    /// run lost when no line comes for `lost_after` seconds.
+    Heartbeat {
+        at: f64,
+        lost_after: f64,
     },
     Step {
         epoch: usize,
@@ -58,12 +74,18 @@ pub enum Entry {
 }
 
 impl Entry {
-    /// The trainer event this line stands for.
-    pub fn into_event(self, run_id: String) -> TrainEvent {
-        match self {
-            Entry::Started { epochs, steps_per_epoch, step, history, .. } => {
-                TrainEvent::RunStarted { run_id, epochs, steps_per_epoch, step, history }
+    /// The trainer events this line stands for (a start with its time is
+    /// also a heartbeat).
+    pub fn into_events(self, run_id: String) -> Vec<TrainEvent> {
+        let event = match self {
+            Entry::Started { epochs, steps_per_epoch, step, history, at, lost_after, .. } => {
+                let started = TrainEvent::RunStarted { run_id: run_id.clone(), epochs, steps_per_epoch, step, history };
+                if at > 0.0 {
+                    return vec![started, TrainEvent::Heartbeat { run_id, at, lost_after }];
+                }
+                return vec![started];
             }
+            Entry::Heartbeat { at, lost_after } => TrainEvent::Heartbeat { run_id, at, lost_after },
             Entry::Step { epoch, step, loss, accuracy, images_per_sec } => TrainEvent::Step {
                 run_id,
                 epoch,
@@ -75,7 +97,8 @@ impl Entry {
             Entry::Epoch { metrics } => TrainEvent::EpochFinished { run_id, metrics },
             Entry::Finished { result } => TrainEvent::RunFinished { result },
             Entry::Failed { error } => TrainEvent::RunFailed { run_id, error },
-        }
+        };
+        vec![event]
     }
 }
 
@@ -89,11 +112,37 @@ pub struct RunLog {
     out: PathBuf,
     files: HashMap<String, File>,
     failed: bool,
+    watch: WatchConfig,
+    last_beat: Instant,
 }
 
 impl RunLog {
     pub fn new(out: PathBuf) -> Self {
-        Self { out, files: HashMap::new(), failed: false }
+        Self { out, files: HashMap::new(), failed: false, watch: WatchConfig::default(), last_beat: Instant::now() }
+    }
+
+    /// Heartbeats as `watch` says (the default: every 30 s, lost after 300).
+    pub fn with_watch(mut self, watch: WatchConfig) -> Self {
+        self.watch = watch;
+        self
+    }
+
+    /// Appends a heartbeat to the file of every run under way when one is due.
+    pub fn beat(&mut self) -> Result<(), WriteError> {
+        if self.failed || self.last_beat.elapsed().as_secs_f64() < self.watch.heartbeat_seconds {
+            return Ok(());
+        }
+        self.last_beat = Instant::now();
+        let entry = Entry::Heartbeat { at: crate::util::unix_seconds(), lost_after: self.watch.lost_after_seconds };
+        let running: Vec<String> = self.files.keys().cloned().collect();
+        for run_id in running {
+            if let Err(source) = self.append(&run_id, &entry, true) {
+                self.failed = true;
+                self.files.clear();
+                return Err(WriteError { path: path(&self.out, &run_id), source });
+            }
+        }
+        Ok(())
     }
 
     /// Handles one event. After the first failure (returned: the caller
@@ -132,6 +181,8 @@ impl RunLog {
                         history: history.clone(),
                         host: crate::util::atomic_file::host(),
                         pid: std::process::id(),
+                        at: crate::util::unix_seconds(),
+                        lost_after: self.watch.lost_after_seconds,
                     },
                     true,
                 )
@@ -271,7 +322,7 @@ impl Follower {
             for line in whole.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
                 tail.line += 1;
                 match serde_json::from_slice::<Entry>(line) {
-                    Ok(entry) => events.push(entry.into_event(run_id.clone())),
+                    Ok(entry) => events.extend(entry.into_events(run_id.clone())),
                     Err(e) => events.push(TrainEvent::Log {
                         message: format!("{} line {}: skipped, not a metric entry ({e})", path.display(), tail.line),
                     }),
@@ -324,6 +375,11 @@ mod tests {
         }
     }
 
+    /// A `started` line is read as the start and a heartbeat.
+    fn without_heartbeats(events: Vec<TrainEvent>) -> Vec<TrainEvent> {
+        events.into_iter().filter(|e| !matches!(e, TrainEvent::Heartbeat { .. })).collect()
+    }
+
     #[test]
     fn a_followed_run_reads_back_as_the_events_written() {
         let dir = tempfile::tempdir().unwrap();
@@ -337,7 +393,7 @@ mod tests {
         for e in &written {
             assert!(log.on_event(e).is_ok());
         }
-        let read = follower.poll();
+        let read = without_heartbeats(follower.poll());
         assert_eq!(read.len(), 3);
         assert_eq!(read[0], written[0]);
         assert_eq!(read[2], written[2].clone());
@@ -370,10 +426,45 @@ mod tests {
         f.write_all(b"{\"event\":\"ep").unwrap();
         let mut log = RunLog::new(dir.path().to_path_buf());
         log.on_event(&started("baseline-s1", vec![metrics(1, 0.5)])).unwrap();
-        let events = follower.poll();
+        let events = without_heartbeats(follower.poll());
         assert_eq!(events.len(), 2, "{events:?}");
         assert!(matches!(&events[0], TrainEvent::Log { message } if message.contains("line 2: skipped")));
         assert_eq!(events[1], started("baseline-s1", vec![metrics(1, 0.5)]));
+    }
+
+    #[test]
+    fn heartbeats_go_to_the_runs_under_way_and_read_back_with_the_writers_patience() {
+        let dir = tempfile::tempdir().unwrap();
+        let watch = WatchConfig { heartbeat_seconds: 0.0, lost_after_seconds: 7.0 };
+        let mut log = RunLog::new(dir.path().to_path_buf()).with_watch(watch);
+        let mut follower = Follower::new(dir.path());
+        let before = crate::util::unix_seconds();
+        log.on_event(&started("soft-T5-s1", vec![])).unwrap();
+        log.beat().unwrap();
+        let events = follower.poll();
+        assert_eq!(events.len(), 3, "{events:?}");
+        assert_eq!(events[0], started("soft-T5-s1", vec![]));
+        for event in &events[1..] {
+            match event {
+                TrainEvent::Heartbeat { run_id, at, lost_after } => {
+                    assert_eq!((run_id.as_str(), *lost_after), ("soft-T5-s1", 7.0));
+                    assert!(*at >= before && *at <= crate::util::unix_seconds(), "{at}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // A finished run beats no more.
+        log.on_event(&TrainEvent::RunFinished { result: result("soft-T5-s1", vec![]) }).unwrap();
+        follower.poll();
+        log.beat().unwrap();
+        assert!(follower.poll().is_empty());
+
+        // Due every heartbeat_seconds, not at every call.
+        let mut log = RunLog::new(dir.path().to_path_buf()).with_watch(WatchConfig::default());
+        log.on_event(&started("baseline-s1", vec![])).unwrap();
+        follower.poll();
+        log.beat().unwrap();
+        assert!(follower.poll().is_empty(), "not due for 30 s");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use super::runlog::RunLog;
 use super::store::Results;
 use super::tensorboard::Recorder;
 use crate::protocol::TrainEvent;
+use crate::study::WatchConfig;
 use crate::util::atomic_file::WriteError;
 
 /// The files written from the event stream as it arrives, beside the
@@ -23,8 +24,14 @@ pub struct EventFiles {
 }
 
 impl EventFiles {
-    pub fn new(out: &Path) -> Self {
-        Self { tensorboard: Recorder::new(out.join(TENSORBOARD_DIR)), runlog: RunLog::new(out.to_path_buf()) }
+    pub fn new(out: &Path, watch: WatchConfig) -> Self {
+        Self { tensorboard: Recorder::new(out.join(TENSORBOARD_DIR)), runlog: RunLog::new(out.to_path_buf()).with_watch(watch) }
+    }
+
+    /// The heartbeats of the runs under way, when due: a full disk is an
+    /// error, as in `on_event`.
+    pub fn beat(&mut self) -> Result<Vec<String>, WriteError> {
+        triage([(self.runlog.beat(), METRICS)])
     }
 
     /// Lines for the log: what could not be written where training can go
@@ -32,17 +39,26 @@ impl EventFiles {
     /// (checkpoints, results) would fail too, so the plan stops now and
     /// resumes once there is room.
     pub fn on_event(&mut self, event: &TrainEvent) -> Result<Vec<String>, WriteError> {
-        let tensorboard = self.tensorboard.on_event(event).map_err(|e| (e, "TensorBoard files", "training goes on without them"));
-        let runlog = self.runlog.on_event(event).map_err(|e| (e, "metric files", "training goes on, kdtui watch will not see it"));
-        let mut warnings = vec![];
-        for (e, what, consequence) in [tensorboard, runlog].into_iter().filter_map(Result::err) {
-            if e.is_disk_full() {
-                return Err(e);
-            }
-            warnings.push(format!("{what} cannot be written ({e}); {consequence}"));
-        }
-        Ok(warnings)
+        triage([(self.tensorboard.on_event(event), TENSORBOARD), (self.runlog.on_event(event), METRICS)])
     }
+}
+
+/// What a kind of event file is, and what its loss costs.
+type Kind = (&'static str, &'static str);
+const TENSORBOARD: Kind = ("TensorBoard files", "training goes on without them");
+const METRICS: Kind = ("metric files", "training goes on, kdtui watch will not see it");
+
+/// The first full disk, as an error; other failures as lines for the log.
+fn triage<const N: usize>(outcomes: [(Result<(), WriteError>, Kind); N]) -> Result<Vec<String>, WriteError> {
+    let mut warnings = vec![];
+    for (outcome, (what, consequence)) in outcomes {
+        match outcome {
+            Ok(()) => {}
+            Err(e) if e.is_disk_full() => return Err(e),
+            Err(e) => warnings.push(format!("{what} cannot be written ({e}); {consequence}")),
+        }
+    }
+    Ok(warnings)
 }
 
 /// The results of a session and the directory they go to.
@@ -65,12 +81,26 @@ pub struct Handled {
 }
 
 impl Sink {
-    pub fn new(out: &Path, results: Results) -> Self {
-        Self { out: out.to_path_buf(), files: EventFiles::new(out), results, written: Written::default(), unwritten: false }
+    /// `watch`: the heartbeats written into the metric files.
+    pub fn new(out: &Path, results: Results, watch: WatchConfig) -> Self {
+        Self { out: out.to_path_buf(), files: EventFiles::new(out, watch), results, written: Written::default(), unwritten: false }
+    }
+
+    pub fn out(&self) -> &Path {
+        &self.out
     }
 
     pub fn results(&self) -> &Results {
         &self.results
+    }
+
+    /// Called often (every pass of the consumer's loop, whatever the
+    /// trainer is doing): writes the heartbeats when due.
+    pub fn tick(&mut self) -> Handled {
+        match self.files.beat() {
+            Ok(warnings) => Handled { warnings, unwritable: None },
+            Err(e) => Handled { warnings: vec![], unwritable: Some(e.into()) },
+        }
     }
 
     pub fn into_results(self) -> Results {

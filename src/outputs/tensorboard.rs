@@ -65,10 +65,6 @@ fn scalar_event(wall_time: f64, step: i64, tag: &str, value: f32) -> Vec<u8> {
     })
 }
 
-fn now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
-}
-
 /// One event file, appended record by record. Records gather in memory and
 /// reach the file at `flush`, all or nothing: a flush that fails (a full
 /// disk) cuts the file back to its last flushed length (a file that never
@@ -87,7 +83,7 @@ impl EventWriter {
         std::fs::create_dir_all(dir)?;
         let host = crate::util::atomic_file::host();
         let host = if host.is_empty() { "localhost".to_string() } else { host };
-        let (secs, pid) = (now() as u64, std::process::id());
+        let (secs, pid) = (crate::util::unix_seconds() as u64, std::process::id());
         let mut path = dir.join(format!("events.out.tfevents.{secs}.{host}.{pid}"));
         let mut n = 1;
         while path.exists() {
@@ -95,7 +91,7 @@ impl EventWriter {
             n += 1;
         }
         let mut w = Self { file: File::create(&path)?, pending: Vec::with_capacity(4096), flushed: 0, path };
-        w.record(&event(now(), 0, |e| bytes_field(3, b"brain.Event:2", e)));
+        w.record(&event(crate::util::unix_seconds(), 0, |e| bytes_field(3, b"brain.Event:2", e)));
         Ok(w)
     }
 
@@ -108,7 +104,7 @@ impl EventWriter {
     }
 
     pub fn scalar(&mut self, tag: &str, step: i64, value: f64) {
-        self.record(&scalar_event(now(), step, tag, value as f32));
+        self.record(&scalar_event(crate::util::unix_seconds(), step, tag, value as f32));
     }
 
     pub fn flush(&mut self) -> std::io::Result<()> {

@@ -49,6 +49,14 @@ pub enum TrainEvent {
         run_id: String,
         error: String,
     },
+    /// The process training `run_id` was alive at `at` (Unix seconds), and
+    /// calls the run lost after `lost_after` seconds without another. Read
+    /// from the metric files by `kdtui watch`; a trainer never sends it.
+    Heartbeat {
+        run_id: String,
+        at: f64,
+        lost_after: f64,
+    },
     Paused,
     Resumed,
     /// The plan cannot go on (a checkpoint cannot be written, ...); the

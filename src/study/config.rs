@@ -26,6 +26,7 @@ pub struct Config {
     pub teacher: TeacherConfig,
     pub student: StudentConfig,
     pub distill: DistillConfig,
+    pub watch: WatchConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -147,6 +148,26 @@ pub struct DistillConfig {
     pub scale_soft: bool,
 }
 
+/// How a running study shows that it is alive to `kdtui watch`, which cannot
+/// otherwise tell a task killed elsewhere (SIGKILL, a lost node) from a slow
+/// one. Not part of the study: changing it changes no result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchConfig {
+    /// A training session appends a heartbeat to the metric file of each
+    /// run it trains this often (also during a long evaluation).
+    pub heartbeat_seconds: f64,
+    /// `kdtui watch` shows a running run as `lost?` once its last heartbeat
+    /// is older than this (the writer's setting travels with its heartbeats).
+    pub lost_after_seconds: f64,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self { heartbeat_seconds: 30.0, lost_after_seconds: 300.0 }
+    }
+}
+
 impl Default for PlanConfig {
     fn default() -> Self {
         Self {
@@ -252,6 +273,19 @@ impl Config {
         if !(self.train.warmup_epochs.is_finite() && self.train.warmup_epochs >= 0.0) {
             return bad("train.warmup_epochs", format!("must be >= 0, got {}", self.train.warmup_epochs));
         }
+        let watch = &self.watch;
+        if !(watch.heartbeat_seconds.is_finite() && watch.heartbeat_seconds > 0.0) {
+            return bad("watch.heartbeat_seconds", format!("must be > 0, got {}", watch.heartbeat_seconds));
+        }
+        if !(watch.lost_after_seconds.is_finite() && watch.lost_after_seconds >= 2.0 * watch.heartbeat_seconds) {
+            return bad(
+                "watch.lost_after_seconds",
+                format!(
+                    "must be at least twice watch.heartbeat_seconds ({}), or a live run shows as lost between two heartbeats; got {}",
+                    watch.heartbeat_seconds, watch.lost_after_seconds
+                ),
+            );
+        }
         for (key, epochs) in [("teacher.epochs", self.teacher.epochs), ("student.epochs", self.student.epochs)] {
             if epochs == 0 {
                 return bad(key, "must be at least 1".into());
@@ -326,6 +360,7 @@ impl Config {
         c.plan.checkpoints = PathBuf::new();
         c.train = self.training();
         c.data = DataConfig::default();
+        c.watch = WatchConfig::default();
         short_hash(serde_json::json!({ "config": c, "data": data_digest, "version": 2 }).to_string().as_bytes())
     }
 

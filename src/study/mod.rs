@@ -7,6 +7,6 @@ pub mod loss;
 pub mod original;
 pub mod plan;
 
-pub use config::Config;
+pub use config::{Config, WatchConfig};
 pub use loss::Loss;
 pub use plan::{format_temperature, RunKind, RunSpec};

@@ -28,5 +28,10 @@ pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 
 /// Seconds since 1970 (0 when the clock is before it).
 pub fn unix_time() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    unix_seconds() as u64
+}
+
+/// Seconds since 1970 with their fraction (0 when the clock is before it).
+pub fn unix_seconds() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }

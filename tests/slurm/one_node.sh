@@ -1,9 +1,11 @@
 #!/bin/bash
 # A kdtui study on a real Slurm: starts a one-node cluster on localhost
 # (munged, slurmctld and slurmd, a minimal slurm.conf, all under a scratch
-# folder), writes the scripts with `kdtui slurm`, submits them, kills one
-# array task with SIGKILL in the middle of a run and requeues it with
-# `scontrol requeue`, waits, and checks that
+# folder), writes the scripts with `kdtui slurm`, submits them, follows them
+# with `kdtui watch` in tmux, kills one array task with `scancel
+# --signal=KILL` in the middle of a run, sees its row in kdtui watch turn
+# `lost?` (no heartbeat), requeues it with `scontrol requeue`, sees the row
+# run again, waits, and checks that
 #   - every job ended COMPLETED (the killed task after its restart),
 #   - every run finished exactly once and has one row in the merged table,
 #   - the merged table equals that of a single-machine `kdtui --batch` of the
@@ -20,8 +22,8 @@ KDTUI=$(realpath "${1:?usage: $0 path/to/kdtui [scratch dir]}")
 WORK=${2:-$(mktemp -d /tmp/kdtui-slurm.XXXXXX)}
 mkdir -p "$WORK"
 WORK=$(realpath "$WORK")
-for tool in munged slurmctld slurmd sbatch squeue scontrol python3; do
-    command -v "$tool" >/dev/null || { echo "one_node.sh: $tool not found (apt-get install slurm-wlm munge)" >&2; exit 2; }
+for tool in munged slurmctld slurmd sbatch squeue scontrol scancel python3 tmux; do
+    command -v "$tool" >/dev/null || { echo "one_node.sh: $tool not found (apt-get install slurm-wlm munge tmux)" >&2; exit 2; }
 done
 
 say() { echo "[slurm test $(date +%T)] $*"; }
@@ -31,8 +33,10 @@ SINGLE=$WORK/single
 rm -rf "$CLUSTER" "$STUDY" "$SINGLE"
 mkdir -p "$CLUSTER"/{munge,state,spool,log} "$STUDY" "$SINGLE"
 
+WATCH=kdtui-slurm-watch-$$
 cleanup() {
     local rc=$?
+    tmux kill-session -t "$WATCH" 2>/dev/null || true
     for pidfile in "$CLUSTER/slurmd.pid" "$CLUSTER/slurmctld.pid" "$CLUSTER/munge/munged.pid"; do
         [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
     done
@@ -124,6 +128,10 @@ hidden = 32
 epochs = 4
 widths = [8, 16, 16]
 hidden = 32
+[watch]
+# Seconds, so that the test sees a killed task turn lost? within its run.
+heartbeat_seconds = 1.0
+lost_after_seconds = 4.0
 EOF
 cp "$STUDY/config.toml" "$SINGLE/config.toml"
 cd "$STUDY"
@@ -137,6 +145,19 @@ ARRAY=$(echo "$submitted" | sed -n 's/.*students job array \([0-9]*\) .*/\1/p')
 # The single-machine reference meanwhile (same config, same seeds).
 (cd "$SINGLE" && "$KDTUI" --batch --device cpu > batch.log 2>&1) &
 SINGLE_PID=$!
+
+# --- follow it in kdtui watch -----------------------------------------------------
+tmux new-session -d -s "$WATCH" -x 150 -y 40 "$KDTUI watch $STUDY/results"
+screen() { tmux capture-pane -p -J -t "$WATCH"; }
+# The screen line of a run (its row in the table).
+row_of() { screen | grep -m1 "│[› ]$1 " || true; }
+wait_for_row() { # run, pattern, seconds
+    for _ in $(seq $(($3 * 5))); do
+        row_of "$1" | grep -q "$2" && return 0
+        sleep 0.2
+    done
+    echo "kdtui watch: the row of $1 never showed '$2' in $3 s; the screen:"; screen; return 1
+}
 
 # --- kill one array task in the middle of a run, then requeue it ----------------
 VICTIM=${ARRAY}_0
@@ -164,8 +185,9 @@ EOF
 done
 [ -n "$victim_run" ] || { echo "task $VICTIM never got inside a run"; exit 1; }
 read -r run pid <<< "$victim_run"
-say "kill -9 of task $VICTIM (pid $pid) in $run"
-kill -9 "$pid"
+wait_for_row "$run" "run [0-9]/4" 10
+say "scancel --signal=KILL of task $VICTIM (kdtui pid $pid) in $run"
+scancel --signal=KILL --batch "$VICTIM"
 for _ in $(seq 100); do
     state=$(scontrol show job "$VICTIM" | sed -n 's/.*JobState=\([A-Z_]*\).*/\1/p')
     [ "$state" != RUNNING ] && [ "$state" != COMPLETING ] && break
@@ -173,6 +195,9 @@ for _ in $(seq 100); do
 done
 say "task $VICTIM is $state; scontrol requeue $VICTIM"
 [ "$state" = FAILED ] || { echo "expected the killed task to be FAILED, it is $state"; exit 1; }
+# Nothing tells kdtui watch that the task died but the heartbeats that stop.
+wait_for_row "$run" "lost? [0-9]*s" 15
+say "kdtui watch: $(row_of "$run" | tr -s ' ' | cut -c1-60)"
 scontrol requeue "$VICTIM"
 # Slurm makes a requeued job wait a while (its BeginTime, about two minutes
 # here) before it may start again; the test need not.
@@ -187,6 +212,9 @@ done
 [ -z "$(squeue -h -o %i)" ] || { echo "jobs still queued after 15 minutes:"; squeue; exit 1; }
 wait "$SINGLE_PID" || { echo "the single-machine run failed:"; cat "$SINGLE/batch.log"; exit 1; }
 say "all jobs left the queue"
+# The requeued run was followed again to its end.
+wait_for_row "$run" "done" 10
+screen | head -1 | grep -q FINISHED || { echo "kdtui watch does not say FINISHED:"; screen; exit 1; }
 
 bad=0
 for job in "$TEACHER" "${ARRAY}_0" "${ARRAY}_1" "${ARRAY}_2"; do

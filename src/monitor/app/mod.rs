@@ -75,6 +75,11 @@ pub struct RunRow {
     pub history: Vec<EpochMetrics>,
     pub result: Option<RunResult>,
     pub images_per_sec: f32,
+    /// `kdtui watch`: the last heartbeat of the process training the run
+    /// (Unix seconds) and after how long without one it calls the run lost.
+    pub alive: Option<(f64, f64)>,
+    /// The log has said that this run looks lost (said once per silence).
+    lost_said: bool,
 }
 
 impl RunRow {
@@ -91,7 +96,18 @@ impl RunRow {
             history: Vec::new(),
             result: None,
             images_per_sec: 0.0,
+            alive: None,
+            lost_said: false,
         }
+    }
+
+    /// How long the run under way has been silent, once that is longer than
+    /// its writer's `lost_after`: its process may have died (a SIGKILL, a
+    /// lost node); nothing else can tell that from a slow run.
+    pub fn lost_for(&self, now: f64) -> Option<f64> {
+        let (at, lost_after) = self.alive?;
+        let silent = now - at;
+        (self.status == RowStatus::Running && now > 0.0 && silent > lost_after).then_some(silent)
     }
 
     /// A result with epochs: one stopped in its first epoch has no accuracy
@@ -207,6 +223,9 @@ pub struct App {
     pub results: Results,
     /// `kdtui watch`: the results directory followed, read-only.
     pub watching: Option<std::path::PathBuf>,
+    /// The wall clock (Unix seconds) as the session last set it: what a
+    /// heartbeat's age is measured against. 0 until set.
+    pub clock: f64,
 }
 
 /// Why `kdtui watch` has no pause key: in its hint line, and in full on `p`.
@@ -233,6 +252,7 @@ impl App {
             current: None,
             results,
             watching: None,
+            clock: 0.0,
         }
     }
 
@@ -279,6 +299,29 @@ impl App {
         self.elapsed = elapsed;
     }
 
+    /// Sets the wall clock; says in the log when a watched run has gone
+    /// silent for longer than its writer allows.
+    pub fn set_clock(&mut self, unix_now: f64) {
+        self.clock = unix_now;
+        let mut newly_lost = vec![];
+        for row in &mut self.runs {
+            match row.lost_for(unix_now) {
+                Some(silent) if !row.lost_said => {
+                    row.lost_said = true;
+                    newly_lost.push(format!(
+                        "{}: no heartbeat for {}; its process may have died (a killed task, a lost node); it continues when its task runs again",
+                        row.spec.run_id,
+                        format_age(silent)
+                    ));
+                }
+                _ => {}
+            }
+        }
+        for line in newly_lost {
+            self.log(line);
+        }
+    }
+
     pub fn done_count(&self) -> usize {
         self.runs.iter().filter(|r| !matches!(r.status, RowStatus::Queued | RowStatus::Running)).count()
     }
@@ -322,6 +365,8 @@ impl App {
                     row.step = step;
                     row.epoch = history.len() + 1;
                     row.history = history;
+                    row.alive = None;
+                    row.lost_said = false;
                 }
                 if follow {
                     self.selected = Some(run_id.clone());
@@ -382,6 +427,16 @@ impl App {
                 }
                 self.results.record_failure(run_id, error);
                 true
+            }
+            TrainEvent::Heartbeat { run_id, at, lost_after } => {
+                let back = self.row_mut(&run_id).is_some_and(|row| {
+                    row.alive = Some((at, lost_after));
+                    std::mem::take(&mut row.lost_said)
+                });
+                if back {
+                    self.log(format!("{run_id}: heartbeat again"));
+                }
+                false
             }
             TrainEvent::Paused => {
                 if self.state == PlanState::Running {
@@ -591,6 +646,15 @@ impl App {
         }
         let row = self.current.as_deref().and_then(|id| self.row(id))?;
         (row.images_per_sec > 0.0).then_some(row.images_per_sec)
+    }
+}
+
+/// A silence as a person reads it: 45s, 12m, 3h.
+pub fn format_age(seconds: f64) -> String {
+    match seconds {
+        s if s < 60.0 => format!("{s:.0}s"),
+        s if s < 3600.0 => format!("{:.0}m", (s / 60.0).floor()),
+        s => format!("{:.0}h", (s / 3600.0).floor()),
     }
 }
 

@@ -5,7 +5,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::widgets::{Block, Borders, Cell, Row, Table, TableState};
 use ratatui::Frame;
 
-use crate::monitor::app::{status_word, App, Column, RowStatus, RunRow};
+use crate::monitor::app::{format_age, status_word, App, Column, RowStatus, RunRow};
 use crate::outputs::stats::Group;
 use crate::study::format_temperature;
 use crate::util::format::{megabytes_short, points};
@@ -17,9 +17,10 @@ fn pct(x: Option<f64>) -> String {
 fn cell_text(app: &App, groups: &[Group], row: &RunRow, column: Column) -> String {
     match column {
         Column::Run => row.spec.run_id.clone(),
-        Column::Status => match &row.status {
-            RowStatus::Running if row.epochs > 0 => format!("run {}/{}", row.epoch.min(row.epochs), row.epochs),
-            other => status_word(other).to_string(),
+        Column::Status => match (&row.status, row.lost_for(app.clock)) {
+            (_, Some(silent)) => format!("lost? {}", format_age(silent)),
+            (RowStatus::Running, None) if row.epochs > 0 => format!("run {}/{}", row.epoch.min(row.epochs), row.epochs),
+            (other, None) => status_word(other).to_string(),
         },
         Column::Loss => row.spec.loss.name().to_string(),
         Column::Temperature => row.spec.temperature.map_or("–".into(), format_temperature),
@@ -40,8 +41,11 @@ fn cell_text(app: &App, groups: &[Group], row: &RunRow, column: Column) -> Strin
     }
 }
 
-fn status_style(s: &RowStatus) -> Style {
-    match s {
+fn row_style(row: &RunRow, now: f64) -> Style {
+    if row.lost_for(now).is_some() {
+        return Style::default().fg(Color::Magenta).add_modifier(Modifier::BOLD);
+    }
+    match &row.status {
         RowStatus::Running => Style::default().fg(Color::Cyan).add_modifier(Modifier::BOLD),
         RowStatus::Done | RowStatus::Reused => Style::default(),
         RowStatus::Failed(_) | RowStatus::Diverged => Style::default().fg(Color::Red),
@@ -99,7 +103,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     let groups = app.results.groups();
     let rows = order.iter().map(|&i| {
         let row = &app.runs[i];
-        Row::new(cols.iter().map(|&c| Cell::from(cell_text(app, &groups, row, c)))).style(status_style(&row.status))
+        Row::new(cols.iter().map(|&c| Cell::from(cell_text(app, &groups, row, c)))).style(row_style(row, app.clock))
     });
     let selected = app.selected.as_deref().and_then(|id| order.iter().position(|&i| app.runs[i].spec.run_id == id));
     let mut state = TableState::default().with_selected(selected);
