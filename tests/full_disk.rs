@@ -308,6 +308,7 @@ fn an_append_cut_short_by_a_full_disk_is_taken_back() {
         test_accuracy: 6.0 / 7.0,
         seconds: 1.5,
         images_per_sec: 100.0,
+        diagnostics: None,
     };
     let epoch = |n| TrainEvent::EpochFinished { run_id: run_id.clone(), metrics: metrics(n) };
     let room = |path: &Path| PAGE - std::fs::metadata(path).unwrap().len() % PAGE;

@@ -57,9 +57,9 @@ fn a_batch_plan_leaves_a_report_figures_tensorboard_files_and_model_files_that_a
         let row = csv.lines().find(|l| l.starts_with(&format!("{},", r.run_id))).unwrap();
         assert_eq!(row.split(',').nth(10).unwrap(), r.model_bytes.to_string());
 
-        // The run's figure: three panels, drawn on.
+        // The run's figure: three panels and its reliability diagram, drawn on.
         let (w, h, inked) = png_facts(&out.join("figures").join(format!("{}.png", r.run_id)));
-        assert_eq!((w, h), (1200, 380));
+        assert_eq!((w, h), (1600, 380));
         assert!(inked > 0.02, "{}: {inked}", r.run_id);
 
         // Its TensorBoard file holds the epochs of its history, and step losses.
@@ -74,6 +74,19 @@ fn a_batch_plan_leaves_a_report_figures_tensorboard_files_and_model_files_that_a
         assert_eq!(series("accuracy/train"), want(|m| m.train_accuracy));
         assert_eq!(series("loss/test"), want(|m| m.test_loss));
         assert_eq!(series("loss/train"), want(|m| m.train_loss));
+        // The diagnostics: every run's calibration, the students' fidelity.
+        let diagnosed = |f: fn(&kdtui::protocol::Diagnostics) -> Option<f64>| -> Vec<(i64, f32)> {
+            r.history.iter().filter_map(|m| Some((m.epoch as i64, f(m.diagnostics.as_ref()?)? as f32))).collect()
+        };
+        assert_eq!(series("calibration/ece"), diagnosed(|d| Some(d.ece)));
+        assert_eq!(series("calibration/ece").len(), r.epochs, "{}", r.run_id);
+        assert_eq!(series("fidelity/agreement"), diagnosed(|d| d.agreement));
+        assert_eq!(series("fidelity/kl_t1"), diagnosed(|d| d.kl_t1));
+        assert_eq!(series("fidelity/kl_T"), diagnosed(|d| d.kl_t));
+        let students = if r.kind == RunKind::Teacher { 0 } else { r.epochs };
+        assert_eq!(series("fidelity/agreement").len(), students, "{}", r.run_id);
+        let distilled = if r.kind == RunKind::Distill { r.epochs } else { 0 };
+        assert_eq!(series("fidelity/kl_T").len(), distilled, "{}", r.run_id);
         let steps: Vec<i64> = series("step/loss").iter().map(|s| s.0).collect();
         // 192 images in batches of 32, an event every 5 steps: steps 5 (and 10 for the teacher).
         let per_epoch = 192 / 32;
@@ -84,8 +97,15 @@ fn a_batch_plan_leaves_a_report_figures_tensorboard_files_and_model_files_that_a
     let (w, h, inked) = png_facts(&out.join("figures/sweep.png"));
     assert_eq!((w, h), (1300, 620));
     assert!(inked > 0.02);
+    let (w, h, inked) = png_facts(&out.join("figures/agreement.png"));
+    assert_eq!((w, h), (1100, 520));
+    assert!(inked > 0.02);
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     for needle in [
+        "## Fidelity to the teacher and calibration",
+        "| run | agreement | on teacher errors | KL at T=1 | KL at T | ECE | test acc |",
+        "| soft T=5 | ",
+        "![Agreement with the teacher against T](figures/agreement.png)",
         "![Test accuracy against T](figures/sweep.png)",
         "![teacher](figures/teacher.png)",
         "| 5 | 93.36% / ",
@@ -101,7 +121,7 @@ fn a_batch_plan_leaves_a_report_figures_tensorboard_files_and_model_files_that_a
     std::fs::remove_dir_all(out.join("figures")).unwrap();
     std::fs::remove_file(out.join("report.md")).unwrap();
     let said = run_ok(kdtui(dir.path()).args(["report", "results"]));
-    assert!(said.contains("8 figures written"), "{said}");
+    assert!(said.contains("9 figures written"), "{said}");
     assert_eq!(std::fs::read_to_string(out.join("report.md")).unwrap(), report);
     assert!(out.join("figures/sweep.png").is_file() && out.join("figures/gt_soft-T5-s2.png").is_file());
 
@@ -115,7 +135,7 @@ fn a_batch_plan_leaves_a_report_figures_tensorboard_files_and_model_files_that_a
         let correct = (r.final_test_accuracy * 64.0).round() as usize;
         assert!(said.contains(&format!("({correct}/64 images)")), "{said}");
 
-        let packed = export::eval(&dir.path().join(&file), &config, Path::new("config.toml"), &data).unwrap();
+        let packed = export::eval(&dir.path().join(&file), None, &config, Path::new("config.toml"), &data).unwrap();
         let store_dir = match r.kind {
             RunKind::Teacher => std::fs::read_dir(dir.path().join(&ckpt))
                 .unwrap()
@@ -124,10 +144,23 @@ fn a_batch_plan_leaves_a_report_figures_tensorboard_files_and_model_files_that_a
                 .unwrap(),
             _ => dir.path().join(&ckpt).join(&r.run_id),
         };
-        let trained = export::eval(&store_dir.join("checkpoint.bin"), &config, Path::new("config.toml"), &data).unwrap();
+        let trained = export::eval(&store_dir.join("checkpoint.bin"), None, &config, Path::new("config.toml"), &data).unwrap();
         assert_eq!(packed.predictions, trained.predictions, "{}: the packed model predicts what the trained one did", r.run_id);
         assert_eq!(packed.correct, correct);
     }
+
+    // `kdtui eval --teacher`: the agreement and ECE of the table's last epoch.
+    let student = results.runs.iter().find(|r| r.run_id == "soft-T5-s2").unwrap();
+    let said = run_ok(kdtui(dir.path()).args([
+        "eval",
+        "results/models/soft-T5-s2.safetensors",
+        "--teacher",
+        "results/models/teacher.safetensors",
+    ]));
+    let d = student.diagnostics().unwrap();
+    assert!(said.contains(&format!("expected calibration error {:.4}", d.ece)), "{said}");
+    let agreement = format!("agreement with the teacher (results/models/teacher.safetensors): {:.2}% of images", 100.0 * d.agreement.unwrap());
+    assert!(said.contains(&agreement), "{said}\nwanted {agreement}");
 
     // `kdtui export` writes the same model again, of the reported size.
     let said = run_ok(kdtui(dir.path()).args(["export", "gt_soft-T5-s1", "-o", "gt.safetensors"]));

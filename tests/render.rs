@@ -41,6 +41,7 @@ fn finish(app: &mut App, run_id: &str, kind: RunKind, loss: Loss, temperature: O
         test_accuracy: acc,
         seconds: 40.0,
         images_per_sec: 175.0,
+        diagnostics: None,
     };
     app.on_event(TrainEvent::EpochFinished { run_id: run_id.into(), metrics: metrics.clone() });
     app.on_event(TrainEvent::RunFinished {

@@ -42,6 +42,7 @@ fn run_events(spec: &RunSpec, epochs: usize, k: usize) -> Vec<TrainEvent> {
             test_accuracy: accuracy,
             seconds: 1.0,
             images_per_sec: 900.0,
+            diagnostics: None,
         };
         history.push(metrics.clone());
         events.push(TrainEvent::EpochFinished { run_id: run_id.clone(), metrics });

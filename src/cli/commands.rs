@@ -107,10 +107,20 @@ pub fn export(args: ExportArgs) -> Result<(), Failure> {
 pub fn eval(args: EvalArgs) -> Result<(), Failure> {
     let config = Config::load(&args.config).map_err(usage)?;
     let data = export::data_config(&config, args.data.as_deref()).map_err(usage)?;
-    let e = export::eval(&args.file, &config, &args.config, &data).map_err(failed)?;
+    let e = export::eval(&args.file, args.teacher.as_deref(), &config, &args.config, &data).map_err(failed)?;
     println!("{}: {}", args.file.display(), e.model);
     println!("data: {}", e.data);
     println!("test accuracy {} ({}/{} images), test loss {:.4}", percent(e.accuracy()), e.correct, e.images, e.loss);
+    let d = &e.diagnostics;
+    println!("expected calibration error {:.4} (15 bins)", d.ece);
+    if let (Some(teacher), Some(agreement), Some(kl)) = (&args.teacher, d.agreement, d.kl_t1) {
+        let on_errors = d.agreement_on_teacher_errors.map_or("the teacher makes none".into(), percent);
+        println!(
+            "agreement with the teacher ({}): {} of images, on the teacher's errors {on_errors}; KL(teacher || model) at T=1 {kl:.4}",
+            teacher.display(),
+            percent(agreement)
+        );
+    }
     Ok(())
 }
 

@@ -149,6 +149,10 @@ pub struct EvalArgs {
     /// with SVHN's test_32x32.mat or IDX t10k files.
     #[arg(long)]
     pub data: Option<String>,
+    /// The teacher's model file or checkpoint: also print the agreement with
+    /// it (top-1, overall and on its errors) and KL(teacher || model) at T = 1.
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]

@@ -11,11 +11,13 @@ use burn::module::Module;
 use crate::engine::data::batcher::Normalizer;
 use crate::engine::data::CLASSES;
 use crate::engine::data::{self, DataError};
+use crate::engine::fidelity;
 use crate::engine::inference::{argmax, predict, score};
 use crate::engine::model::packed::{self, PackedError};
 use crate::engine::model::size::stored_values;
 use crate::engine::model::{Cnn, CnnConfig};
 use crate::engine::train::checkpoint::{self, RunStore};
+use crate::protocol::Diagnostics;
 use crate::study::config::{Config, DataSource};
 use crate::study::plan::{self, RunKind};
 use crate::util::atomic_file::{self, WriteError};
@@ -106,6 +108,9 @@ pub struct Evaluation {
     pub correct: usize,
     pub images: usize,
     pub loss: f64,
+    /// Calibration and the confusion matrix; agreement and KL when a
+    /// teacher was given.
+    pub diagnostics: Diagnostics,
 }
 
 impl Evaluation {
@@ -135,12 +140,45 @@ pub fn data_config(config: &Config, choice: Option<&str>) -> Result<crate::study
     Ok(data)
 }
 
-/// Test accuracy of a model file or checkpoint over the whole test set of `data`.
-pub fn eval(path: &Path, config: &Config, config_path: &Path, data: &crate::study::config::DataConfig) -> Result<Evaluation, EvalError> {
+/// Test accuracy of a model file or checkpoint over the whole test set of
+/// `data`, with its calibration; with the teacher's model file or
+/// checkpoint, also the agreement with it and their KL divergence.
+pub fn eval(
+    path: &Path,
+    teacher: Option<&Path>,
+    config: &Config,
+    config_path: &Path,
+    data: &crate::study::config::DataConfig,
+) -> Result<Evaluation, EvalError> {
+    // The models first: a wrong file is refused before the data is read.
+    let (model, norm, what) = load(path, config, config_path)?;
+    let teacher = teacher.map(|t| load(t, config, config_path)).transpose()?;
+    let device = Default::default();
+    let loaded = data::load(data)?;
+    let fitted = || Normalizer::fit(&loaded.train);
+    let logits = predict(&model, &loaded.test, &norm.unwrap_or_else(fitted), config.train.eval_batch_size, &device);
+    let teacher_logits =
+        teacher.map(|(t, t_norm, _)| predict(&t, &loaded.test, &t_norm.unwrap_or_else(fitted), config.train.eval_batch_size, &device));
+    let (loss, _) = score(&logits, &loaded.test.labels);
+    let predictions: Vec<u8> = logits.chunks_exact(CLASSES).map(|row| argmax(row) as u8).collect();
+    Ok(Evaluation {
+        model: what,
+        correct: predictions.iter().zip(&loaded.test.labels).filter(|(p, l)| p == l).count(),
+        images: loaded.test.len(),
+        diagnostics: fidelity::diagnose(&logits, &loaded.test.labels, CLASSES, teacher_logits.as_deref(), None),
+        predictions,
+        data: loaded.description,
+        loss,
+    })
+}
+
+/// A model file or checkpoint: the network, the input normalisation it
+/// carries (a checkpoint carries none: its training set's is fitted), and
+/// what it is, in words.
+fn load(path: &Path, config: &Config, config_path: &Path) -> Result<(Cnn<Cpu>, Option<Normalizer>, String), EvalError> {
     let bytes = std::fs::read(path).map_err(|source| EvalError::Read { path: path.into(), source })?;
     let device = Default::default();
-    // The model first: a wrong file is refused before the data is read.
-    let (model, norm, what) = if bytes.starts_with(b"KDCKPT01") {
+    if bytes.starts_with(b"KDCKPT01") {
         let saved = checkpoint::read_checkpoint(path)
             .map_err(|why| EvalError::Checkpoint { path: path.into(), why })?
             .ok_or_else(|| EvalError::Unknown { path: path.into() })?;
@@ -152,32 +190,17 @@ pub fn eval(path: &Path, config: &Config, config_path: &Path, data: &crate::stud
             config: config_path.into(),
         })?;
         let desc = format!("checkpoint of `{}` ({what}, epoch {})", saved.progress.run_id, saved.progress.epochs_done);
-        // A checkpoint's inputs were normalised by its training set's statistics.
-        (model, None, desc)
+        return Ok((model, None, desc));
+    }
+    let unpacked = packed::unpack::<Cpu>(&bytes, &device).map_err(|source| match source {
+        PackedError::NotSafetensors(_) => EvalError::Unknown { path: path.into() },
+        source => EvalError::Packed { path: path.into(), source },
+    })?;
+    let p = unpacked.network.precision;
+    let desc = if p.is_float() {
+        "float model file (teacher)".to_string()
     } else {
-        let unpacked = packed::unpack::<Cpu>(&bytes, &device).map_err(|source| match source {
-            PackedError::NotSafetensors(_) => EvalError::Unknown { path: path.into() },
-            source => EvalError::Packed { path: path.into(), source },
-        })?;
-        let p = unpacked.network.precision;
-        let desc = if p.is_float() {
-            "float model file (teacher)".to_string()
-        } else {
-            format!("packed student ({}-bit weights, {}-bit activations)", p.w_bits, p.a_bits)
-        };
-        (unpacked.model, Some(unpacked.normalizer), desc)
+        format!("packed student ({}-bit weights, {}-bit activations)", p.w_bits, p.a_bits)
     };
-    let loaded = data::load(data)?;
-    let norm = norm.unwrap_or_else(|| Normalizer::fit(&loaded.train));
-    let logits = predict(&model, &loaded.test, &norm, config.train.eval_batch_size, &device);
-    let (loss, _) = score(&logits, &loaded.test.labels);
-    let predictions: Vec<u8> = logits.chunks_exact(CLASSES).map(|row| argmax(row) as u8).collect();
-    Ok(Evaluation {
-        model: what,
-        correct: predictions.iter().zip(&loaded.test.labels).filter(|(p, l)| p == l).count(),
-        images: loaded.test.len(),
-        predictions,
-        data: loaded.description,
-        loss,
-    })
+    Ok((unpacked.model, Some(unpacked.normalizer), desc))
 }

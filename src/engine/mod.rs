@@ -9,6 +9,7 @@ pub mod bench;
 pub mod cuda_setup;
 pub mod data;
 pub mod export;
+pub mod fidelity;
 pub mod inference;
 pub mod logger;
 pub mod losses;

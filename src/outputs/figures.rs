@@ -11,8 +11,8 @@ use plotters::style::FontStyle;
 
 use super::stats::Sweep;
 use super::store::Results;
-use crate::protocol::{EpochMetrics, RunResult};
-use crate::study::{original, Loss};
+use crate::protocol::{Diagnostics, EpochMetrics, RunResult};
+use crate::study::{original, Loss, RunKind};
 use crate::util::atomic_file::{self, WriteError};
 
 /// DejaVu Sans (its licence beside it in assets/): plotters draws text with
@@ -89,10 +89,15 @@ fn span(values: impl Iterator<Item = f64>, margin: f64, floor: Option<f64>, ceil
 /// run's objective carries c = T^2 times its soft term, hundreds of times the
 /// test loss, and would flatten it on a shared axis.
 pub fn run_figure(run: &RunResult, path: &Path) -> Result<(), FigureError> {
-    render(path, (1200, 380), |root| {
+    let diagnostics = run.diagnostics();
+    let columns = if diagnostics.is_some() { 4 } else { 3 };
+    render(path, (400 * columns as u32, 380), |root| {
         // A strip on top of every panel, for the legend (inside the plot it would hide points).
         let (strips, panels) = root.split_vertically(26);
-        let (strips, panels) = (strips.split_evenly((1, 3)), panels.split_evenly((1, 3)));
+        let (strips, panels) = (strips.split_evenly((1, columns)), panels.split_evenly((1, columns)));
+        if let Some(d) = diagnostics {
+            reliability(&panels[3], d)?;
+        }
         let epochs = run.history.len().max(1) as f64;
         let per_epoch = |f: fn(&EpochMetrics) -> f64| -> Vec<(f64, f64)> { run.history.iter().map(|m| (m.epoch as f64, f(m))).collect() };
         let acc = [(TRAIN, per_epoch(|m| 100.0 * m.train_accuracy)), (TEST, per_epoch(|m| 100.0 * m.test_accuracy))];
@@ -104,6 +109,106 @@ pub fn run_figure(run: &RunResult, path: &Path) -> Result<(), FigureError> {
         let test = [(TEST, per_epoch(|m| m.test_loss))];
         curves(&panels[2], "test loss (hard-label cross-entropy)", "loss", epochs, &test, Some((0.0, f64::MAX)))
     })
+}
+
+/// The reliability diagram of a test-set pass: accuracy against mean
+/// confidence per bin (a bar per non-empty bin), the diagonal of a
+/// calibrated model, and the ECE in the title.
+fn reliability(area: &DrawingArea<BitMapBackend, Shift>, d: &Diagnostics) -> Result<(), String> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(format!("reliability, final epoch (ECE {:.3})", d.ece), (FAMILY, 16))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..1.0, 0.0..1.0)
+        .map_err(s)?;
+    let (bold, light) = mesh_colors();
+    chart
+        .configure_mesh()
+        .bold_line_style(bold)
+        .light_line_style(light)
+        .x_desc("confidence (top-1 probability)")
+        .y_desc("accuracy")
+        .label_style((FAMILY, 13))
+        .axis_desc_style((FAMILY, 14))
+        .draw()
+        .map_err(s)?;
+    let width = 1.0 / d.bins.len() as f64;
+    let bars = d.bins.iter().enumerate().filter(|(_, b)| b.images > 0).map(|(i, b)| {
+        let accuracy = f64::from(b.correct) / f64::from(b.images);
+        Rectangle::new([(i as f64 * width, 0.0), ((i + 1) as f64 * width, accuracy)], TEST.mix(0.6).filled())
+    });
+    chart.draw_series(bars).map_err(s)?;
+    chart.draw_series(std::iter::once(PathElement::new(vec![(0.0, 0.0), (1.0, 1.0)], GREY.stroke_width(1)))).map_err(s)?;
+    // Where each bin's mean confidence lies: on the diagonal when calibrated.
+    let means = d.bins.iter().filter(|b| b.images > 0).map(|b| {
+        let confidence = b.confidence_sum / f64::from(b.images);
+        Circle::new((confidence, f64::from(b.correct) / f64::from(b.images)), 3, BLACK.filled())
+    });
+    chart.draw_series(means).map_err(s)?;
+    Ok(())
+}
+
+/// Top-1 agreement with the teacher against T (log axis), a line per loss
+/// (mean over seeds), the student without a teacher as a dashed line. False
+/// when no distilled run has diagnostics.
+pub fn agreement_figure(results: &Results, path: &Path) -> Result<bool, FigureError> {
+    let groups = results.groups();
+    let lines: Vec<(Loss, Curve)> = LOSS_COLORS
+        .iter()
+        .map(|&(loss, color)| {
+            let mut points: Vec<(f64, f64)> = groups
+                .iter()
+                .filter(|g| g.kind == RunKind::Distill && g.loss == loss)
+                .filter_map(|g| Some((g.temperature?, 100.0 * g.fidelity.agreement?)))
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (loss, (color, points))
+        })
+        .filter(|(_, (_, points))| !points.is_empty())
+        .collect();
+    if lines.is_empty() {
+        return Ok(false);
+    }
+    let baseline = groups.iter().find(|g| g.kind == RunKind::Baseline).and_then(|g| g.fidelity.agreement).map(|a| 100.0 * a);
+    let ts = || lines.iter().flat_map(|(_, (_, points))| points.iter().map(|p| p.0));
+    let (t_min, t_max) = (ts().fold(f64::MAX, f64::min) / 1.25, ts().fold(0.0, f64::max) * 1.25);
+    let (y0, y1) = span(lines.iter().flat_map(|(_, (_, points))| points.iter().map(|p| p.1)).chain(baseline), 0.1, Some(0.0), Some(100.0));
+    render(path, (1100, 520), |root| {
+        let (root, side) = root.split_horizontally(800);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(format!("{}: top-1 agreement with the teacher against temperature", results.plan), (FAMILY, 18))
+            .margin(14)
+            .x_label_area_size(44)
+            .y_label_area_size(60)
+            .build_cartesian_2d((t_min..t_max).log_scale(), y0..y1)
+            .map_err(s)?;
+        let (bold, light) = mesh_colors();
+        chart
+            .configure_mesh()
+            .bold_line_style(bold)
+            .light_line_style(light)
+            .x_desc("temperature T (log scale)")
+            .y_desc("agreement with the teacher (%)")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .label_style((FAMILY, 14))
+            .axis_desc_style((FAMILY, 15))
+            .draw()
+            .map_err(s)?;
+        let mut entries = vec![];
+        if let Some(v) = baseline {
+            chart.draw_series(DashedLineSeries::new([(t_min, v), (t_max, v)], 10, 6, GREY.stroke_width(2))).map_err(s)?;
+            entries.push((format!("student, no teacher: {v:.1}%"), Sample::Line(GREY, true)));
+        }
+        for (loss, (color, points)) in &lines {
+            chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(2))).map_err(s)?;
+            chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(s)?;
+            entries.push((loss.name().to_string(), Sample::Dot(*color)));
+        }
+        legend(&side, &entries)
+    })?;
+    Ok(true)
 }
 
 /// A line: its colour and (epoch, value) points.

@@ -79,7 +79,7 @@ pub fn write_report(results: &Results, dir: &Path) -> Result<usize, PublishError
             count += 1;
         }
     }
-    Ok(count + usize::from(write_summary(results, dir)?))
+    Ok(count + write_summary(results, dir)?)
 }
 
 fn format_err(path: PathBuf, e: csv::Error) -> PublishError {
@@ -102,11 +102,12 @@ fn write_run(run: &RunResult, csv: &Path, figure: Option<&Path>) -> Result<(), P
     Ok(())
 }
 
-/// The sweep figure and report.md; whether there was a sweep to draw.
-fn write_summary(results: &Results, dir: &Path) -> Result<bool, PublishError> {
+/// The sweep and agreement figures and report.md; how many figures there were to draw.
+fn write_summary(results: &Results, dir: &Path) -> Result<usize, PublishError> {
     let sweep = figures::sweep_figure(results, &dir.join(FIGURES_DIR).join(report::SWEEP_FIGURE))?;
+    let agreement = figures::agreement_figure(results, &dir.join(FIGURES_DIR).join(report::AGREEMENT_FIGURE))?;
     atomic_file::write(&dir.join(REPORT_MD), report::markdown(results).as_bytes())?;
-    Ok(sweep)
+    Ok(usize::from(sweep) + usize::from(agreement))
 }
 
 fn row_digest(run: &RunResult) -> u64 {

@@ -14,6 +14,8 @@ use crate::util::format::{megabytes, percent};
 
 /// The sweep figure, inside `FIGURES_DIR`.
 pub const SWEEP_FIGURE: &str = "sweep.png";
+/// Agreement with the teacher against T, inside `FIGURES_DIR`.
+pub const AGREEMENT_FIGURE: &str = "agreement.png";
 
 fn cell(g: Option<&Group>) -> String {
     match g {
@@ -137,6 +139,8 @@ pub fn markdown(results: &Results) -> String {
         );
     }
 
+    fidelity_section(&mut s, &groups, &temperatures);
+
     let _ = writeln!(s, "\n## How far the numbers can be read\n");
     let multi_seed = groups.iter().any(|g| g.seeds > 1);
     if multi_seed {
@@ -183,13 +187,65 @@ pub fn markdown(results: &Results) -> String {
     let _ = writeln!(s, "\n## Curves\n");
     let _ = writeln!(
         s,
-        "Train and test accuracy and loss per epoch (test: the whole test set; train: the run's own objective, averaged over the epoch).\n"
+        "Train and test accuracy and loss per epoch (test: the whole test set; train: the run's own objective, averaged over the epoch), \
+         and the final epoch's reliability diagram: test accuracy against confidence in 15 bins (on the diagonal: calibrated).\n"
     );
     for r in results.runs.iter().filter(|r| !r.history.is_empty()) {
         let _ = writeln!(s, "![{0}]({FIGURES_DIR}/{0}.png)\n", r.run_id);
     }
     let _ = writeln!(s, "\n## Config\n\n```toml\n{}```", results.config);
     s
+}
+
+/// Agreement with the teacher, KL and calibration by loss and temperature
+/// (means over seeds of the final epoch), and the agreement figure.
+fn fidelity_section(s: &mut String, groups: &[Group], temperatures: &[f64]) {
+    if groups.iter().all(|g| g.fidelity.ece.is_none()) {
+        return;
+    }
+    let pct = |x: Option<f64>| x.map_or("–".into(), |x| format!("{:.1}%", 100.0 * x));
+    let num = |x: Option<f64>| x.map_or("–".into(), |x| format!("{x:.3}"));
+    let row = |what: &str, g: &Group| {
+        let f = &g.fidelity;
+        format!(
+            "| {what} | {} | {} | {} | {} | {} | {} |",
+            pct(f.agreement),
+            pct(f.agreement_on_teacher_errors),
+            num(f.kl_t1),
+            num(f.kl_t),
+            num(f.ece),
+            percent(g.mean_final)
+        )
+    };
+    let _ = writeln!(s, "\n## Fidelity to the teacher and calibration\n");
+    let _ = writeln!(
+        s,
+        "Accuracy alone cannot say whether a student learned from its teacher (students often match its accuracy while \
+         agreeing with it far less: Stanton et al., NeurIPS 2021). On the whole test set, final epoch, mean over seeds: \
+         **agreement**, the share of images whose top-1 class is the teacher's, and the same on the images the teacher gets \
+         wrong; **KL**, KL(teacher || student) of the softmax outputs in nats, at T = 1 and at the run's T; **ECE**, the \
+         expected calibration error (15 equal-width confidence bins; 0 is calibrated).\n"
+    );
+    let _ = writeln!(s, "| run | agreement | on teacher errors | KL at T=1 | KL at T | ECE | test acc |");
+    let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- |");
+    for g in groups.iter().filter(|g| g.kind != RunKind::Distill) {
+        let what = if g.kind == RunKind::Teacher { "teacher" } else { "student, no teacher" };
+        let _ = writeln!(s, "{}", row(what, g));
+    }
+    for &loss in &Loss::DISTILLATION {
+        for &t in temperatures {
+            if let Some(g) = groups.iter().find(|g| g.kind == RunKind::Distill && g.loss == loss && g.temperature == Some(t)) {
+                let _ = writeln!(s, "{}", row(&format!("{} T={}", loss.name(), format_temperature(t)), g));
+            }
+        }
+    }
+    if groups.iter().any(|g| g.kind == RunKind::Distill && g.fidelity.agreement.is_some()) {
+        let _ = writeln!(
+            s,
+            "\n![Agreement with the teacher against T]({FIGURES_DIR}/{AGREEMENT_FIGURE})\n\nTop-1 agreement with the teacher \
+             against T, a line per loss (mean over seeds); grey dashed: the student without a teacher."
+        );
+    }
 }
 
 /// The comparisons the original study drew conclusions from, each with

@@ -348,6 +348,7 @@ mod tests {
             test_accuracy: acc,
             seconds: 2.0,
             images_per_sec: 100.0,
+            diagnostics: None,
         }
     }
 

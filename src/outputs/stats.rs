@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::{RunResult, RunStatus};
+use crate::protocol::{Diagnostics, RunResult, RunStatus};
 use crate::study::{Loss, RunKind};
 
 /// One (kind, loss, temperature) cell over its seeds.
@@ -22,6 +22,35 @@ pub struct Group {
     pub std_final: f64,
     pub mean_best: f64,
     pub model_bytes: u64,
+    /// Means over the seeds of the final epoch's diagnostics (none where no
+    /// run has them: the teacher's agreement, results of earlier versions).
+    pub fidelity: Fidelity,
+}
+
+/// A cell's mean final-epoch diagnostics (`protocol::Diagnostics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Fidelity {
+    pub agreement: Option<f64>,
+    pub agreement_on_teacher_errors: Option<f64>,
+    pub kl_t1: Option<f64>,
+    pub kl_t: Option<f64>,
+    pub ece: Option<f64>,
+}
+
+impl Fidelity {
+    fn of(runs: &[&RunResult]) -> Self {
+        let mean = |f: fn(&Diagnostics) -> Option<f64>| {
+            let values: Vec<f64> = runs.iter().filter_map(|r| r.diagnostics().and_then(f)).collect();
+            (!values.is_empty()).then(|| mean_std(&values).0)
+        };
+        Fidelity {
+            agreement: mean(|d| d.agreement),
+            agreement_on_teacher_errors: mean(|d| d.agreement_on_teacher_errors),
+            kl_t1: mean(|d| d.kl_t1),
+            kl_t: mean(|d| d.kl_t),
+            ece: mean(|d| Some(d.ece)),
+        }
+    }
 }
 
 type GroupKey = (RunKind, Loss, Option<u64>);
@@ -52,6 +81,7 @@ pub fn groups<'a>(runs: impl IntoIterator<Item = &'a RunResult>) -> Vec<Group> {
                 std_final,
                 mean_best: mean_std(&bests).0,
                 model_bytes: runs[0].model_bytes,
+                fidelity: Fidelity::of(&runs),
             }
         })
         .collect()
@@ -174,6 +204,7 @@ mod tests {
             std_final,
             mean_best: mean_final,
             model_bytes: 1,
+            fidelity: Fidelity::default(),
         }
     }
 

@@ -11,8 +11,9 @@
 //! hand: no maintained Rust crate writes them without pulling in a protobuf
 //! compiler or an image stack, and the reader below holds the writer to them.
 //!
-//! Scalars: `accuracy/train`, `accuracy/test`, `loss/train`, `loss/test` at
-//! step = epoch (what the TUI's charts show), and `step/loss`, `step/accuracy`
+//! Scalars: `accuracy/train`, `accuracy/test`, `loss/train`, `loss/test`,
+//! and the diagnostics `fidelity/agreement`, `fidelity/kl_t1`, `fidelity/kl_T`
+//! (students), `calibration/ece` at step = epoch (what the TUI's charts show), and `step/loss`, `step/accuracy`
 //! (the mean over the last `log_every` optimizer steps) at step = optimizer step.
 
 use std::collections::HashMap;
@@ -135,6 +136,18 @@ impl EventWriter {
         self.scalar("accuracy/test", step, m.test_accuracy);
         self.scalar("loss/train", step, m.train_loss);
         self.scalar("loss/test", step, m.test_loss);
+        if let Some(d) = &m.diagnostics {
+            for (tag, value) in [
+                ("fidelity/agreement", d.agreement),
+                ("fidelity/kl_t1", d.kl_t1),
+                ("fidelity/kl_T", d.kl_t),
+                ("calibration/ece", Some(d.ece)),
+            ] {
+                if let Some(v) = value {
+                    self.scalar(tag, step, v);
+                }
+            }
+        }
     }
 }
 
@@ -354,7 +367,16 @@ mod tests {
     }
 
     fn metrics(epoch: usize, test_accuracy: f64) -> EpochMetrics {
-        EpochMetrics { epoch, train_loss: 1.0, train_accuracy: 0.5, test_loss: 0.9, test_accuracy, seconds: 1.0, images_per_sec: 100.0 }
+        EpochMetrics {
+            epoch,
+            train_loss: 1.0,
+            train_accuracy: 0.5,
+            test_loss: 0.9,
+            test_accuracy,
+            seconds: 1.0,
+            images_per_sec: 100.0,
+            diagnostics: None,
+        }
     }
 
     fn files(dir: &Path) -> Vec<PathBuf> {

@@ -103,6 +103,69 @@ pub struct EpochMetrics {
     pub seconds: f64,
     #[serde(deserialize_with = "nan_from_null")]
     pub images_per_sec: f64,
+    /// What the test-set pass of this epoch says beyond accuracy (absent in
+    /// files of kdtui versions before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<Diagnostics>,
+}
+
+/// Fidelity to the teacher and calibration, from the logits of one pass
+/// over the whole test set (`engine::fidelity` computes them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Diagnostics {
+    /// Share of test images whose top-1 class is the teacher's (students only).
+    #[serde(default)]
+    pub agreement: Option<f64>,
+    /// The same over the images the teacher gets wrong (none when it gets none wrong).
+    #[serde(default)]
+    pub agreement_on_teacher_errors: Option<f64>,
+    /// Mean KL(teacher || student) of the softmax at T = 1, in nats (students only).
+    #[serde(default)]
+    pub kl_t1: Option<f64>,
+    /// The same at the run's temperature (distillation runs only).
+    #[serde(default)]
+    pub kl_t: Option<f64>,
+    /// Expected calibration error: over 15 equal-width bins of the top-1
+    /// probability, the image-weighted mean of |accuracy - confidence|.
+    pub ece: f64,
+    /// The reliability diagram behind `ece`: per bin, images, right answers,
+    /// and the sum of their confidences.
+    pub bins: Vec<Bin>,
+    /// Row = true class, column = predicted class; row-major, classes x classes.
+    pub confusion: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Bin {
+    pub images: u32,
+    pub correct: u32,
+    pub confidence_sum: f64,
+}
+
+impl RunResult {
+    /// The diagnostics of its last epoch (none in files of earlier versions).
+    pub fn diagnostics(&self) -> Option<&Diagnostics> {
+        self.history.last()?.diagnostics.as_ref()
+    }
+}
+
+impl Diagnostics {
+    pub fn classes(&self) -> usize {
+        (self.confusion.len() as f64).sqrt() as usize
+    }
+
+    /// Test accuracy of each class (none for a class without test images).
+    pub fn per_class_accuracy(&self) -> Vec<Option<f64>> {
+        let k = self.classes();
+        self.confusion
+            .chunks_exact(k.max(1))
+            .enumerate()
+            .map(|(class, row)| {
+                let total: u32 = row.iter().sum();
+                (total > 0).then(|| f64::from(row[class]) / f64::from(total))
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +220,7 @@ mod tests {
     #[test]
     fn non_finite_numbers_survive_a_json_round_trip_as_nan() {
         let m = EpochMetrics {
+            diagnostics: None,
             epoch: 1,
             train_loss: f64::NAN,
             train_accuracy: 0.5,

@@ -8,5 +8,5 @@ pub mod event;
 pub mod trainer;
 
 pub use control::{Control, Controls, Flow};
-pub use event::{EpochMetrics, RunResult, RunStatus, TrainEvent};
+pub use event::{Bin, Diagnostics, EpochMetrics, RunResult, RunStatus, TrainEvent};
 pub use trainer::Trainer;

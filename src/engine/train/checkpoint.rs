@@ -221,28 +221,47 @@ impl RunStore {
         atomic_file::write(&self.result_path(), &serde_json::to_vec_pretty(&finished).expect("results serialise"))
     }
 
-    /// Logits [n, 10] row-major.
+    /// The teacher's logits [n, 10] row-major over the training set (the soft targets' source).
     pub fn save_logits(&self, logits: &[f32]) -> Result<(), WriteError> {
-        let mut bytes = Vec::with_capacity(16 + logits.len() * 4);
-        bytes.extend_from_slice(LOGITS_MAGIC);
-        bytes.extend_from_slice(&((logits.len() / CLASSES) as u64).to_le_bytes());
-        for v in logits {
-            bytes.extend_from_slice(&v.to_le_bytes());
-        }
-        atomic_file::write(&self.logits_path(), &bytes)
+        write_logits(&self.logits_path(), logits)
     }
 
-    /// The cached logits when present, whole and for `n` images.
+    /// The cached training-set logits when present, whole and for `n` images.
     pub fn load_logits(&self, n: usize) -> Option<Vec<f32>> {
-        let bytes = std::fs::read(self.logits_path()).ok()?;
-        if bytes.len() != 16 + n * CLASSES * 4 || &bytes[..8] != LOGITS_MAGIC {
-            return None;
-        }
-        if u64::from_le_bytes(bytes[8..16].try_into().ok()?) != n as u64 {
-            return None;
-        }
-        Some(bytes[16..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
+        read_logits(&self.logits_path(), n)
     }
+
+    /// The teacher's logits over the test set (what students' agreement and
+    /// KL are measured against).
+    pub fn save_test_logits(&self, logits: &[f32]) -> Result<(), WriteError> {
+        write_logits(&self.dir.join("test_logits.bin"), logits)
+    }
+
+    pub fn load_test_logits(&self, n: usize) -> Option<Vec<f32>> {
+        read_logits(&self.dir.join("test_logits.bin"), n)
+    }
+}
+
+fn write_logits(path: &Path, logits: &[f32]) -> Result<(), WriteError> {
+    let mut bytes = Vec::with_capacity(16 + logits.len() * 4);
+    bytes.extend_from_slice(LOGITS_MAGIC);
+    bytes.extend_from_slice(&((logits.len() / CLASSES) as u64).to_le_bytes());
+    for v in logits {
+        bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    atomic_file::write(path, &bytes)
+}
+
+/// Cached logits when present, whole and for `n` images.
+fn read_logits(path: &Path, n: usize) -> Option<Vec<f32>> {
+    let bytes = std::fs::read(path).ok()?;
+    if bytes.len() != 16 + n * CLASSES * 4 || &bytes[..8] != LOGITS_MAGIC {
+        return None;
+    }
+    if u64::from_le_bytes(bytes[8..16].try_into().ok()?) != n as u64 {
+        return None;
+    }
+    Some(bytes[16..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
 }
 
 /// A module's or optimizer's record as bytes (burn's named MessagePack).

@@ -92,7 +92,18 @@ pub(super) struct Job<'a> {
     pub(super) epochs: usize,
     pub(super) lr: f64,
     pub(super) soft: Option<&'a [f32]>,
+    /// The teacher's test-set logits: the students' fidelity is measured
+    /// against them (none for the teacher itself).
+    pub(super) teacher_test: Option<&'a [f32]>,
     pub(super) store: &'a RunStore,
+}
+
+/// What the students need of a finished teacher: its logits over the
+/// training set (the soft targets; only when a loss needs them) and over the
+/// test set (agreement and KL).
+struct TeacherLogits {
+    train: Option<Vec<f32>>,
+    test: Vec<f32>,
 }
 
 /// Why a run did not produce a result.
@@ -168,7 +179,7 @@ impl<B: TrainBackend> Plan<'_, B> {
         // The study's, not the selection's: a teacher-only session (the
         // teacher job of a Slurm study) leaves the cache its shards read.
         let need_logits = config.plan.losses.iter().any(|l| l.needs_teacher());
-        let mut teacher_logits = None;
+        let mut teacher_logits: Option<TeacherLogits> = None;
         let mut no_teacher = "the teacher run failed";
         for (spec, store) in runs.iter().zip(&stores) {
             let prior = priors.next().unwrap_or(Prior::Nothing);
@@ -195,7 +206,7 @@ impl<B: TrainBackend> Plan<'_, B> {
                 self.replay(result);
                 continue;
             }
-            let soft = match (spec.loss.needs_teacher(), &teacher_logits) {
+            let soft = match (spec.loss.needs_teacher(), teacher_logits.as_ref().and_then(|t| t.train.as_deref())) {
                 (false, _) => None,
                 (true, Some(logits)) => Some(losses::soft_targets(logits, CLASSES, spec.temperature.unwrap_or(1.0))),
                 (true, None) => {
@@ -210,6 +221,7 @@ impl<B: TrainBackend> Plan<'_, B> {
                 epochs: config.student.epochs,
                 lr: config.student.learning_rate,
                 soft: soft.as_deref(),
+                teacher_test: teacher_logits.as_ref().map(|t| t.test.as_slice()),
                 store,
             };
             match self.train_caught(job) {
@@ -237,8 +249,9 @@ impl<B: TrainBackend> Plan<'_, B> {
     }
 
     /// Trains the teacher, or resumes it, or loads it when it has finished;
-    /// returns its logits over the training set when `need_logits`.
-    fn teacher(&mut self, spec: &RunSpec, store: &RunStore, prior: Prior, need_logits: bool) -> Result<Option<Vec<f32>>, RunError> {
+    /// returns its logits over the test set, and over the training set when
+    /// `need_logits` (both cached in its checkpoint folder).
+    fn teacher(&mut self, spec: &RunSpec, store: &RunStore, prior: Prior, need_logits: bool) -> Result<Option<TeacherLogits>, RunError> {
         let config = &self.input.config;
         let shape = CnnConfig::teacher(config);
         let finished = match prior {
@@ -284,6 +297,7 @@ impl<B: TrainBackend> Plan<'_, B> {
                     epochs: config.teacher.epochs,
                     lr: config.teacher.learning_rate,
                     soft: None,
+                    teacher_test: None,
                     store,
                 })?;
                 let status = trained.result.status;
@@ -294,13 +308,22 @@ impl<B: TrainBackend> Plan<'_, B> {
                 }
             }
         };
+        let test_set = &self.input.data.test;
+        let test = match store.load_test_logits(test_set.len()) {
+            Some(logits) => logits,
+            None => {
+                let logits = predict(&teacher, test_set, &self.norm, config.train.eval_batch_size, &self.device);
+                store.save_test_logits(&logits).map_err(|e| RunError::Fatal(format!("teacher test logits: {e}")))?;
+                logits
+            }
+        };
         if !need_logits {
-            return Ok(None);
+            return Ok(Some(TeacherLogits { train: None, test }));
         }
         let train = &self.input.data.train;
         if let Some(logits) = store.load_logits(train.len()) {
             self.log("teacher logits read from the cache");
-            return Ok(Some(logits));
+            return Ok(Some(TeacherLogits { train: Some(logits), test }));
         }
         let started = Instant::now();
         let logits = predict(&teacher, train, &self.norm, config.train.eval_batch_size, &self.device);
@@ -310,7 +333,7 @@ impl<B: TrainBackend> Plan<'_, B> {
             train.len(),
             started.elapsed().as_secs_f64()
         ));
-        Ok(Some(logits))
+        Ok(Some(TeacherLogits { train: Some(logits), test }))
     }
 
     /// The model of a run's checkpoint, in inference mode.

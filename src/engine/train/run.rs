@@ -11,7 +11,9 @@ use super::checkpoint::{decode, encode, PartialEpoch, Progress};
 use super::orchestrate::{Job, Plan, Trained};
 use super::step::{adam, learning_rate, train_step, Objective};
 use crate::engine::data::batcher::{batches, make_batch, steps_per_epoch, Shuffle};
-use crate::engine::inference::evaluate;
+use crate::engine::data::CLASSES;
+use crate::engine::fidelity;
+use crate::engine::inference::{predict, score};
 use crate::engine::logger;
 use crate::engine::model::size::model_bytes;
 use crate::engine::model::{Cnn, TrainBackend};
@@ -54,7 +56,7 @@ impl<B: TrainBackend> Plan<'_, B> {
     /// controls between steps; evaluates on the whole test set and saves a
     /// checkpoint after every epoch, and saves one when stopped between steps.
     pub(super) fn train(&mut self, job: Job) -> Result<Trained<B>, TrainError> {
-        let Job { spec, shape, epochs, lr, soft, store } = job;
+        let Job { spec, shape, epochs, lr, soft, teacher_test, store } = job;
         let config = &self.input.config;
         let train = &self.input.data.train;
         let test = &self.input.data.test;
@@ -169,7 +171,10 @@ impl<B: TrainBackend> Plan<'_, B> {
                     window = Window::new();
                 }
             }
-            let (test_loss, test_accuracy) = evaluate(&model.valid(), test, &self.norm, config.train.eval_batch_size, &self.device);
+            // One pass over the test set gives the accuracy and the diagnostics.
+            let logits = predict(&model.valid(), test, &self.norm, config.train.eval_batch_size, &self.device);
+            let (test_loss, test_accuracy) = score(&logits, &test.labels);
+            let diagnostics = fidelity::diagnose(&logits, &test.labels, CLASSES, teacher_test, spec.temperature);
             self.backend_log()?;
             let seconds = partial.seconds + epoch_started.elapsed().as_secs_f64();
             let seen = partial.seen.max(1) as f64;
@@ -181,6 +186,7 @@ impl<B: TrainBackend> Plan<'_, B> {
                 test_accuracy,
                 seconds,
                 images_per_sec: partial.seen as f64 / seconds,
+                diagnostics: Some(diagnostics),
             };
             let _ = self.events.send(TrainEvent::EpochFinished { run_id: spec.run_id.clone(), metrics: metrics.clone() });
             progress.history.push(metrics);
