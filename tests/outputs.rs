@@ -159,7 +159,8 @@ fn a_batch_plan_leaves_a_report_figures_tensorboard_files_and_model_files_that_a
     ]));
     let d = student.diagnostics().unwrap();
     assert!(said.contains(&format!("expected calibration error {:.4}", d.ece)), "{said}");
-    let agreement = format!("agreement with the teacher (results/models/teacher.safetensors): {:.2}% of images", 100.0 * d.agreement.unwrap());
+    let agreement =
+        format!("agreement with the teacher (results/models/teacher.safetensors): {:.2}% of images", 100.0 * d.agreement.unwrap());
     assert!(said.contains(&agreement), "{said}\nwanted {agreement}");
 
     // `kdtui export` writes the same model again, of the reported size.

@@ -161,9 +161,9 @@ mod tests {
         assert!((d.ece - 0.5).abs() < 1e-9, "{}", d.ece);
 
         // Two bins: 0.75-confident and right on 1 of 2 (gap 0.25), ~1-confident
-        // and right on 2 of 2 (gap ~0): ECE = 2/4 * 0.25 = 0.125.
+        // and right on 2 of 2 (gap ~0): ECE = 2/4 * 0.25 = 0.125 (ln 3 in f32: to 1e-7).
         let logits = [3f32.ln(), 0.0, 3f32.ln(), 0.0, 30.0, 0.0, 30.0, 0.0];
         let d = diagnose(&logits, &[0, 1, 0, 0], 2, None, None);
-        assert!((d.ece - 0.125).abs() < 1e-9, "{}", d.ece);
+        assert!((d.ece - 0.125).abs() < 1e-7, "{}", d.ece);
     }
 }
