@@ -7,7 +7,7 @@ use ratatui::Terminal;
 use kdtui::monitor::app::{App, Column, PlanState};
 use kdtui::monitor::keys::{self, Action};
 use kdtui::outputs::Results;
-use kdtui::protocol::{Control, EpochMetrics, RunResult, RunStatus, TrainEvent};
+use kdtui::protocol::{Control, Diagnostics, EpochMetrics, RunResult, RunStatus, TrainEvent};
 use kdtui::study::{plan, Config, Loss, RunKind};
 
 fn screen(app: &App, width: u16, height: u16) -> String {
@@ -335,4 +335,158 @@ fn a_watched_run_without_heartbeats_shows_as_lost() {
     app.on_event(TrainEvent::RunStarted { run_id: "teacher".into(), epochs: 4, steps_per_epoch: 50, step: 0, history: vec![] });
     app.set_clock(now + 1e6);
     assert!(row(&screen(&app, 120, 40), "teacher").contains("run 1/4"));
+}
+
+/// A finished run whose epochs carry diagnostics: per-class accuracy from
+/// `right` images of 10 per class (the rest predicted as class 0), agreement
+/// `agreement`, and an ECE.
+fn finish_diagnosed(app: &mut App, spec: (&str, RunKind, Loss, Option<f64>), right: [u32; 10], agreement: Option<f64>) {
+    let (run_id, kind, loss, temperature) = spec;
+    let mut confusion = vec![0u32; 100];
+    for (class, &r) in right.iter().enumerate() {
+        confusion[class * 10 + class] += r;
+        confusion[class * 10] += 10 - r;
+    }
+    let accuracy = f64::from(right.iter().sum::<u32>()) / 100.0;
+    let history: Vec<EpochMetrics> = (1..=3)
+        .map(|epoch| EpochMetrics {
+            epoch,
+            train_loss: 1.0 / epoch as f64,
+            train_accuracy: accuracy,
+            test_loss: 1.2 / epoch as f64,
+            test_accuracy: accuracy - 0.1 * (3 - epoch) as f64,
+            seconds: 1.0,
+            images_per_sec: 100.0,
+            diagnostics: Some(Diagnostics {
+                agreement: agreement.map(|a| a - 0.05 * (3 - epoch) as f64),
+                agreement_on_teacher_errors: agreement.map(|a| a / 2.0),
+                kl_t1: agreement.map(|_| 0.25 / epoch as f64),
+                kl_t: temperature.map(|_| 0.0125),
+                ece: 0.05 / epoch as f64,
+                bins: vec![],
+                confusion: confusion.clone(),
+            }),
+        })
+        .collect();
+    app.on_event(TrainEvent::RunStarted { run_id: run_id.into(), epochs: 3, steps_per_epoch: 10, step: 0, history: vec![] });
+    for m in &history {
+        app.on_event(TrainEvent::EpochFinished { run_id: run_id.into(), metrics: m.clone() });
+    }
+    app.on_event(TrainEvent::RunFinished {
+        result: RunResult {
+            run_id: run_id.into(),
+            kind,
+            loss,
+            temperature,
+            seed: 1,
+            status: RunStatus::Done,
+            epochs: 3,
+            final_test_accuracy: accuracy,
+            best_test_accuracy: accuracy,
+            final_train_loss: 0.3,
+            model_bytes: 1000,
+            wall_seconds: 3.0,
+            reused: false,
+            device: String::new(),
+            history,
+        },
+    });
+}
+
+fn diagnosed_app() -> App {
+    let mut app = started_app();
+    finish_diagnosed(&mut app, ("teacher", RunKind::Teacher, Loss::Hard, None), [10, 9, 9, 9, 9, 9, 9, 9, 9, 10], None);
+    finish_diagnosed(&mut app, ("baseline-s1", RunKind::Baseline, Loss::Hard, None), [9, 8, 7, 7, 7, 6, 8, 8, 7, 9], Some(0.81));
+    finish_diagnosed(&mut app, ("soft-T5-s1", RunKind::Distill, Loss::Soft, Some(5.0)), [10, 9, 8, 8, 2, 8, 9, 9, 8, 9], Some(0.9));
+    finish_diagnosed(
+        &mut app,
+        ("hard_soft-T5-s1", RunKind::Distill, Loss::HardSoft, Some(5.0)),
+        [10, 9, 9, 8, 8, 8, 9, 9, 8, 9],
+        Some(0.93),
+    );
+    app
+}
+
+#[test]
+fn agreement_and_ece_columns_show_and_give_way_first_on_narrow_screens() {
+    let app = diagnosed_app();
+    let s = screen(&app, 120, 40);
+    let row = s.lines().find(|l| l.contains("soft-T5-s1") && !l.contains("hard_soft")).unwrap();
+    assert!(s.contains("agree") && s.contains("ECE"), "{s}");
+    assert!(row.contains("90.00") && row.contains("0.017"), "{row}");
+    let narrow = screen(&app, 100, 40);
+    assert!(!narrow.contains("agree") && !narrow.contains("ECE") && narrow.contains("test acc"), "{narrow}");
+}
+
+/// `d`: the selected run's per-class accuracy beside the teacher's, its
+/// confusion matrix in percent of each true class, its fidelity per epoch.
+#[test]
+fn the_detail_view_of_a_run() {
+    let mut app = diagnosed_app();
+    app.selected = Some("soft-T5-s1".into());
+    app.on_action(Action::ToggleDetail);
+    let s = screen(&app, 120, 40);
+    assert!(s.contains("detail of soft-T5-s1 (d or esc closes)"), "{s}");
+    assert!(s.contains("per-class acc: run, teacher"), "{s}");
+    // Class 4: 2 of 10 right, 8 taken for class 0.
+    let class4 = s.lines().find(|l| l.contains("│") && l.contains("  4  80")).unwrap_or_else(|| panic!("{s}"));
+    assert!(class4.contains("  4  80  0  0  0 20"), "{class4}");
+    assert!(s.contains("epoch  agree  t.err  KL(1)  KL(T)    ECE"), "{s}");
+    assert!(s.contains("    3   90.0   45.0  0.083  0.013  0.017"), "{s}");
+    assert!(s.contains("    1   80.0   45.0  0.250  0.013  0.050"), "{s}");
+    app.on_action(Action::Cancel);
+    assert!(!screen(&app, 120, 40).contains("detail of"), "esc closes it");
+}
+
+/// `m` on three runs: the large chart overlays them, one colour each, with
+/// a legend; tab moves to agreement; unmarking removes a line.
+#[test]
+fn compare_mode_with_three_marked_runs() {
+    let mut app = diagnosed_app();
+    for id in ["baseline-s1", "soft-T5-s1", "hard_soft-T5-s1"] {
+        app.selected = Some(id.into());
+        app.on_action(Action::ToggleMark);
+    }
+    let s = screen(&app, 120, 40);
+    assert!(s.contains("compare 3 runs: test accuracy per epoch"), "{s}");
+    for id in ["│baseline-s1", "│soft-T5-s1", "│hard_soft-T5-s1"] {
+        assert!(
+            s.contains(id),
+            "{id} not in the legend:
+{s}"
+        );
+    }
+    assert_ne!(app.mark_color("baseline-s1"), app.mark_color("soft-T5-s1"));
+    app.on_action(Action::SwitchChart);
+    assert!(screen(&app, 120, 40).contains("compare 3 runs: agreement with the teacher per epoch"));
+    app.selected = Some("soft-T5-s1".into());
+    app.on_action(Action::ToggleMark);
+    let s = screen(&app, 120, 40);
+    assert!(s.contains("compare 2 runs") && !s.contains("│soft-T5-s1"), "{s}");
+}
+
+/// `/` and a prefix: the table shows the runs it starts, sorting and the
+/// selection work on them; esc clears.
+#[test]
+fn a_filtered_table() {
+    let mut app = diagnosed_app();
+    app.on_action(Action::StartFilter);
+    for c in "hard".chars() {
+        app.on_action(Action::FilterChar(c));
+    }
+    let s = screen(&app, 120, 40);
+    assert!(s.contains("filter /hard (5 of 17)"), "{s}");
+    assert!(s.contains("filter: /hard▏"), "the hint while typing: {s}");
+    let table: Vec<&str> = s.lines().skip(4).take_while(|l| !l.starts_with('└')).filter(|l| l.contains("-T")).collect();
+    assert_eq!(table.len(), 5, "{s}");
+    assert!(table.iter().all(|l| l.contains("hard_soft-T")), "{table:?}");
+    assert_eq!(app.selected_row().unwrap().spec.run_id, "hard_soft-T5-s1", "the selection moves into the filter");
+    app.on_action(Action::FilterDone);
+    app.on_action(Action::Down);
+    assert_eq!(app.selected_row().unwrap().spec.run_id, "hard_soft-T15-s1");
+    app.on_action(Action::NextSort);
+    assert!(screen(&app, 120, 40).contains("filter /hard (5 of 17)"));
+    app.on_action(Action::Cancel);
+    let s = screen(&app, 120, 40);
+    assert!(!s.contains("filter /") && s.contains("teacher"), "{s}");
 }

@@ -292,3 +292,50 @@ fn watch_follows_shards_that_run_elsewhere_live() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Compare and filter as a person uses them on a finished study: mark two
+/// runs (both appear in the overlay's legend), filter the table with
+/// `/soft`, clear the filter with esc.
+#[test]
+#[cfg_attr(kdtui_no_tmux, ignore = "tmux is not installed (apt-get install tmux)")]
+fn mark_two_runs_to_compare_then_filter_and_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.toml"),
+        "[plan]\nname = \"cmp\"\nlosses = [\"soft\", \"gt_soft\"]\ntemperatures = [5.0]\n[data]\ntrain_size = 256\ntest_size = 64\n\
+         [train]\nbatch_size = 32\n[teacher]\nepochs = 2\nwidths = [4, 8, 8]\nhidden = 16\n[student]\nepochs = 2\nwidths = [4, 8, 8]\nhidden = 16\n",
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_kdtui");
+    let session = Session::start_in(dir.path(), "compare", &format!("{bin} --device cpu; sleep 60"));
+    let wait = Duration::from_secs(60);
+    session.wait_for("FINISHED", wait);
+    // Rows in plan order: teacher, baseline-s1, soft-T5-s1, gt_soft-T5-s1.
+    // Keys one at a time: `Escape` followed at once by a letter is read as Alt+letter.
+    let key = |k: &str| {
+        session.keys(k);
+        std::thread::sleep(Duration::from_millis(150));
+    };
+    for k in ["Up", "Up", "Up", "Down", "m", "Down", "m"] {
+        key(k);
+    }
+    let s = session.wait_for("compare 2 runs: test accuracy per epoch", Duration::from_secs(5));
+    assert!(s.contains("baseline-s1") && s.contains("soft-T5-s1"), "{s}");
+    let legend: Vec<&str> = s.lines().filter(|l| l.contains("│baseline-s1") || l.contains("│soft-T5-s1")).collect();
+    assert_eq!(legend.len(), 2, "both marked runs in the chart's legend:\n{s}");
+    key("Tab");
+    session.wait_for("compare 2 runs: agreement with the teacher per epoch", Duration::from_secs(5));
+
+    key("/");
+    for k in ["s", "o", "f", "t"] {
+        key(k);
+    }
+    key("Enter");
+    let s = session.wait_for("filter /soft (1 of 4)", Duration::from_secs(5));
+    let table: String = s.lines().take_while(|l| !l.starts_with('└')).collect::<Vec<_>>().join("\n");
+    assert!(table.contains("soft-T5-s1") && !table.contains("teacher  ") && !table.contains("gt_soft-T5-s1"), "{s}");
+    key("Escape");
+    let s = session.wait_until("the filter cleared", Duration::from_secs(5), |s| !s.contains("filter /"));
+    assert!(s.contains("gt_soft-T5-s1") && s.contains("teacher"), "{s}");
+    key("q");
+}

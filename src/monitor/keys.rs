@@ -17,6 +17,16 @@ pub enum Action {
     ForceQuit,
     Confirm,
     Cancel,
+    /// Mark or unmark the selected run for the compare chart.
+    ToggleMark,
+    /// The selected run's detail: per-class accuracy, confusion, fidelity.
+    ToggleDetail,
+    /// Start typing a filter (a run-id prefix) after `/`.
+    StartFilter,
+    /// While typing a filter: a character, backspace, enter (keep it).
+    FilterChar(char),
+    FilterBack,
+    FilterDone,
 }
 
 pub struct Binding {
@@ -43,6 +53,9 @@ pub const BINDINGS: &[Binding] = &[
     key(KeyCode::Char('?'), Action::ToggleHelp),
     key(KeyCode::Char('q'), Action::Quit),
     Binding { code: KeyCode::Char('c'), ctrl: true, action: Action::ForceQuit },
+    key(KeyCode::Char('m'), Action::ToggleMark),
+    key(KeyCode::Char('d'), Action::ToggleDetail),
+    key(KeyCode::Char('/'), Action::StartFilter),
     key(KeyCode::Char('y'), Action::Confirm),
     key(KeyCode::Char('n'), Action::Cancel),
     key(KeyCode::Esc, Action::Cancel),
@@ -56,13 +69,33 @@ impl Action {
             Action::ReverseSort => "reverse the sort order",
             Action::Up => "select the run above",
             Action::Down => "select the run below",
-            Action::SwitchChart => "switch the large chart (loss / accuracy)",
+            Action::SwitchChart => "switch the large chart (accuracy / agreement / loss)",
             Action::ToggleHelp => "show / hide this help",
             Action::Quit => "quit (asks while a run is active)",
             Action::ForceQuit => "quit now, stopping training cleanly",
             Action::Confirm => "answer yes",
-            Action::Cancel => "answer no, close help",
+            Action::Cancel => "answer no; close help or the detail; clear the filter",
+            Action::ToggleMark => "mark / unmark the run: marked runs overlay in the large chart",
+            Action::ToggleDetail => "the run's detail: per-class accuracy, confusion, agreement and KL",
+            Action::StartFilter => "filter the table by a run-id prefix (enter keeps it, esc clears)",
+            Action::FilterChar(_) | Action::FilterBack | Action::FilterDone => "(typing a filter)",
         }
+    }
+}
+
+/// While a filter is typed (`typing`), keys are its text: enter keeps it,
+/// esc clears it, backspace deletes.
+pub fn action_for_typing(event: &KeyEvent) -> Option<Action> {
+    if event.kind == KeyEventKind::Release {
+        return None;
+    }
+    match event.code {
+        KeyCode::Enter => Some(Action::FilterDone),
+        KeyCode::Esc => Some(Action::Cancel),
+        KeyCode::Backspace => Some(Action::FilterBack),
+        KeyCode::Char('c') if event.modifiers.contains(KeyModifiers::CONTROL) => Some(Action::ForceQuit),
+        KeyCode::Char(c) => Some(Action::FilterChar(c)),
+        _ => None,
     }
 }
 

@@ -225,7 +225,8 @@ where
         }
         match next_input()? {
             Some(Event::Key(key)) => {
-                if let Some(action) = keys::action_for(&key) {
+                let action = if app.typing_filter { keys::action_for_typing(&key) } else { keys::action_for(&key) };
+                if let Some(action) = action {
                     if let Some(control) = app.on_action(action) {
                         let _ = trainer.control.send(control);
                     }

@@ -11,7 +11,7 @@ use history::History;
 use super::keys::Action;
 use crate::outputs::stats::{group_of, Group};
 use crate::outputs::Results;
-use crate::protocol::{Control, EpochMetrics, RunResult, RunStatus, TrainEvent};
+use crate::protocol::{Control, Diagnostics, EpochMetrics, RunResult, RunStatus, TrainEvent};
 use crate::study::{original, RunKind, RunSpec};
 
 const LOG_LINES: usize = 200;
@@ -143,6 +143,11 @@ impl RunRow {
             .or_else(|| (!self.history.is_empty()).then(|| self.history.iter().map(|m| m.seconds).sum()))
     }
 
+    /// The diagnostics of its last epoch.
+    pub fn diagnostics(&self) -> Option<&Diagnostics> {
+        self.history.last()?.diagnostics.as_ref()
+    }
+
     fn progress(&self) -> f64 {
         let total = (self.epochs * self.steps_per_epoch).max(1);
         self.step as f64 / total as f64
@@ -162,10 +167,14 @@ pub enum Column {
     Size,
     Time,
     Original,
+    /// Top-1 agreement with the teacher, last epoch.
+    Agreement,
+    /// Expected calibration error, last epoch.
+    Ece,
 }
 
 impl Column {
-    pub const ALL: [Column; 11] = [
+    pub const ALL: [Column; 13] = [
         Column::Run,
         Column::Status,
         Column::Loss,
@@ -177,6 +186,8 @@ impl Column {
         Column::Size,
         Column::Time,
         Column::Original,
+        Column::Agreement,
+        Column::Ece,
     ];
 
     pub fn title(self) -> &'static str {
@@ -192,6 +203,8 @@ impl Column {
             Column::Size => "size",
             Column::Time => "time",
             Column::Original => "orig (Δ)",
+            Column::Agreement => "agree",
+            Column::Ece => "ECE",
         }
     }
 }
@@ -199,6 +212,8 @@ impl Column {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChartFocus {
     Accuracy,
+    /// Top-1 agreement with the teacher per epoch.
+    Agreement,
     Loss,
 }
 
@@ -226,7 +241,21 @@ pub struct App {
     /// The wall clock (Unix seconds) as the session last set it: what a
     /// heartbeat's age is measured against. 0 until set.
     pub clock: f64,
+    /// Runs marked for the compare chart, in the order they were marked.
+    pub marked: Vec<String>,
+    /// The detail view of the selected run replaces the charts.
+    pub detail: bool,
+    /// The table shows only runs whose id starts with this.
+    pub filter: String,
+    /// Keys go to `filter` (after `/`, until enter or esc).
+    pub typing_filter: bool,
 }
+
+/// The compare chart's colours, in marking order.
+const MARK_COLORS: [ratatui::style::Color; 6] = {
+    use ratatui::style::Color::*;
+    [LightCyan, LightMagenta, LightGreen, LightYellow, LightRed, LightBlue]
+};
 
 /// Why `kdtui watch` has no pause key: in its hint line, and in full on `p`.
 pub const NO_PAUSE_HINT: &str = "no pause here: the runs train in other processes";
@@ -253,6 +282,10 @@ impl App {
             results,
             watching: None,
             clock: 0.0,
+            marked: Vec::new(),
+            detail: false,
+            filter: String::new(),
+            typing_filter: false,
         }
     }
 
@@ -528,12 +561,44 @@ impl App {
             Action::Up | Action::Down => self.move_selection(action == Action::Down),
             Action::SwitchChart => {
                 self.chart = match self.chart {
-                    ChartFocus::Accuracy => ChartFocus::Loss,
+                    ChartFocus::Accuracy => ChartFocus::Agreement,
+                    ChartFocus::Agreement => ChartFocus::Loss,
                     ChartFocus::Loss => ChartFocus::Accuracy,
                 }
             }
             Action::ToggleHelp => self.show_help = !self.show_help,
-            Action::Cancel => self.show_help = false,
+            Action::Cancel => {
+                // One thing at a time, the one on top first.
+                if self.show_help {
+                    self.show_help = false;
+                } else if self.typing_filter || !self.filter.is_empty() {
+                    self.typing_filter = false;
+                    self.filter.clear();
+                } else {
+                    self.detail = false;
+                }
+            }
+            Action::ToggleMark => {
+                if let Some(id) = self.selected.clone() {
+                    match self.marked.iter().position(|m| *m == id) {
+                        Some(i) => {
+                            self.marked.remove(i);
+                        }
+                        None => self.marked.push(id),
+                    }
+                }
+            }
+            Action::ToggleDetail => self.detail = !self.detail,
+            Action::StartFilter => self.typing_filter = true,
+            Action::FilterChar(c) => {
+                self.filter.push(c);
+                self.keep_selection_in_filter();
+            }
+            Action::FilterBack => {
+                self.filter.pop();
+                self.keep_selection_in_filter();
+            }
+            Action::FilterDone => self.typing_filter = false,
             Action::Quit => {
                 // Nothing to stop in `kdtui watch`: it quits at once.
                 if self.watching.is_none() && matches!(self.state, PlanState::Running | PlanState::Paused | PlanState::Starting) {
@@ -559,8 +624,27 @@ impl App {
     }
 
     /// Row indices in display order.
+    /// The colour of a marked run in the compare chart (and its id in the table).
+    pub fn mark_color(&self, run_id: &str) -> Option<ratatui::style::Color> {
+        let i = self.marked.iter().position(|m| m == run_id)?;
+        Some(MARK_COLORS[i % MARK_COLORS.len()])
+    }
+
+    /// The selected run, or the first that the filter shows when it hides
+    /// the selected one.
+    fn keep_selection_in_filter(&mut self) {
+        let order = self.sorted();
+        let shown = self.selected.as_deref().is_some_and(|id| order.iter().any(|&i| self.runs[i].spec.run_id == id));
+        if !shown {
+            if let Some(&first) = order.first() {
+                self.selected = Some(self.runs[first].spec.run_id.clone());
+            }
+        }
+    }
+
+    /// The rows the table shows (those the filter lets through), in its order.
     pub fn sorted(&self) -> Vec<usize> {
-        let mut idx: Vec<usize> = (0..self.runs.len()).collect();
+        let mut idx: Vec<usize> = (0..self.runs.len()).filter(|&i| self.runs[i].spec.run_id.starts_with(&self.filter)).collect();
         let key = |r: &RunRow| -> SortKey {
             match self.sort {
                 Column::Run => SortKey::None,
@@ -574,6 +658,8 @@ impl App {
                 Column::Size => SortKey::Num(r.result.as_ref().map(|r| r.model_bytes as f64)),
                 Column::Time => SortKey::Num(r.wall_seconds()),
                 Column::Original => SortKey::Num(r.original()),
+                Column::Agreement => SortKey::Num(r.diagnostics().and_then(|d| d.agreement)),
+                Column::Ece => SortKey::Num(r.diagnostics().map(|d| d.ece)),
             }
         };
         // Stable sort on plan order; rows without a value sort last either way.

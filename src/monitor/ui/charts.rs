@@ -5,11 +5,11 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Style};
 use ratatui::symbols::Marker;
 use ratatui::text::Line;
-use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, GraphType, Paragraph, Sparkline};
+use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, GraphType, LegendPosition, Paragraph, Sparkline};
 use ratatui::Frame;
 
 use crate::monitor::app::history::History;
-use crate::monitor::app::{App, ChartFocus};
+use crate::monitor::app::{App, ChartFocus, RunRow};
 use crate::outputs::stats::Sweep;
 use crate::protocol::EpochMetrics;
 use crate::study::Loss;
@@ -26,6 +26,11 @@ fn sparkline_data(points: &[(f64, f64)], width: usize) -> Vec<u64> {
 }
 
 pub fn render_run(app: &App, frame: &mut Frame, area: Rect) {
+    // Marked runs take the whole panel: the overlay needs room for its legend.
+    if !app.marked.is_empty() {
+        render_compare(app, frame, area);
+        return;
+    }
     let Some(row) = app.selected_row() else {
         frame.render_widget(Block::default().borders(Borders::ALL).title(" run "), area);
         return;
@@ -49,25 +54,66 @@ pub fn render_run(app: &App, frame: &mut Frame, area: Rect) {
         acc_area,
     );
 
+    render_epochs(app, row, frame, big);
+}
+
+/// A run's value of the large chart's metric at an epoch.
+fn metric(focus: ChartFocus) -> fn(&EpochMetrics) -> Option<f64> {
+    match focus {
+        ChartFocus::Accuracy => |m| Some(100.0 * m.test_accuracy),
+        ChartFocus::Agreement => |m| m.diagnostics.as_ref()?.agreement.map(|a| 100.0 * a),
+        ChartFocus::Loss => |m| Some(m.test_loss),
+    }
+}
+
+fn metric_name(focus: ChartFocus) -> &'static str {
+    match focus {
+        ChartFocus::Accuracy => "test accuracy",
+        ChartFocus::Agreement => "agreement with the teacher",
+        ChartFocus::Loss => "test loss",
+    }
+}
+
+/// Percentages on 0..100; a loss from 0 to a little above its largest value.
+fn y_bounds(focus: ChartFocus, values: impl Iterator<Item = f64>) -> f64 {
+    match focus {
+        ChartFocus::Accuracy | ChartFocus::Agreement => 100.0,
+        ChartFocus::Loss => values.filter(|v| v.is_finite()).fold(0.1, f64::max) * 1.1,
+    }
+}
+
+/// The selected run's epochs: train and test (accuracy, loss), or its
+/// agreement with the teacher (all images, and those the teacher gets wrong).
+fn render_epochs(app: &App, row: &RunRow, frame: &mut Frame, area: Rect) {
     let epochs = row.epochs.max(row.history.len()).max(1) as f64;
-    let per_epoch = |f: fn(&EpochMetrics) -> f64| -> Vec<(f64, f64)> { row.history.iter().map(|m| (m.epoch as f64, f(m))).collect() };
-    let (title, train, test) = match app.chart {
-        ChartFocus::Accuracy => {
-            (" accuracy per epoch (train ·, test ─) ", per_epoch(|m| 100.0 * m.train_accuracy), per_epoch(|m| 100.0 * m.test_accuracy))
-        }
-        ChartFocus::Loss => (" loss per epoch (train ·, test ─) ", per_epoch(|m| m.train_loss), per_epoch(|m| m.test_loss)),
+    let per_epoch = |f: &dyn Fn(&EpochMetrics) -> Option<f64>| -> Vec<(f64, f64)> {
+        row.history.iter().filter_map(|m| Some((m.epoch as f64, f(m)?))).collect()
     };
-    let y_max = match app.chart {
-        ChartFocus::Accuracy => 100.0,
-        ChartFocus::Loss => train.iter().chain(&test).map(|p| p.1).fold(0.1, f64::max) * 1.1,
+    let (title, dotted, solid) = match app.chart {
+        ChartFocus::Accuracy => (
+            " accuracy per epoch (train ·, test ─) ",
+            per_epoch(&|m| Some(100.0 * m.train_accuracy)),
+            per_epoch(&|m| Some(100.0 * m.test_accuracy)),
+        ),
+        ChartFocus::Agreement => (
+            " agreement with the teacher per epoch (on its errors ·, all ─) ",
+            per_epoch(&|m| m.diagnostics.as_ref()?.agreement_on_teacher_errors.map(|a| 100.0 * a)),
+            per_epoch(&|m| m.diagnostics.as_ref()?.agreement.map(|a| 100.0 * a)),
+        ),
+        ChartFocus::Loss => (" loss per epoch (train ·, test ─) ", per_epoch(&|m| Some(m.train_loss)), per_epoch(&|m| Some(m.test_loss))),
     };
+    let y_max = y_bounds(app.chart, dotted.iter().chain(&solid).map(|p| p.1));
     let teacher: Vec<(f64, f64)> = match (app.chart, app.teacher_accuracy()) {
         (ChartFocus::Accuracy, Some(t)) => vec![(0.0, 100.0 * t), (epochs, 100.0 * t)],
         _ => vec![],
     };
+    let (dotted_name, solid_name) = match app.chart {
+        ChartFocus::Agreement => ("on errors", "agreement"),
+        _ => ("train", "test"),
+    };
     let mut datasets = vec![
-        Dataset::default().name("train").marker(Marker::Dot).style(Style::default().fg(Color::Magenta)).data(&train),
-        line("test", &test, Color::Cyan),
+        Dataset::default().name(dotted_name).marker(Marker::Dot).style(Style::default().fg(Color::Magenta)).data(&dotted),
+        line(solid_name, &solid, Color::Cyan),
     ];
     if !teacher.is_empty() {
         datasets.push(line("teacher", &teacher, Color::Yellow));
@@ -76,7 +122,34 @@ pub fn render_run(app: &App, frame: &mut Frame, area: Rect) {
         .block(Block::default().borders(Borders::ALL).title(title))
         .x_axis(Axis::default().title("epoch").bounds([0.0, epochs]).labels(["0".to_string(), format!("{epochs:.0}")]))
         .y_axis(Axis::default().bounds([0.0, y_max]).labels(["0".to_string(), format!("{y_max:.0}")]));
-    frame.render_widget(chart, big);
+    frame.render_widget(chart, area);
+}
+
+/// The marked runs' epochs of the chosen metric, one colour each, with a legend.
+fn render_compare(app: &App, frame: &mut Frame, area: Rect) {
+    let value = metric(app.chart);
+    // (run id, its points, its colour)
+    type Series<'a> = (&'a str, Vec<(f64, f64)>, Color);
+    let series: Vec<Series> = app
+        .marked
+        .iter()
+        .filter_map(|id| {
+            let row = app.row(id)?;
+            let points = row.history.iter().filter_map(|m| Some((m.epoch as f64, value(m)?))).collect();
+            Some((row.spec.run_id.as_str(), points, app.mark_color(id)?))
+        })
+        .collect();
+    let epochs = app.marked.iter().filter_map(|id| app.row(id)).map(|r| r.epochs.max(r.history.len())).max().unwrap_or(1).max(1) as f64;
+    let y_max = y_bounds(app.chart, series.iter().flat_map(|s| s.1.iter().map(|p| p.1)));
+    let datasets: Vec<Dataset> = series.iter().map(|(name, points, color)| line(name, points, *color)).collect();
+    let title = format!(" compare {} runs: {} per epoch (tab: next; m unmarks) ", series.len(), metric_name(app.chart));
+    let chart = Chart::new(datasets)
+        .block(Block::default().borders(Borders::ALL).title(title))
+        .legend_position(Some(LegendPosition::BottomRight))
+        .hidden_legend_constraints((Constraint::Percentage(60), Constraint::Percentage(80)))
+        .x_axis(Axis::default().title("epoch").bounds([0.0, epochs]).labels(["0".to_string(), format!("{epochs:.0}")]))
+        .y_axis(Axis::default().bounds([0.0, y_max]).labels(["0".to_string(), format!("{y_max:.0}")]));
+    frame.render_widget(chart, area);
 }
 
 pub fn render_sweep(app: &App, frame: &mut Frame, area: Rect) {

@@ -15,7 +15,8 @@ fn centered(area: Rect, width: u16, height: u16) -> Rect {
 
 pub fn render(frame: &mut Frame, area: Rect) {
     let lines: Vec<Line> = keys::help_lines().into_iter().map(|(keys, what)| Line::from(format!(" {keys:<16} {what}"))).collect();
-    let popup = centered(area, 64.min(area.width), (lines.len() as u16 + 2).min(area.height));
+    let width = lines.iter().map(Line::width).max().unwrap_or(0) as u16 + 3;
+    let popup = centered(area, width.max(40).min(area.width), (lines.len() as u16 + 2).min(area.height));
     frame.render_widget(Clear, popup);
     frame.render_widget(Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" keys (? or esc closes) ")), popup);
 }

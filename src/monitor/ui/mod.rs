@@ -2,6 +2,7 @@
 //! changes state, so tests can draw any state onto a `TestBackend`.
 
 mod charts;
+mod detail;
 mod help;
 mod status;
 mod table;
@@ -29,9 +30,11 @@ pub fn render(app: &App, frame: &mut Frame) {
         return;
     }
     let log_height = if area.height >= 36 { 7 } else { 4 };
+    // The detail view needs the rows of its heat map.
+    let table_share = if app.detail { 30 } else { 45 };
     let [header, table_area, charts, log, hint] = Layout::vertical([
         Constraint::Length(3),
-        Constraint::Percentage(45),
+        Constraint::Percentage(table_share),
         Constraint::Min(8),
         Constraint::Length(log_height),
         Constraint::Length(1),
@@ -39,9 +42,13 @@ pub fn render(app: &App, frame: &mut Frame) {
     .areas(area);
     status::render(app, frame, header);
     table::render(app, frame, table_area);
-    let [run, sweep] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(charts);
-    charts::render_run(app, frame, run);
-    charts::render_sweep(app, frame, sweep);
+    if app.detail {
+        detail::render(app, frame, charts);
+    } else {
+        let [run, sweep] = Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(charts);
+        charts::render_run(app, frame, run);
+        charts::render_sweep(app, frame, sweep);
+    }
     render_log(app, frame, log);
     render_hint(app, frame, hint);
     if app.show_help {
@@ -59,11 +66,13 @@ fn render_log(app: &App, frame: &mut Frame, area: Rect) {
 }
 
 fn render_hint(app: &App, frame: &mut Frame, area: Rect) {
-    let text = if app.watching.is_some() {
-        format!(" s sort · r reverse · ↑↓ select · tab chart · ? help · q quit · {}", NO_PAUSE_HINT)
+    let text = if app.typing_filter {
+        format!(" filter: /{}▏ (a run-id prefix) · enter keeps it · esc clears it", app.filter)
+    } else if app.watching.is_some() {
+        format!(" s sort · ↑↓ select · m mark · d detail · / filter · ? help · q quit · {}", NO_PAUSE_HINT)
     } else {
         let pause = if app.state == PlanState::Paused { "p resume" } else { "p pause" };
-        format!(" {pause} · s sort · r reverse · ↑↓/jk select · tab chart · ? help · q quit")
+        format!(" {pause} · s sort · r reverse · ↑↓/jk select · tab chart · m mark · d detail · / filter · ? help · q quit")
     };
     frame.render_widget(Paragraph::new(text).style(Style::default().add_modifier(Modifier::DIM)), area);
 }

@@ -33,6 +33,8 @@ fn cell_text(app: &App, groups: &[Group], row: &RunRow, column: Column) -> Strin
         Column::TrainLoss => row.train_loss().map_or("–".into(), |l| format!("{l:.3}")),
         Column::Size => row.result.as_ref().map_or("–".into(), |r| megabytes_short(r.model_bytes)),
         Column::Time => row.wall_seconds().map_or("–".into(), |s| format!("{s:.0}s")),
+        Column::Agreement => row.diagnostics().and_then(|d| d.agreement).map_or("–".into(), points),
+        Column::Ece => row.diagnostics().map_or("–".into(), |d| format!("{:.3}", d.ece)),
         Column::Original => match (row.original(), row.test_accuracy()) {
             (Some(o), Some(ours)) => format!("{:.2} ({:+.1})", 100.0 * o, 100.0 * (ours - o)),
             (Some(o), None) => format!("{:.2}", 100.0 * o),
@@ -69,10 +71,14 @@ fn width(c: Column) -> u16 {
         Column::Size => 6,
         Column::Time => 5,
         Column::Original => 13,
+        Column::Agreement => 5,
+        Column::Ece => 5,
     }
 }
 
-const DROP_ORDER: [Column; 6] = [Column::Seed, Column::Size, Column::Time, Column::BestAccuracy, Column::Loss, Column::TrainLoss];
+/// The diagnostics go first: accuracy is what the table is read for.
+const DROP_ORDER: [Column; 8] =
+    [Column::Ece, Column::Agreement, Column::Seed, Column::Size, Column::Time, Column::BestAccuracy, Column::Loss, Column::TrainLoss];
 
 /// The columns that fit in `inner` cells, in display order.
 pub fn visible_columns(inner: u16) -> Vec<Column> {
@@ -103,7 +109,15 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     let groups = app.results.groups();
     let rows = order.iter().map(|&i| {
         let row = &app.runs[i];
-        Row::new(cols.iter().map(|&c| Cell::from(cell_text(app, &groups, row, c)))).style(row_style(row, app.clock))
+        let cells = cols.iter().map(|&c| {
+            let cell = Cell::from(cell_text(app, &groups, row, c));
+            // A marked run's id in its colour in the compare chart.
+            match (c, app.mark_color(&row.spec.run_id)) {
+                (Column::Run, Some(color)) => cell.style(Style::default().fg(color).add_modifier(Modifier::BOLD)),
+                _ => cell,
+            }
+        });
+        Row::new(cells).style(row_style(row, app.clock))
     });
     let selected = app.selected.as_deref().and_then(|id| order.iter().position(|&i| app.runs[i].spec.run_id == id));
     let mut state = TableState::default().with_selected(selected);
@@ -113,9 +127,14 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED))
         .highlight_symbol("›")
         .block(Block::default().borders(Borders::ALL).title(format!(
-            " runs · sorted by {} {} ",
+            " runs · sorted by {} {}{} ",
             app.sort.title(),
-            if app.descending { "descending" } else { "ascending" }
+            if app.descending { "descending" } else { "ascending" },
+            if app.filter.is_empty() && !app.typing_filter {
+                String::new()
+            } else {
+                format!(" · filter /{} ({} of {})", app.filter, order.len(), app.runs.len())
+            }
         )));
     frame.render_stateful_widget(table, area, &mut state);
 }
