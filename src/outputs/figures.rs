@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::Once;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -176,26 +177,8 @@ pub fn agreement_figure(results: &Results, path: &Path) -> Result<bool, FigureEr
     let (y0, y1) = span(lines.iter().flat_map(|(_, (_, points))| points.iter().map(|p| p.1)).chain(baseline), 0.1, Some(0.0), Some(100.0));
     render(path, (1100, 520), |root| {
         let (root, side) = root.split_horizontally(800);
-        let mut chart = ChartBuilder::on(&root)
-            .caption(format!("{}: top-1 agreement with the teacher against temperature", results.plan), (FAMILY, 18))
-            .margin(14)
-            .x_label_area_size(44)
-            .y_label_area_size(60)
-            .build_cartesian_2d((t_min..t_max).log_scale(), y0..y1)
-            .map_err(s)?;
-        let (bold, light) = mesh_colors();
-        chart
-            .configure_mesh()
-            .bold_line_style(bold)
-            .light_line_style(light)
-            .x_desc("temperature T (log scale)")
-            .y_desc("agreement with the teacher (%)")
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| format!("{y:.0}"))
-            .label_style((FAMILY, 14))
-            .axis_desc_style((FAMILY, 15))
-            .draw()
-            .map_err(s)?;
+        let caption = format!("{}: top-1 agreement with the teacher against temperature", results.plan);
+        let mut chart = against_temperature(&root, caption, "agreement with the teacher (%)", (t_min, t_max), (y0, y1))?;
         let mut entries = vec![];
         if let Some(v) = baseline {
             chart.draw_series(DashedLineSeries::new([(t_min, v), (t_max, v)], 10, 6, GREY.stroke_width(2))).map_err(s)?;
@@ -209,6 +192,39 @@ pub fn agreement_figure(results: &Results, path: &Path) -> Result<bool, FigureEr
         legend(&side, &entries)
     })?;
     Ok(true)
+}
+
+/// A chart of percentages against T on a log axis, its mesh drawn: 5 to 100
+/// spans more than a decade, and on a linear axis the points at 5, 15 and 25
+/// crowd together.
+fn against_temperature<'a, 'b>(
+    area: &'a DrawingArea<BitMapBackend<'b>, Shift>,
+    caption: String,
+    y_desc: &str,
+    (t_min, t_max): (f64, f64),
+    (y0, y1): (f64, f64),
+) -> Result<ChartContext<'a, BitMapBackend<'b>, Cartesian2d<LogCoord<f64>, RangedCoordf64>>, String> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FAMILY, 18))
+        .margin(14)
+        .x_label_area_size(44)
+        .y_label_area_size(60)
+        .build_cartesian_2d((t_min..t_max).log_scale(), y0..y1)
+        .map_err(s)?;
+    let (bold, light) = mesh_colors();
+    chart
+        .configure_mesh()
+        .bold_line_style(bold)
+        .light_line_style(light)
+        .x_desc("temperature T (log scale)")
+        .y_desc(y_desc)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .label_style((FAMILY, 14))
+        .axis_desc_style((FAMILY, 15))
+        .draw()
+        .map_err(s)?;
+    Ok(chart)
 }
 
 /// A line: its colour and (epoch, value) points.
@@ -353,26 +369,7 @@ pub fn sweep_figure(results: &Results, path: &Path) -> Result<bool, FigureError>
             results.plan,
             if seeds > 1 { format!("mean ± std over {seeds} seeds") } else { "one seed".into() }
         );
-        let mut chart = ChartBuilder::on(&root)
-            .caption(caption, (FAMILY, 18))
-            .margin(14)
-            .x_label_area_size(44)
-            .y_label_area_size(60)
-            .build_cartesian_2d((t_min..t_max).log_scale(), y0..y1)
-            .map_err(s)?;
-        let (bold, light) = mesh_colors();
-        chart
-            .configure_mesh()
-            .bold_line_style(bold)
-            .light_line_style(light)
-            .x_desc("temperature T (log scale)")
-            .y_desc("test accuracy (%)")
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| format!("{y:.0}"))
-            .label_style((FAMILY, 14))
-            .axis_desc_style((FAMILY, 15))
-            .draw()
-            .map_err(s)?;
+        let mut chart = against_temperature(&root, caption, "test accuracy (%)", (t_min, t_max), (y0, y1))?;
         for (label, value, dashed) in [("teacher (ours)", teacher, false), ("student, no teacher (ours)", baseline, true)] {
             let Some(v) = value else { continue };
             let line = [(t_min, v), (t_max, v)];

@@ -9,28 +9,27 @@ use crate::protocol::{Diagnostics, RunResult};
 pub fn results_csv(results: &Results) -> Result<String, csv::Error> {
     let groups = results.groups();
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
-        "run_id",
-        "kind",
-        "loss",
-        "temperature",
-        "seed",
-        "status",
-        "epochs",
-        "final_test_accuracy",
-        "best_test_accuracy",
-        "final_train_loss",
-        "model_bytes",
-        "wall_seconds",
-        "group_seeds",
-        "group_mean_final_test_accuracy",
-        "group_std_final_test_accuracy",
-        "agreement",
-        "agreement_on_teacher_errors",
-        "kl_t1",
-        "kl_t",
-        "ece",
-    ])?;
+    w.write_record(
+        [
+            "run_id",
+            "kind",
+            "loss",
+            "temperature",
+            "seed",
+            "status",
+            "epochs",
+            "final_test_accuracy",
+            "best_test_accuracy",
+            "final_train_loss",
+            "model_bytes",
+            "wall_seconds",
+            "group_seeds",
+            "group_mean_final_test_accuracy",
+            "group_std_final_test_accuracy",
+        ]
+        .into_iter()
+        .chain(DIAGNOSTIC_COLUMNS),
+    )?;
     for r in &results.runs {
         let g = group_of(&groups, r);
         w.write_record(
@@ -62,20 +61,11 @@ pub fn results_csv(results: &Results) -> Result<String, csv::Error> {
 /// runs/<run_id>.csv: one run's metrics per epoch.
 pub fn run_csv(r: &RunResult) -> Result<String, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
-        "epoch",
-        "train_loss",
-        "train_accuracy",
-        "test_loss",
-        "test_accuracy",
-        "seconds",
-        "images_per_sec",
-        "agreement",
-        "agreement_on_teacher_errors",
-        "kl_t1",
-        "kl_t",
-        "ece",
-    ])?;
+    w.write_record(
+        ["epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds", "images_per_sec"]
+            .into_iter()
+            .chain(DIAGNOSTIC_COLUMNS),
+    )?;
     for m in &r.history {
         w.write_record(
             [
@@ -94,6 +84,8 @@ pub fn run_csv(r: &RunResult) -> Result<String, csv::Error> {
     let bytes = w.into_inner().map_err(|e| e.into_error())?;
     Ok(String::from_utf8(bytes).expect("csv of utf-8 fields"))
 }
+
+const DIAGNOSTIC_COLUMNS: [&str; 5] = ["agreement", "agreement_on_teacher_errors", "kl_t1", "kl_t", "ece"];
 
 /// agreement, agreement on the teacher's errors, KL at 1 and at T, ECE: empty
 /// where they do not apply (the teacher's agreement) or were not measured.
