@@ -197,6 +197,20 @@ fn doctor_names_what_a_cuda_run_lacks() {
     kdtui(dir.path()).args(["doctor", "--device", "cpu"]).assert().success().stdout(predicate::str::contains("--device cpu works"));
 }
 
+/// `--device auto` that finds no GPU says why it trains on the CPU (a build
+/// with CUDA); on a host whose GPU answers it takes it and says nothing.
+#[test]
+fn auto_says_why_it_trains_on_the_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "config.toml", TINY);
+    let out = kdtui(dir.path()).args(["--batch", "--device", "auto", "--only", "teacher"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let on_cpu = stdout.lines().next().is_some_and(|l| l.contains("runs on cpu"));
+    let said = stdout.contains("--device auto: no usable GPU (") && stdout.contains("training on the CPU");
+    assert_eq!(said, on_cpu && cfg!(feature = "cuda"), "{stdout}");
+}
+
 /// A stop the user asks for (ctrl-c, here SIGINT) ends `--batch` with status
 /// 0, as quitting the monitor does, and says how to continue; the same
 /// command then finishes the plan from the stopped run's checkpoint.

@@ -63,7 +63,8 @@ impl Session {
             // Before loading data or starting anything: a pipe gets one clear line.
             monitor::check_terminal().map_err(usage)?;
         }
-        let device = backend::resolve(choice).map_err(usage)?;
+        let (device, why) = backend::resolve_saying_why(choice).map_err(usage)?;
+        notes.extend(why);
         Ok(Session {
             out: cli.out.clone().unwrap_or_else(|| config.plan.out.clone()),
             config_path: cli.config.clone(),

@@ -88,17 +88,29 @@ impl Resolved {
 }
 
 pub fn resolve(choice: DeviceChoice) -> Result<Resolved, DeviceError> {
+    resolve_saying_why(choice).map(|(resolved, _)| resolved)
+}
+
+/// `resolve`, and for `auto` on a build with CUDA that found no usable GPU,
+/// why it fell back to the CPU: a person who expected the GPU is told, not
+/// left to wonder why training is slow.
+pub fn resolve_saying_why(choice: DeviceChoice) -> Result<(Resolved, Option<String>), DeviceError> {
     match choice {
-        DeviceChoice::Cpu => Ok(Resolved::Cpu),
-        DeviceChoice::Cuda(n) => cuda::probe(n).map(|_| Resolved::Cuda(n)).map_err(|e| match e {
+        DeviceChoice::Cpu => Ok((Resolved::Cpu, None)),
+        DeviceChoice::Cuda(n) => cuda::probe(n).map(|_| (Resolved::Cuda(n), None)).map_err(|e| match e {
             cuda::ProbeError::NotBuilt => DeviceError::NotBuilt(choice.to_string()),
             cuda::ProbeError::Failed(why) => DeviceError::Unavailable(choice.to_string(), why),
         }),
         DeviceChoice::Auto => Ok(match cuda::probe(0) {
-            Ok(()) => Resolved::Cuda(0),
-            Err(_) => Resolved::Cpu,
+            Ok(()) => (Resolved::Cuda(0), None),
+            Err(cuda::ProbeError::NotBuilt) => (Resolved::Cpu, None),
+            Err(cuda::ProbeError::Failed(why)) => (Resolved::Cpu, Some(auto_fallback_note(&why))),
         }),
     }
+}
+
+fn auto_fallback_note(why: &str) -> String {
+    format!("--device auto: no usable GPU ({why}); training on the CPU. `kdtui doctor` lists what CUDA needs")
 }
 
 /// What `--device cuda:N` needs on this machine, each piece with what was
@@ -301,6 +313,15 @@ mod tests {
         assert_eq!("auto".parse(), Ok(DeviceChoice::Auto));
         assert!("gpu".parse::<DeviceChoice>().is_err());
         assert!("cuda:x".parse::<DeviceChoice>().is_err());
+    }
+
+    #[test]
+    fn auto_says_why_it_did_not_take_the_gpu() {
+        let note = auto_fallback_note("libcuda.so.1 not found");
+        assert!(note.contains("no usable GPU (libcuda.so.1 not found); training on the CPU") && note.contains("kdtui doctor"), "{note}");
+        // Unit tests build without CUDA: nothing to explain (tests/cli.rs
+        // checks the binary, which has it).
+        assert_eq!(resolve_saying_why(DeviceChoice::Auto).unwrap(), (Resolved::Cpu, None));
     }
 
     #[test]
