@@ -23,7 +23,7 @@ use crate::engine::data::{synthetic, CLASSES};
 use crate::engine::losses;
 use crate::engine::model::kernels::cpu::{self, simd};
 use crate::engine::model::{Cnn, CnnConfig, TrainBackend};
-use crate::engine::train::{adam, train_step, Objective};
+use crate::engine::train::{adam, train_step, Objective, Tally};
 use crate::study::config::Config;
 use crate::study::Loss;
 use crate::util::format::mebibytes;
@@ -155,10 +155,17 @@ pub fn measure<B: TrainBackend>(config: &Config, model: Model, timing: Timing, d
     let mut net: Option<Cnn<B>> = Some(model.shape(config).init(&device));
     let mut optim = adam::<B>(config);
     let lr = model.learning_rate(config);
+    // Metrics are read as a training run reads them: every `log_every` steps.
+    let mut tally = Tally::new();
+    let mut steps = 0;
     let train = images_per_sec(data.len(), batch_size, timing, |indices| {
         let batch = make_batch::<B>(&data, &norm, indices, soft.as_deref(), &device);
-        let (next, loss, _) = train_step(net.take().expect("model"), &mut optim, batch, objective, lr);
-        assert!(loss.is_finite(), "benchmark training diverged");
+        let (next, metrics) = train_step(net.take().expect("model"), &mut optim, batch, objective, lr);
+        tally.add(metrics, indices.len());
+        steps += 1;
+        if steps % config.train.log_every == 0 {
+            assert!(tally.read().loss_sum.is_finite(), "benchmark training diverged");
+        }
         net = Some(next);
     });
     let inference = net.take().expect("model").valid();

@@ -84,6 +84,15 @@ pub struct PartialEpoch {
     pub seconds: f64,
 }
 
+impl PartialEpoch {
+    /// Adds steps' metrics read from the device.
+    pub fn add(&mut self, read: &super::step::Read) {
+        self.loss_sum += read.loss_sum;
+        self.correct += read.hits;
+        self.seen += read.images;
+    }
+}
+
 /// A checkpoint read back: the progress and the model and optimizer records
 /// (still encoded: they decode against the caller's backend).
 pub struct Saved {

@@ -9,7 +9,7 @@ use burn::optim::Optimizer;
 
 use super::checkpoint::{decode, encode, PartialEpoch, Progress};
 use super::orchestrate::{Job, Plan, Trained};
-use super::step::{adam, learning_rate, train_step, Objective};
+use super::step::{adam, learning_rate, train_step, Objective, Read, Tally};
 use crate::engine::data::batcher::{batches, make_batch, steps_per_epoch, Shuffle};
 use crate::engine::data::CLASSES;
 use crate::engine::fidelity;
@@ -18,6 +18,7 @@ use crate::engine::logger;
 use crate::engine::model::size::model_bytes;
 use crate::engine::model::{Cnn, TrainBackend};
 use crate::protocol::{EpochMetrics, Flow, RunResult, RunStatus, TrainEvent};
+use crate::study::RunSpec;
 use crate::util::atomic_file::WriteError;
 
 /// Why `train` gave no result.
@@ -50,6 +51,17 @@ impl<B: TrainBackend> Plan<'_, B> {
             true => Ok(()),
             false => Err(TrainError::Device(errors.join("; "))),
         }
+    }
+
+    /// A loss that is not finite: the run stops as diverged, its last epoch
+    /// checkpoint kept (the model of the steps since is not saved).
+    fn diverged(&self, spec: &RunSpec, epoch: usize, step: usize, loss: f64) -> RunStatus {
+        let kept = match epoch {
+            1 => "it has no earlier checkpoint".to_string(),
+            _ => format!("its checkpoint of epoch {} is kept", epoch - 1),
+        };
+        self.log(format!("{}: loss became {loss} in epoch {epoch}, by step {step}; {kept}", spec.run_id));
+        RunStatus::Diverged
     }
 
     /// One run's training loop, from its checkpoint when it has one. Checks the
@@ -124,9 +136,18 @@ impl<B: TrainBackend> Plan<'_, B> {
             let skip = if epoch == first_epoch { skip_steps } else { 0 };
             let mut partial = std::mem::take(&mut progress.partial);
             let mut window = Window::new();
+            // The steps' metrics stay on the device until a step event or the
+            // epoch's end needs them: one read per `log_every` steps.
+            let mut tally = Tally::new();
             // steps_in_epoch: the steps of this epoch taken before this one.
             for (steps_in_epoch, indices) in (skip..).zip(batches(order, batch_size).skip(skip)) {
                 if self.controls.between_steps() == Flow::Stop {
+                    let read = tally.read();
+                    if !read.loss_sum.is_finite() {
+                        status = self.diverged(spec, epoch, step, read.mean_loss());
+                        break 'epochs;
+                    }
+                    partial.add(&read);
                     status = RunStatus::Interrupted;
                     if step > loaded_at_step {
                         partial.seconds += epoch_started.elapsed().as_secs_f64();
@@ -149,28 +170,28 @@ impl<B: TrainBackend> Plan<'_, B> {
                 }
                 let batch = make_batch::<B>(train, &self.norm, indices, soft, &self.device);
                 let step_lr = learning_rate(lr, step, epochs * steps_per_epoch, warmup);
-                let (next, loss_value, hits) = train_step(model, &mut optim, batch, objective, step_lr);
+                let (next, metrics) = train_step(model, &mut optim, batch, objective, step_lr);
                 model = next;
-                if !loss_value.is_finite() {
-                    let kept = match epoch {
-                        1 => "it has no earlier checkpoint".to_string(),
-                        _ => format!("its checkpoint of epoch {} is kept", epoch - 1),
-                    };
-                    self.log(format!("{}: loss became {loss_value} in epoch {epoch}, step {step}; {kept}", spec.run_id));
-                    status = RunStatus::Diverged;
-                    break 'epochs;
-                }
-
+                tally.add(metrics, indices.len());
                 step += 1;
-                partial.loss_sum += loss_value * indices.len() as f64;
-                partial.correct += hits;
-                partial.seen += indices.len();
-                window.add(loss_value, hits, indices.len());
                 if step.is_multiple_of(config.train.log_every) {
+                    let read = tally.read();
+                    if !read.loss_sum.is_finite() {
+                        status = self.diverged(spec, epoch, step, read.mean_loss());
+                        break 'epochs;
+                    }
+                    partial.add(&read);
+                    window.add(&read);
                     let _ = self.events.send(window.event(&spec.run_id, epoch, step));
                     window = Window::new();
                 }
             }
+            let read = tally.read();
+            if !read.loss_sum.is_finite() {
+                status = self.diverged(spec, epoch, step, read.mean_loss());
+                break 'epochs;
+            }
+            partial.add(&read);
             // One pass over the test set gives the accuracy and the diagnostics.
             let logits = predict(&model.valid(), test, &self.norm, config.train.eval_batch_size, &self.device);
             let (test_loss, test_accuracy) = score(&logits, &test.labels);
@@ -234,19 +255,17 @@ struct Window {
     loss: f64,
     hits: usize,
     images: usize,
-    steps: usize,
 }
 
 impl Window {
     fn new() -> Self {
-        Self { started: Instant::now(), loss: 0.0, hits: 0, images: 0, steps: 0 }
+        Self { started: Instant::now(), loss: 0.0, hits: 0, images: 0 }
     }
 
-    fn add(&mut self, loss: f64, hits: usize, images: usize) {
-        self.loss += loss;
-        self.hits += hits;
-        self.images += images;
-        self.steps += 1;
+    fn add(&mut self, read: &Read) {
+        self.loss += read.loss_sum;
+        self.hits += read.hits;
+        self.images += read.images;
     }
 
     fn event(&self, run_id: &str, epoch: usize, step: usize) -> TrainEvent {
@@ -254,7 +273,7 @@ impl Window {
             run_id: run_id.to_string(),
             epoch,
             step,
-            loss: (self.loss / self.steps.max(1) as f64) as f32,
+            loss: (self.loss / self.images.max(1) as f64) as f32,
             accuracy: self.hits as f32 / self.images.max(1) as f32,
             images_per_sec: self.images as f32 / self.started.elapsed().as_secs_f32(),
         }

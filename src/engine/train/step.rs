@@ -1,6 +1,8 @@
 //! One optimisation step (forward, loss, backward, Adam) and the schedule it
 //! follows: what a run repeats, and what `kdtui bench` times.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, Optimizer};
 
@@ -21,8 +23,10 @@ pub struct Objective {
 }
 
 /// One optimisation step on `batch`: forward, loss, backward, Adam at `lr`.
-/// Returns the updated model, the loss and the number of correct predictions.
-/// A non-finite loss is returned, not stepped past: the caller decides.
+/// Returns the updated model and the step's metrics, still on the device
+/// (add them to a `Tally`, read it when they are wanted). Nothing here waits
+/// for the device: on a GPU a read after every step would stall the queue.
+/// A non-finite loss is stepped past; the tally's next read shows it.
 ///
 /// The benchmark (`kdtui bench`) times this same function.
 pub fn train_step<B: TrainBackend, O: Optimizer<Cnn<B>, B>>(
@@ -31,27 +35,113 @@ pub fn train_step<B: TrainBackend, O: Optimizer<Cnn<B>, B>>(
     batch: Batch<B>,
     objective: Objective,
     lr: f64,
-) -> (Cnn<B>, f64, usize) {
-    match gradients(&model, batch, objective) {
-        (Some(grads), loss, hits) => (optim.step(lr, model, grads), loss, hits),
-        (None, loss, _) => (model, loss, 0),
-    }
+) -> (Cnn<B>, StepMetrics<B::InnerBackend>) {
+    let (grads, metrics) = device_gradients(&model, batch, objective);
+    (optim.step(lr, model, grads), metrics)
 }
+
+/// A step's loss summed over its images and its number of right answers,
+/// as one tensor [2] on the device.
+pub struct StepMetrics<B: Backend>(Tensor<B, 1>);
 
 /// Forward, loss and backward of one batch: the parameters' gradients (none
 /// when the loss is not finite), the loss and the number of correct
-/// predictions.
+/// predictions, read from the device.
 pub fn gradients<B: TrainBackend>(model: &Cnn<B>, batch: Batch<B>, objective: Objective) -> (Option<GradientsParams>, f64, usize) {
+    let images = batch.labels.dims()[0];
+    let (grads, metrics) = device_gradients(model, batch, objective);
+    let mut tally = Tally::new();
+    tally.add(metrics, images);
+    let read = tally.read();
+    let loss = read.loss_sum / images as f64;
+    (loss.is_finite().then_some(grads), loss, read.hits)
+}
+
+fn device_gradients<B: TrainBackend>(
+    model: &Cnn<B>,
+    batch: Batch<B>,
+    objective: Objective,
+) -> (GradientsParams, StepMetrics<B::InnerBackend>) {
     // [b, 3, 32, 32] -> [b, 10]
     let logits = model.forward(batch.images);
+    let images = batch.labels.dims()[0];
     let Objective { loss, temperature, c } = objective;
     let loss = losses::loss(loss, logits.clone(), batch.onehot, batch.soft, temperature, c);
-    let loss_value: f64 = loss.clone().into_scalar().elem();
-    if !loss_value.is_finite() {
-        return (None, loss_value, 0);
+    let hits = logits.inner().argmax(1).squeeze_dim::<1>(1).equal(batch.labels.inner()).int().sum().float();
+    let metrics = StepMetrics(Tensor::cat(vec![loss.clone().inner().mul_scalar(images as f64), hits], 0));
+    (GradientsParams::from_grads(loss.backward(), model), metrics)
+}
+
+/// Steps' metrics summed on the device since the last read.
+pub struct Tally<B: Backend> {
+    sum: Option<Tensor<B, 1>>,
+    images: usize,
+    steps: usize,
+}
+
+/// What a `Tally` held: the sum over its steps of loss x images, right
+/// answers, images and steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Read {
+    pub loss_sum: f64,
+    pub hits: usize,
+    pub images: usize,
+    pub steps: usize,
+}
+
+impl Read {
+    /// The mean loss per image (NaN when a step's loss was not finite).
+    pub fn mean_loss(&self) -> f64 {
+        self.loss_sum / self.images.max(1) as f64
     }
-    let hits: i64 = logits.argmax(1).squeeze_dim::<1>(1).equal(batch.labels).int().sum().into_scalar().elem();
-    (Some(GradientsParams::from_grads(loss.backward(), model)), loss_value, hits as usize)
+}
+
+/// Reads of training metrics from the device since the process started:
+/// a test checks that steps between two reads make none.
+static HOST_READS: AtomicUsize = AtomicUsize::new(0);
+
+pub fn host_reads() -> usize {
+    HOST_READS.load(Ordering::Relaxed)
+}
+
+impl<B: Backend> Tally<B> {
+    pub fn new() -> Self {
+        Self { sum: None, images: 0, steps: 0 }
+    }
+
+    pub fn add(&mut self, step: StepMetrics<B>, images: usize) {
+        self.sum = Some(match self.sum.take() {
+            Some(sum) => sum + step.0,
+            None => step.0,
+        });
+        self.images += images;
+        self.steps += 1;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.steps == 0
+    }
+
+    /// One read from the device (waits for the steps added), and empty again.
+    pub fn read(&mut self) -> Read {
+        let (loss_sum, hits) = match self.sum.take() {
+            Some(sum) => {
+                HOST_READS.fetch_add(1, Ordering::Relaxed);
+                let v = sum.into_data().convert::<f32>().into_vec::<f32>().expect("f32 metrics");
+                (f64::from(v[0]), v[1].round() as usize)
+            }
+            None => (0.0, 0),
+        };
+        let read = Read { loss_sum, hits, images: self.images, steps: self.steps };
+        (self.images, self.steps) = (0, 0);
+        read
+    }
+}
+
+impl<B: Backend> Default for Tally<B> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Every parameter's gradient in `grads`, flattened in the model's parameter
