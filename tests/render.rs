@@ -490,3 +490,20 @@ fn a_filtered_table() {
     let s = screen(&app, 120, 40);
     assert!(!s.contains("filter /") && s.contains("teacher"), "{s}");
 }
+
+/// On a GPU the first steps of a run wait for cubecl to compile its
+/// kernels: the header says so until the run reports a step.
+#[test]
+fn the_header_says_kernels_compile_until_the_first_step_on_a_gpu() {
+    for (device, compiles) in [("cuda:0 (burn cuda)", true), ("cpu (burn flex, 2 threads)", false)] {
+        let mut app = App::new(Results::default());
+        let mut config = Config::default();
+        config.plan.seeds = vec![1];
+        app.on_event(TrainEvent::PlanStarted { plan: "study".into(), runs: plan::full_plan(&config), device: device.into(), data: "synthetic".into() });
+        app.on_event(TrainEvent::RunStarted { run_id: "teacher".into(), epochs: 4, steps_per_epoch: 50, step: 0, history: vec![] });
+        let said = |app: &App| screen(app, 120, 40).contains("compiling kernels (first steps on the GPU)");
+        assert_eq!(said(&app), compiles, "{device}");
+        app.on_event(TrainEvent::Step { run_id: "teacher".into(), epoch: 1, step: 5, loss: 2.0, accuracy: 0.2, images_per_sec: 900.0 });
+        assert!(!said(&app), "{device}: a step came back");
+    }
+}

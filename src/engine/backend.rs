@@ -113,6 +113,17 @@ fn auto_fallback_note(why: &str) -> String {
     format!("--device auto: no usable GPU ({why}); training on the CPU. `kdtui doctor` lists what CUDA needs")
 }
 
+/// Where cubecl keeps, across processes, what it learns on a GPU: the
+/// autotune results of each kernel and shape and the compiled PTX. Beside
+/// the checkpoints (shared by a Slurm study's tasks), so the second process
+/// does not tune and compile again. Call before any CUDA use (the probe
+/// included); a note for the log when it cannot be done.
+pub fn keep_kernel_caches_in(root: &std::path::Path) -> Option<String> {
+    cuda::keep_caches_in(root)
+        .err()
+        .map(|why| format!("cubecl's kernel caches stay in its default place ({why}); the first steps of each process tune and compile again"))
+}
+
 /// What `--device cuda:N` needs on this machine, each piece with what was
 /// found, ending at the first missing one (`kdtui doctor`).
 pub fn cuda_requirements(n: usize) -> Vec<(&'static str, Result<String, String>)> {
@@ -276,6 +287,23 @@ mod cuda {
     pub fn dispatch<W: OnBackend>(n: usize, work: W, name: &str) -> W::Output {
         work.run::<Autodiff<Cuda>>(CudaDevice::new(n), name)
     }
+
+    /// Points cubecl's autotune results and compiled kernels at `root`
+    /// (kept across processes and nodes). cubecl reads its configuration
+    /// once, at its first use: this must come before any device is touched.
+    pub fn keep_caches_in(root: &std::path::Path) -> Result<(), String> {
+        use burn::cubecl::config::cache::CacheConfig;
+        use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig};
+        let mut config = CubeClRuntimeConfig::from_current_dir().override_from_env();
+        config.autotune.cache = CacheConfig::File(root.to_path_buf());
+        config.compilation.cache = Some(CacheConfig::File(root.to_path_buf()));
+        // `set` panics once the configuration has been read: say so instead.
+        let quiet = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let outcome = std::panic::catch_unwind(|| CubeClRuntimeConfig::set(config));
+        std::panic::set_hook(quiet);
+        outcome.map_err(|_| "cubecl had already read its configuration".to_string())
+    }
 }
 
 #[cfg(not(all(feature = "cuda", not(test))))]
@@ -290,6 +318,10 @@ mod cuda {
 
     pub fn probe(_n: usize) -> Result<(), ProbeError> {
         Err(ProbeError::NotBuilt)
+    }
+
+    pub fn keep_caches_in(_root: &std::path::Path) -> Result<(), String> {
+        Ok(())
     }
 
     pub fn requirements(_n: usize) -> Vec<(&'static str, Result<String, String>)> {

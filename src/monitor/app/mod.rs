@@ -80,6 +80,8 @@ pub struct RunRow {
     pub alive: Option<(f64, f64)>,
     /// The log has said that this run looks lost (said once per silence).
     lost_said: bool,
+    /// A step or an epoch of it has been reported since it (re)started.
+    progressed: bool,
 }
 
 impl RunRow {
@@ -98,6 +100,7 @@ impl RunRow {
             images_per_sec: 0.0,
             alive: None,
             lost_said: false,
+            progressed: false,
         }
     }
 
@@ -400,6 +403,7 @@ impl App {
                     row.history = history;
                     row.alive = None;
                     row.lost_said = false;
+                    row.progressed = false;
                 }
                 if follow {
                     self.selected = Some(run_id.clone());
@@ -415,6 +419,7 @@ impl App {
                     row.images_per_sec = images_per_sec;
                     row.step_loss.push(step as f64, loss as f64);
                     row.step_accuracy.push(step as f64, accuracy as f64);
+                    row.progressed = true;
                 }
                 false
             }
@@ -422,6 +427,7 @@ impl App {
                 if let Some(row) = self.row_mut(&run_id) {
                     row.epoch = metrics.epoch + 1;
                     row.history.push(metrics);
+                    row.progressed = true;
                 }
                 false
             }
@@ -689,6 +695,17 @@ impl App {
     pub fn seed_spread(&self, groups: &[Group], row: &RunRow) -> Option<(f64, f64, usize)> {
         let g = group_of(groups, row.result.as_ref()?)?;
         (g.seeds > 1).then_some((g.mean_final, g.std_final, g.seeds))
+    }
+
+    /// A run has started on a GPU and no step has come back yet: cubecl
+    /// compiles (and autotunes) each new kernel on its first use, which can
+    /// take a while; the header says so instead of looking stalled.
+    pub fn compiling_kernels(&self) -> bool {
+        self.state == PlanState::Running
+            && self.device.starts_with("cuda")
+            && self.current.as_deref().and_then(|id| self.row(id)).is_some_and(|r| {
+                r.status == RowStatus::Running && r.steps_per_epoch > 0 && !r.progressed
+            })
     }
 
     pub fn teacher_accuracy(&self) -> Option<f64> {

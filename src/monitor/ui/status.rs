@@ -36,12 +36,16 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     if let Some(t) = app.throughput() {
         first.push(Span::raw(format!("  ·  {t:.0} img/s")));
     }
+
     let mut second = format!(" {}  ·  {}", app.data, app.device);
     if let Some(dir) = &app.watching {
         second = format!(" watching {} (read-only)  ·  {}  ·  {}", dir.display(), app.data, app.device);
     }
+    let mut second = vec![Span::raw(second)];
     if let PlanState::Failed(why) = &app.state {
-        second = format!(" training failed: {why}");
+        second = vec![Span::raw(format!(" training failed: {why}"))];
+    } else if app.compiling_kernels() {
+        second.push(Span::styled("  ·  compiling kernels (first steps on the GPU)", Style::default().fg(Color::Yellow)));
     }
     frame.render_widget(Paragraph::new(vec![Line::from(first), Line::from(second)]).block(Block::default().borders(Borders::BOTTOM)), area);
 }
