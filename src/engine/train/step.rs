@@ -118,10 +118,6 @@ impl<B: Backend> Tally<B> {
         self.steps += 1;
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.steps == 0
-    }
-
     /// One read from the device (waits for the steps added), and empty again.
     pub fn read(&mut self) -> Read {
         let (loss_sum, hits) = match self.sum.take() {
