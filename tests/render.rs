@@ -499,7 +499,12 @@ fn the_header_says_kernels_compile_until_the_first_step_on_a_gpu() {
         let mut app = App::new(Results::default());
         let mut config = Config::default();
         config.plan.seeds = vec![1];
-        app.on_event(TrainEvent::PlanStarted { plan: "study".into(), runs: plan::full_plan(&config), device: device.into(), data: "synthetic".into() });
+        app.on_event(TrainEvent::PlanStarted {
+            plan: "study".into(),
+            runs: plan::full_plan(&config),
+            device: device.into(),
+            data: "synthetic".into(),
+        });
         app.on_event(TrainEvent::RunStarted { run_id: "teacher".into(), epochs: 4, steps_per_epoch: 50, step: 0, history: vec![] });
         let said = |app: &App| screen(app, 120, 40).contains("compiling kernels (first steps on the GPU)");
         assert_eq!(said(&app), compiles, "{device}");

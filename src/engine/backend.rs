@@ -119,9 +119,9 @@ fn auto_fallback_note(why: &str) -> String {
 /// does not tune and compile again. Call before any CUDA use (the probe
 /// included); a note for the log when it cannot be done.
 pub fn keep_kernel_caches_in(root: &std::path::Path) -> Option<String> {
-    cuda::keep_caches_in(root)
-        .err()
-        .map(|why| format!("cubecl's kernel caches stay in its default place ({why}); the first steps of each process tune and compile again"))
+    cuda::keep_caches_in(root).err().map(|why| {
+        format!("cubecl's kernel caches stay in its default place ({why}); the first steps of each process tune and compile again")
+    })
 }
 
 /// What `--device cuda:N` needs on this machine, each piece with what was

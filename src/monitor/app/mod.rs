@@ -703,9 +703,11 @@ impl App {
     pub fn compiling_kernels(&self) -> bool {
         self.state == PlanState::Running
             && self.device.starts_with("cuda")
-            && self.current.as_deref().and_then(|id| self.row(id)).is_some_and(|r| {
-                r.status == RowStatus::Running && r.steps_per_epoch > 0 && !r.progressed
-            })
+            && self
+                .current
+                .as_deref()
+                .and_then(|id| self.row(id))
+                .is_some_and(|r| r.status == RowStatus::Running && r.steps_per_epoch > 0 && !r.progressed)
     }
 
     pub fn teacher_accuracy(&self) -> Option<f64> {
