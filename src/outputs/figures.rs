@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::sync::Once;
 
+use plotters::coord::combinators::WithKeyPoints;
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -178,7 +179,7 @@ pub fn agreement_figure(results: &Results, path: &Path) -> Result<bool, FigureEr
     render(path, (1100, 520), |root| {
         let (root, side) = root.split_horizontally(800);
         let caption = format!("{}: top-1 agreement with the teacher against temperature", results.plan);
-        let mut chart = against_temperature(&root, caption, "agreement with the teacher (%)", (t_min, t_max), (y0, y1))?;
+        let mut chart = against_temperature(&root, caption, "agreement with the teacher (%)", temperatures(ts()), (y0, y1))?;
         let mut entries = vec![];
         if let Some(v) = baseline {
             chart.draw_series(DashedLineSeries::new([(t_min, v), (t_max, v)], 10, 6, GREY.stroke_width(2))).map_err(s)?;
@@ -194,22 +195,24 @@ pub fn agreement_figure(results: &Results, path: &Path) -> Result<bool, FigureEr
     Ok(true)
 }
 
-/// A chart of percentages against T on a log axis, its mesh drawn: 5 to 100
-/// spans more than a decade, and on a linear axis the points at 5, 15 and 25
-/// crowd together.
+/// A chart of percentages against T on a log axis, its mesh drawn, with a
+/// tick at each temperature in `ticks`: 5 to 100 spans more than a decade,
+/// and on a linear axis the points at 5, 15 and 25 crowd together; the
+/// axis's own ticks (10, 20, ...) left the lowest T unlabelled.
 fn against_temperature<'a, 'b>(
     area: &'a DrawingArea<BitMapBackend<'b>, Shift>,
     caption: String,
     y_desc: &str,
-    (t_min, t_max): (f64, f64),
+    ticks: Vec<f64>,
     (y0, y1): (f64, f64),
-) -> Result<ChartContext<'a, BitMapBackend<'b>, Cartesian2d<LogCoord<f64>, RangedCoordf64>>, String> {
+) -> Result<ChartContext<'a, BitMapBackend<'b>, Cartesian2d<WithKeyPoints<LogCoord<f64>>, RangedCoordf64>>, String> {
+    let (t_min, t_max) = (ticks.iter().copied().fold(f64::MAX, f64::min) / 1.25, ticks.iter().copied().fold(0.0, f64::max) * 1.25);
     let mut chart = ChartBuilder::on(area)
         .caption(caption, (FAMILY, 18))
         .margin(14)
         .x_label_area_size(44)
         .y_label_area_size(60)
-        .build_cartesian_2d((t_min..t_max).log_scale(), y0..y1)
+        .build_cartesian_2d((t_min..t_max).log_scale().with_key_points(ticks), y0..y1)
         .map_err(s)?;
     let (bold, light) = mesh_colors();
     chart
@@ -225,6 +228,14 @@ fn against_temperature<'a, 'b>(
         .draw()
         .map_err(s)?;
     Ok(chart)
+}
+
+/// The distinct temperatures, in order.
+fn temperatures(ts: impl Iterator<Item = f64>) -> Vec<f64> {
+    let mut ts: Vec<f64> = ts.collect();
+    ts.sort_by(f64::total_cmp);
+    ts.dedup();
+    ts
 }
 
 /// A line: its colour and (epoch, value) points.
@@ -369,7 +380,7 @@ pub fn sweep_figure(results: &Results, path: &Path) -> Result<bool, FigureError>
             results.plan,
             if seeds > 1 { format!("mean ± std over {seeds} seeds") } else { "one seed".into() }
         );
-        let mut chart = against_temperature(&root, caption, "test accuracy (%)", (t_min, t_max), (y0, y1))?;
+        let mut chart = against_temperature(&root, caption, "test accuracy (%)", temperatures(ts()), (y0, y1))?;
         for (label, value, dashed) in [("teacher (ours)", teacher, false), ("student, no teacher (ours)", baseline, true)] {
             let Some(v) = value else { continue };
             let line = [(t_min, v), (t_max, v)];
