@@ -205,7 +205,7 @@ fn against_temperature<'a, 'b>(
     y_desc: &str,
     ticks: Vec<f64>,
     (y0, y1): (f64, f64),
-) -> Result<ChartContext<'a, BitMapBackend<'b>, Cartesian2d<WithKeyPoints<LogCoord<f64>>, RangedCoordf64>>, String> {
+) -> Result<ChartContext<'a, BitMapBackend<'b>, AgainstT>, String> {
     let (t_min, t_max) = (ticks.iter().copied().fold(f64::MAX, f64::min) / 1.25, ticks.iter().copied().fold(0.0, f64::max) * 1.25);
     let mut chart = ChartBuilder::on(area)
         .caption(caption, (FAMILY, 18))
@@ -229,6 +229,9 @@ fn against_temperature<'a, 'b>(
         .map_err(s)?;
     Ok(chart)
 }
+
+/// Log T (ticks at given temperatures) by a linear percentage.
+type AgainstT = Cartesian2d<WithKeyPoints<LogCoord<f64>>, RangedCoordf64>;
 
 /// The distinct temperatures, in order.
 fn temperatures(ts: impl Iterator<Item = f64>) -> Vec<f64> {
