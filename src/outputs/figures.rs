@@ -174,15 +174,15 @@ pub fn agreement_figure(results: &Results, path: &Path) -> Result<bool, FigureEr
     }
     let baseline = groups.iter().find(|g| g.kind == RunKind::Baseline).and_then(|g| g.fidelity.agreement).map(|a| 100.0 * a);
     let ts = || lines.iter().flat_map(|(_, (_, points))| points.iter().map(|p| p.0));
-    let (t_min, t_max) = (ts().fold(f64::MAX, f64::min) / 1.25, ts().fold(0.0, f64::max) * 1.25);
     let (y0, y1) = span(lines.iter().flat_map(|(_, (_, points))| points.iter().map(|p| p.1)).chain(baseline), 0.1, Some(0.0), Some(100.0));
     render(path, (1100, 520), |root| {
         let (root, side) = root.split_horizontally(800);
         let caption = format!("{}: top-1 agreement with the teacher against temperature", results.plan);
         let mut chart = against_temperature(&root, caption, "agreement with the teacher (%)", temperatures(ts()), (y0, y1))?;
+        let t = chart.x_range();
         let mut entries = vec![];
         if let Some(v) = baseline {
-            chart.draw_series(DashedLineSeries::new([(t_min, v), (t_max, v)], 10, 6, GREY.stroke_width(2))).map_err(s)?;
+            chart.draw_series(DashedLineSeries::new([(t.start, v), (t.end, v)], 10, 6, GREY.stroke_width(2))).map_err(s)?;
             entries.push((format!("student, no teacher: {v:.1}%"), Sample::Line(GREY, true)));
         }
         for (loss, (color, points)) in &lines {
@@ -196,7 +196,8 @@ pub fn agreement_figure(results: &Results, path: &Path) -> Result<bool, FigureEr
 }
 
 /// A chart of percentages against T on a log axis, its mesh drawn, with a
-/// tick at each temperature in `ticks`: 5 to 100 spans more than a decade,
+/// tick at each temperature in `ticks` (sorted, as `temperatures` gives them;
+/// the axis reaches a quarter beyond both ends): 5 to 100 spans more than a decade,
 /// and on a linear axis the points at 5, 15 and 25 crowd together; the
 /// axis's own ticks (10, 20, ...) left the lowest T unlabelled.
 fn against_temperature<'a, 'b>(
@@ -206,7 +207,7 @@ fn against_temperature<'a, 'b>(
     ticks: Vec<f64>,
     (y0, y1): (f64, f64),
 ) -> Result<ChartContext<'a, BitMapBackend<'b>, AgainstT>, String> {
-    let (t_min, t_max) = (ticks.iter().copied().fold(f64::MAX, f64::min) / 1.25, ticks.iter().copied().fold(0.0, f64::max) * 1.25);
+    let (t_min, t_max) = (ticks.first().map_or(1.0, |t| t / 1.25), ticks.last().map_or(100.0, |t| t * 1.25));
     let mut chart = ChartBuilder::on(area)
         .caption(caption, (FAMILY, 18))
         .margin(14)
@@ -364,10 +365,8 @@ pub fn sweep_figure(results: &Results, path: &Path) -> Result<bool, FigureError>
         })
         .collect();
     let ours = || sweep.lines.iter().flat_map(|(_, points)| points);
-    // T on a log axis: 5 to 100 spans more than a decade, and on a linear
-    // one the points at 5, 15 and 25 crowd together.
+    // Ours and the original's temperatures share the axis.
     let ts = || ours().map(|p| p.temperature).chain(original::TEMPERATURES);
-    let (t_min, t_max) = (ts().fold(f64::MAX, f64::min) / 1.25, ts().fold(0.0, f64::max) * 1.25);
     let ys = ours()
         .flat_map(|p| [100.0 * (p.mean - p.std), 100.0 * (p.mean + p.std)])
         .chain(originals.iter().map(|o| o.2))
@@ -384,9 +383,10 @@ pub fn sweep_figure(results: &Results, path: &Path) -> Result<bool, FigureError>
             if seeds > 1 { format!("mean ± std over {seeds} seeds") } else { "one seed".into() }
         );
         let mut chart = against_temperature(&root, caption, "test accuracy (%)", temperatures(ts()), (y0, y1))?;
+        let t = chart.x_range();
         for (label, value, dashed) in [("teacher (ours)", teacher, false), ("student, no teacher (ours)", baseline, true)] {
             let Some(v) = value else { continue };
-            let line = [(t_min, v), (t_max, v)];
+            let line = [(t.start, v), (t.end, v)];
             let style = GREY.stroke_width(2);
             if dashed {
                 chart.draw_series(DashedLineSeries::new(line, 10, 6, style)).map_err(s)?;
