@@ -25,7 +25,7 @@ use super::directory::METRICS_DIR;
 use crate::protocol::event::nan_from_null;
 use crate::protocol::{EpochMetrics, RunResult, TrainEvent};
 use crate::study::WatchConfig;
-use crate::util::atomic_file::WriteError;
+use crate::util::atomic_file::{append_whole, WriteError};
 
 const EXTENSION: &str = "jsonl";
 
@@ -135,14 +135,8 @@ impl RunLog {
         self.last_beat = Instant::now();
         let entry = Entry::Heartbeat { at: crate::util::unix_seconds(), lost_after: self.watch.lost_after_seconds };
         let running: Vec<String> = self.files.keys().cloned().collect();
-        for run_id in running {
-            if let Err(source) = self.append(&run_id, &entry, true) {
-                self.failed = true;
-                self.files.clear();
-                return Err(WriteError { path: path(&self.out, &run_id), source });
-            }
-        }
-        Ok(())
+        let outcome = running.iter().try_for_each(|run_id| self.append(run_id, &entry, true));
+        self.settle(outcome)
     }
 
     /// Handles one event. After the first failure (returned: the caller
@@ -151,7 +145,13 @@ impl RunLog {
         if self.failed {
             return Ok(());
         }
-        self.handle(event).map_err(|(run_id, source)| {
+        let outcome = self.handle(event);
+        self.settle(outcome)
+    }
+
+    /// A failure ends the metric files of this session.
+    fn settle(&mut self, outcome: Result<(), (String, std::io::Error)>) -> Result<(), WriteError> {
+        outcome.map_err(|(run_id, source)| {
             self.failed = true;
             self.files.clear();
             WriteError { path: path(&self.out, &run_id), source }
@@ -185,8 +185,7 @@ impl RunLog {
                         lost_after: self.watch.lost_after_seconds,
                     },
                     true,
-                )
-                .map_err(run(run_id))?;
+                )?;
             }
             TrainEvent::Step { run_id, epoch, step, loss, accuracy, images_per_sec } => {
                 let entry = Entry::Step {
@@ -196,13 +195,13 @@ impl RunLog {
                     accuracy: f64::from(*accuracy),
                     images_per_sec: f64::from(*images_per_sec),
                 };
-                self.append(run_id, &entry, false).map_err(run(run_id))?;
+                self.append(run_id, &entry, false)?;
             }
             TrainEvent::EpochFinished { run_id, metrics } => {
-                self.append(run_id, &Entry::Epoch { metrics: metrics.clone() }, true).map_err(run(run_id))?;
+                self.append(run_id, &Entry::Epoch { metrics: metrics.clone() }, true)?;
             }
             TrainEvent::RunFinished { result } => {
-                self.append(&result.run_id, &Entry::Finished { result: result.clone() }, true).map_err(run(&result.run_id))?;
+                self.append(&result.run_id, &Entry::Finished { result: result.clone() }, true)?;
                 self.files.remove(&result.run_id);
             }
             TrainEvent::RunFailed { run_id, error } => {
@@ -211,7 +210,7 @@ impl RunLog {
                     let file = open_for_append(&path(&self.out, run_id)).map_err(run(run_id))?;
                     self.files.insert(run_id.clone(), file);
                 }
-                self.append(run_id, &Entry::Failed { error: error.clone() }, true).map_err(run(run_id))?;
+                self.append(run_id, &Entry::Failed { error: error.clone() }, true)?;
                 self.files.remove(run_id);
             }
             _ => {}
@@ -219,23 +218,12 @@ impl RunLog {
         Ok(())
     }
 
-    /// Appends one line, all or nothing: a write that fails part-way (a
-    /// full disk) is cut off again, and a file that held nothing before is
-    /// removed, so no reader meets half a line and nothing is left behind.
-    fn append(&mut self, run_id: &str, entry: &Entry, sync: bool) -> std::io::Result<()> {
+    /// Appends one line, all or nothing (`atomic_file::append_whole`).
+    fn append(&mut self, run_id: &str, entry: &Entry, sync: bool) -> Result<(), (String, std::io::Error)> {
         let Some(file) = self.files.get_mut(run_id) else { return Ok(()) };
-        let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+        let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other).map_err(run(run_id))?;
         line.push(b'\n');
-        let before = file.metadata()?.len();
-        let written = file.write_all(&line).and_then(|()| if sync { file.sync_data() } else { Ok(()) });
-        if written.is_err() {
-            if before == 0 {
-                let _ = std::fs::remove_file(path(&self.out, run_id));
-            } else {
-                let _ = file.set_len(before);
-            }
-        }
-        written
+        append_whole(file, &path(&self.out, run_id), &line, sync).map_err(run(run_id))
     }
 }
 

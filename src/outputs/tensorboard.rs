@@ -18,11 +18,10 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::protocol::{EpochMetrics, TrainEvent};
-use crate::util::atomic_file::WriteError;
+use crate::util::atomic_file::{append_whole, WriteError};
 
 fn masked_crc(bytes: &[u8]) -> u32 {
     let crc = crc32c::crc32c(bytes);
@@ -67,13 +66,11 @@ fn scalar_event(wall_time: f64, step: i64, tag: &str, value: f32) -> Vec<u8> {
 }
 
 /// One event file, appended record by record. Records gather in memory and
-/// reach the file at `flush`, all or nothing: a flush that fails (a full
-/// disk) cuts the file back to its last flushed length (a file that never
-/// held a record is removed), so TensorBoard never meets a torn record.
+/// reach the file at `flush`, all or nothing (`atomic_file::append_whole`):
+/// TensorBoard never meets a torn record.
 pub struct EventWriter {
     file: File,
     pending: Vec<u8>,
-    flushed: u64,
     pub path: PathBuf,
 }
 
@@ -91,7 +88,7 @@ impl EventWriter {
             path = dir.join(format!("events.out.tfevents.{secs}.{host}.{pid}.{n}"));
             n += 1;
         }
-        let mut w = Self { file: File::create(&path)?, pending: Vec::with_capacity(4096), flushed: 0, path };
+        let mut w = Self { file: File::create(&path)?, pending: Vec::with_capacity(4096), path };
         w.record(&event(crate::util::unix_seconds(), 0, |e| bytes_field(3, b"brain.Event:2", e)));
         Ok(w)
     }
@@ -112,22 +109,9 @@ impl EventWriter {
         if self.pending.is_empty() {
             return Ok(());
         }
-        match self.file.write_all(&self.pending) {
-            Ok(()) => {
-                self.flushed += self.pending.len() as u64;
-                self.pending.clear();
-                Ok(())
-            }
-            Err(e) => {
-                self.pending.clear();
-                if self.flushed == 0 {
-                    let _ = std::fs::remove_file(&self.path);
-                } else {
-                    let _ = self.file.set_len(self.flushed);
-                }
-                Err(e)
-            }
-        }
+        let outcome = append_whole(&mut self.file, &self.path, &self.pending, false);
+        self.pending.clear();
+        outcome
     }
 
     pub fn epoch(&mut self, m: &EpochMetrics) {

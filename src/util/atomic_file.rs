@@ -76,6 +76,24 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     result.map_err(err)
 }
 
+/// Appends `bytes` to `file` (which lives at `path`), all or nothing: a
+/// write that fails part-way (a full disk) is cut back to the length the
+/// file had, and a file that was empty is removed, so a reader never meets
+/// half an entry and nothing is left behind. With `sync`, synced too.
+pub fn append_whole(file: &mut std::fs::File, path: &Path, bytes: &[u8], sync: bool) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let before = file.metadata()?.len();
+    let written = file.write_all(bytes).and_then(|()| if sync { file.sync_data() } else { Ok(()) });
+    if written.is_err() {
+        if before == 0 {
+            let _ = std::fs::remove_file(path);
+        } else {
+            let _ = file.set_len(before).and_then(|()| file.seek(SeekFrom::Start(before)));
+        }
+    }
+    written
+}
+
 /// Fails early, naming `dir`, when files cannot be created in it: better at
 /// start than after an hour of training.
 pub fn check_writable(dir: &Path) -> Result<(), WriteError> {
