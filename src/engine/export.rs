@@ -155,10 +155,12 @@ pub fn eval(
     let teacher = teacher.map(|t| load(t, config, config_path)).transpose()?;
     let device = Default::default();
     let loaded = data::load(data)?;
-    let fitted = || Normalizer::fit(&loaded.train);
-    let logits = predict(&model, &loaded.test, &norm.unwrap_or_else(fitted), config.train.eval_batch_size, &device);
-    let teacher_logits =
-        teacher.map(|(t, t_norm, _)| predict(&t, &loaded.test, &t_norm.unwrap_or_else(fitted), config.train.eval_batch_size, &device));
+    // A checkpoint carries no normalisation: fitted once on the training set, for either model.
+    let needs_fit = norm.is_none() || teacher.as_ref().is_some_and(|(_, t_norm, _)| t_norm.is_none());
+    let fitted = needs_fit.then(|| Normalizer::fit(&loaded.train));
+    let pick = |own: &Option<Normalizer>| own.as_ref().or(fitted.as_ref()).cloned().expect("fitted when a model has none");
+    let logits = predict(&model, &loaded.test, &pick(&norm), config.train.eval_batch_size, &device);
+    let teacher_logits = teacher.map(|(t, t_norm, _)| predict(&t, &loaded.test, &pick(&t_norm), config.train.eval_batch_size, &device));
     let (loss, _) = score(&logits, &loaded.test.labels);
     let predictions: Vec<u8> = logits.chunks_exact(CLASSES).map(|row| argmax(row) as u8).collect();
     Ok(Evaluation {
