@@ -216,8 +216,8 @@ fn help_is_generated_from_the_key_table() {
     }
 }
 
-#[test]
-fn watching_has_no_pause_says_why_and_quits_without_asking() {
+/// `kdtui watch /shared/results` of a study of teacher, baseline and soft-T5.
+fn watching_app() -> App {
     let mut config = Config::default();
     config.plan.losses = vec![Loss::Soft];
     config.plan.temperatures = vec![5.0];
@@ -228,6 +228,12 @@ fn watching_has_no_pause_says_why_and_quits_without_asking() {
         device: "cpu (burn flex, 2 threads)".into(),
         data: "synthetic: 7000 train / 1000 test".into(),
     });
+    app
+}
+
+#[test]
+fn watching_has_no_pause_says_why_and_quits_without_asking() {
+    let mut app = watching_app();
     assert_eq!(app.state, PlanState::Watching);
     // Two shards train at once: both rows run, and the header sums their speed.
     for (run_id, speed) in [("baseline-s1", 300.0), ("soft-T5-s1", 200.0)] {
@@ -291,16 +297,7 @@ fn a_run_stopped_in_its_first_epoch_shows_no_accuracy() {
 /// task runs again.
 #[test]
 fn a_watched_run_without_heartbeats_shows_as_lost() {
-    let mut config = Config::default();
-    config.plan.losses = vec![Loss::Soft];
-    config.plan.temperatures = vec![5.0];
-    let mut app = App::watching("/shared/results".into());
-    app.on_event(TrainEvent::PlanStarted {
-        plan: "study".into(),
-        runs: plan::full_plan(&config),
-        device: "cpu".into(),
-        data: "synthetic".into(),
-    });
+    let mut app = watching_app();
     for run_id in ["baseline-s1", "soft-T5-s1"] {
         app.on_event(TrainEvent::RunStarted { run_id: run_id.into(), epochs: 4, steps_per_epoch: 50, step: 0, history: vec![] });
         app.on_event(TrainEvent::Heartbeat { run_id: run_id.into(), at: 1000.0, lost_after: 300.0 });
