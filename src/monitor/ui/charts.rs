@@ -89,18 +89,15 @@ fn render_epochs(app: &App, row: &RunRow, frame: &mut Frame, area: Rect) {
     let per_epoch = |f: &dyn Fn(&EpochMetrics) -> Option<f64>| -> Vec<(f64, f64)> {
         row.history.iter().filter_map(|m| Some((m.epoch as f64, f(m)?))).collect()
     };
-    let (title, dotted, solid) = match app.chart {
-        ChartFocus::Accuracy => (
-            " accuracy per epoch (train ·, test ─) ",
-            per_epoch(&|m| Some(100.0 * m.train_accuracy)),
-            per_epoch(&|m| Some(100.0 * m.test_accuracy)),
-        ),
+    // The solid line is the metric compare mode overlays; the dotted one its companion.
+    let solid = per_epoch(&metric(app.chart));
+    let (title, dotted) = match app.chart {
+        ChartFocus::Accuracy => (" accuracy per epoch (train ·, test ─) ", per_epoch(&|m| Some(100.0 * m.train_accuracy))),
         ChartFocus::Agreement => (
             " agreement with the teacher per epoch (on its errors ·, all ─) ",
             per_epoch(&|m| m.diagnostics.as_ref()?.agreement_on_teacher_errors.map(|a| 100.0 * a)),
-            per_epoch(&|m| m.diagnostics.as_ref()?.agreement.map(|a| 100.0 * a)),
         ),
-        ChartFocus::Loss => (" loss per epoch (train ·, test ─) ", per_epoch(&|m| Some(m.train_loss)), per_epoch(&|m| Some(m.test_loss))),
+        ChartFocus::Loss => (" loss per epoch (train ·, test ─) ", per_epoch(&|m| Some(m.train_loss))),
     };
     let y_max = y_bounds(app.chart, dotted.iter().chain(&solid).map(|p| p.1));
     let teacher: Vec<(f64, f64)> = match (app.chart, app.teacher_accuracy()) {
