@@ -202,3 +202,28 @@ fn the_monitor_with_306_rows_keeps_the_selection_in_view() {
         times.len()
     );
 }
+
+/// What the per-epoch diagnostics cost (README, "Fidelity and
+/// calibration"): `diagnose` over 2,000 test images with a teacher and a T,
+/// the median of 20 calls, printed. It checks what it times: every image
+/// lands in one bin and one confusion cell.
+#[test]
+fn the_diagnostics_of_an_epoch_over_2000_images() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+    let n = 2000;
+    let mut logits = || -> Vec<f32> { (0..n * 10).map(|_| rng.random_range(-5.0..5.0)).collect() };
+    let (student, teacher) = (logits(), logits());
+    let labels: Vec<u8> = (0..n).map(|i| (i % 10) as u8).collect();
+    let times: Vec<Duration> = (0..20)
+        .map(|_| {
+            let start = Instant::now();
+            let d = kdtui::engine::fidelity::diagnose(&student, &labels, 10, Some(&teacher), Some(5.0));
+            let took = start.elapsed();
+            assert_eq!(d.bins.iter().map(|b| b.images as usize).sum::<usize>(), n);
+            assert_eq!(d.confusion.iter().map(|&c| c as usize).sum::<usize>(), n);
+            took
+        })
+        .collect();
+    println!("diagnostics of 2,000 test images (agreement, KL at 1 and T, ECE, confusion): median {:.2} ms of 20", ms(median(times)));
+}
