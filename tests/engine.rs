@@ -9,7 +9,7 @@ use burn::prelude::*;
 use crossbeam_channel::RecvTimeoutError;
 
 use kdtui::engine::backend::{self, Resolved};
-use kdtui::engine::data::batcher::{make_batch, Normalizer};
+use kdtui::engine::data::batcher::{make_batch, Normalizer, Targets};
 use kdtui::engine::data::synthetic::{self, Split};
 use kdtui::engine::inference::evaluate;
 use kdtui::engine::losses;
@@ -38,7 +38,7 @@ fn fit_tiny_batch(
     let all: Vec<usize> = (0..d.len()).collect();
     let mut losses = vec![];
     for _ in 0..80 {
-        let b = make_batch::<AD>(&d, &norm, &all, None, &device);
+        let b = make_batch::<AD>(&d, &norm, &all, &Targets::new(&d, None, &device), &device);
         let loss = losses::loss(Loss::Hard, model.forward(b.images), b.onehot, None, 1.0, 1.0);
         losses.push(loss.clone().into_scalar());
         let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -174,19 +174,26 @@ fn soft_targets_follow_their_images_through_cache_shuffle_and_batches() {
 
     let norm = Normalizer::new([0.0; 3], [1.0 / 255.0; 3]);
     let device = Default::default();
+    // Uploaded once, gathered per batch on the device, as a run does.
+    let targets = Targets::<Flex>::new(&train, Some(&soft), &device);
     let mut shuffle = Shuffle::new(n, 1);
     let mut seen = 0;
     for _ in 0..3 {
         let order = shuffle.next_epoch().to_vec();
         assert_ne!(order, (0..n).collect::<Vec<_>>(), "the order is shuffled");
         for indices in batches(&order, 32) {
-            let batch = make_batch::<Flex>(&train, &norm, indices, Some(&soft), &device);
+            let batch = make_batch::<Flex>(&train, &norm, indices, &targets, &device);
             let pixels = batch.images.into_data().to_vec::<f32>().unwrap();
+            let labels = batch.labels.into_data().convert::<i64>().to_vec::<i64>().unwrap();
+            let onehot = batch.onehot.into_data().to_vec::<f32>().unwrap();
             let targets = batch.soft.unwrap().into_data().to_vec::<f32>().unwrap();
             for (row, image) in pixels.chunks_exact(PIXELS).enumerate() {
                 let i = index_of(image);
                 assert_eq!(i, indices[row], "the batch holds its indices' images");
                 assert_eq!(&targets[row * CLASSES..(row + 1) * CLASSES], &expected[i * CLASSES..(i + 1) * CLASSES], "image {i}'s targets");
+                assert_eq!(labels[row], (i % 10) as i64, "image {i}'s label");
+                assert_eq!(onehot[row * CLASSES + i % 10], 1.0, "image {i}'s one-hot row");
+                assert_eq!(onehot[row * CLASSES..(row + 1) * CLASSES].iter().sum::<f32>(), 1.0);
                 seen += 1;
             }
         }
@@ -215,7 +222,7 @@ fn a_distillation_steps_gradients_carry_the_teacher_targets() {
     };
     let (q1, q2) = (targets(0), targets(3));
     let grad = |objective: Objective, soft: Option<&[f32]>| -> Vec<f32> {
-        let batch = make_batch::<AD>(&d, &norm, &all, soft, &device);
+        let batch = make_batch::<AD>(&d, &norm, &all, &Targets::new(&d, soft, &device), &device);
         let (grads, loss, _) = gradients(&model, batch, objective);
         assert!(loss.is_finite());
         kdtui::engine::train::flat_gradients(&model, &grads.unwrap())

@@ -18,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::backend::{dispatch, OnBackend, Resolved};
-use crate::engine::data::batcher::{make_batch, Normalizer};
+use crate::engine::data::batcher::{images, make_batch, Normalizer, Targets};
 use crate::engine::data::{synthetic, CLASSES};
 use crate::engine::losses;
 use crate::engine::model::kernels::cpu::{self, simd};
@@ -151,6 +151,7 @@ pub fn measure<B: TrainBackend>(config: &Config, model: Model, timing: Timing, d
         let logits: Vec<f32> = (0..data.len() * CLASSES).map(|_| rng.random_range(-4.0..4.0)).collect();
         losses::soft_targets(&logits, CLASSES, STUDENT_TEMPERATURE)
     });
+    let targets = Targets::<B>::new(&data, soft.as_deref(), &device);
     B::seed(&device, 1);
     let mut net: Option<Cnn<B>> = Some(model.shape(config).init(&device));
     let mut optim = adam::<B>(config);
@@ -159,7 +160,7 @@ pub fn measure<B: TrainBackend>(config: &Config, model: Model, timing: Timing, d
     let mut tally = Tally::new();
     let mut steps = 0;
     let train = images_per_sec(data.len(), batch_size, timing, |indices| {
-        let batch = make_batch::<B>(&data, &norm, indices, soft.as_deref(), &device);
+        let batch = make_batch::<B>(&data, &norm, indices, &targets, &device);
         let (next, metrics) = train_step(net.take().expect("model"), &mut optim, batch, objective, lr);
         tally.add(metrics, indices.len());
         steps += 1;
@@ -170,8 +171,7 @@ pub fn measure<B: TrainBackend>(config: &Config, model: Model, timing: Timing, d
     });
     let inference = net.take().expect("model").valid();
     let infer = images_per_sec(data.len(), INFER_BATCH, timing, |indices| {
-        let batch = make_batch::<B::InnerBackend>(&data, &norm, indices, None, &device);
-        let predicted = inference.forward(batch.images).argmax(1);
+        let predicted = inference.forward(images::<B::InnerBackend>(&data, &norm, indices, &device)).argmax(1);
         let _ = predicted.into_data();
     });
     Measurement {

@@ -2,19 +2,24 @@
 //! loss and accuracy they give. Training evaluates with it after every
 //! epoch, the teacher caches its logits with it, `kdtui eval` scores with it.
 
-use super::data::batcher::{make_batch, Normalizer};
+use super::data::batcher::{balanced, images, Normalizer};
 use super::data::{Dataset, CLASSES};
 use super::model::{Cnn, CnnBackend};
+use burn::tensor::Tensor;
 
-/// Logits [n, 10] row-major for every image of `data`, in inference mode.
+/// Logits [n, 10] row-major for every image of `data`, in inference mode,
+/// in balanced batches of at most `batch_size` (one autotune bucket on a GPU,
+/// as in training). The batches' logits are read back together, once: a read
+/// per batch would make a GPU wait for its queue to drain each time.
 pub fn predict<B: CnnBackend>(model: &Cnn<B>, data: &Dataset, norm: &Normalizer, batch_size: usize, device: &B::Device) -> Vec<f32> {
-    let all: Vec<usize> = (0..data.len()).collect();
-    let mut out = Vec::with_capacity(data.len() * CLASSES);
-    for indices in all.chunks(batch_size) {
-        let batch = make_batch::<B>(data, norm, indices, None, device);
-        let logits = model.forward(batch.images);
-        out.extend(logits.into_data().convert::<f32>().into_vec::<f32>().expect("f32 logits"));
+    if data.is_empty() {
+        return Vec::new();
     }
+    let all: Vec<usize> = (0..data.len()).collect();
+    let logits: Vec<_> =
+        balanced(data.len(), batch_size).map(|range| model.forward(images::<B>(data, norm, &all[range], device))).collect();
+    let out = Tensor::cat(logits, 0).into_data().convert::<f32>().into_vec::<f32>().expect("f32 logits");
+    debug_assert_eq!(out.len(), data.len() * CLASSES);
     out
 }
 

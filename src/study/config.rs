@@ -7,6 +7,12 @@ use crate::study::Loss;
 use crate::util::short_hash;
 use serde::{Deserialize, Serialize};
 
+/// Part of every study, teacher and run hash. Bumped when the way a run
+/// trains changes for the same settings (3: balanced batches), so that
+/// checkpoints, cached teachers and results of an older kdtui are trained
+/// again rather than continued or shown as this one's.
+pub const TRAINING_VERSION: u32 = 3;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -255,8 +261,11 @@ impl Config {
                 return bad("plan.temperatures", format!("must hold temperatures >= 1, got {t}"));
             }
         }
-        if self.train.batch_size == 0 {
-            return bad("train.batch_size", "must be at least 1".into());
+        if self.train.batch_size < 2 {
+            return bad(
+                "train.batch_size",
+                format!("must be at least 2 (BatchNorm needs two images in a batch), got {}", self.train.batch_size),
+            );
         }
         if self.train.eval_batch_size == 0 {
             return bad("train.eval_batch_size", "must be at least 1".into());
@@ -337,7 +346,7 @@ impl Config {
             "teacher": self.teacher,
             "train": self.training(),
             "seed": self.plan.seeds[0],
-            "version": 2,
+            "version": TRAINING_VERSION,
         });
         short_hash(key.to_string().as_bytes())
     }
@@ -361,7 +370,7 @@ impl Config {
         c.train = self.training();
         c.data = DataConfig::default();
         c.watch = WatchConfig::default();
-        short_hash(serde_json::json!({ "config": c, "data": data_digest, "version": 2 }).to_string().as_bytes())
+        short_hash(serde_json::json!({ "config": c, "data": data_digest, "version": TRAINING_VERSION }).to_string().as_bytes())
     }
 
     /// c, the weight of a run's soft term at `temperature`: T^2 unless

@@ -2,6 +2,8 @@
 //! training set's per-channel mean and standard deviation, applied through a
 //! 256-entry lookup table per channel so a batch costs one pass over its bytes.
 
+use std::ops::Range;
+
 use burn::prelude::*;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -75,16 +77,36 @@ impl Shuffle {
     }
 }
 
-/// The batches of one epoch's `order`: `batch_size` images each, the last
-/// one shorter. A last batch of a single image is left out: BatchNorm would
-/// divide by its zero variance.
+/// The batches of one epoch's `order`, as equal in size as `batch_size`
+/// allows: ceil(n / batch_size) batches whose sizes differ by at most one
+/// (7,000 images in batches of 128 give 55 of 127 or 128, not 54 of 128 and
+/// one of 88). On a GPU every new shape costs an autotune round and cubecl
+/// buckets batch sizes by powers of two, so two sizes one apart share a
+/// bucket where a short last batch (41 of SVHN's 73,257) starts another; and
+/// no step runs on a handful of images whose BatchNorm statistics are noise.
+/// A batch of a single image (only with `batch_size` 1, or 2 on an odd
+/// count) is left out: BatchNorm would divide by its zero variance.
 pub fn batches(order: &[usize], batch_size: usize) -> impl Iterator<Item = &[usize]> {
-    order.chunks(batch_size).filter(|c| c.len() > 1)
+    balanced(order.len(), batch_size).map(move |r| &order[r]).filter(|c| c.len() > 1)
 }
 
 /// How many batches `batches` gives for `images` images.
 pub fn steps_per_epoch(images: usize, batch_size: usize) -> usize {
-    images / batch_size + usize::from(images % batch_size > 1)
+    balanced(images, batch_size).filter(|r| r.len() > 1).count()
+}
+
+/// `n` items cut into ceil(n / size) consecutive ranges whose lengths
+/// differ by at most one, the longer ones first.
+pub fn balanced(n: usize, size: usize) -> impl Iterator<Item = Range<usize>> {
+    let count = n.div_ceil(size.max(1));
+    let (base, longer) = match count {
+        0 => (0, 0),
+        _ => (n / count, n % count),
+    };
+    (0..count).map(move |k| {
+        let start = k * base + k.min(longer);
+        start..start + base + usize::from(k < longer)
+    })
 }
 
 /// One batch on the device.
@@ -99,27 +121,57 @@ pub struct Batch<B: Backend> {
     pub soft: Option<Tensor<B, 2>>,
 }
 
-/// Assembles the batch of `indices`; `soft` holds [n, 10] row-major targets
-/// for the whole dataset when given.
-pub fn make_batch<B: Backend>(data: &Dataset, norm: &Normalizer, indices: &[usize], soft: Option<&[f32]>, device: &B::Device) -> Batch<B> {
-    let n = indices.len();
-    let mut pixels = Vec::with_capacity(n * PIXELS);
-    let mut labels = Vec::with_capacity(n);
-    let mut onehot = vec![0f32; n * CLASSES];
-    for (row, &i) in indices.iter().enumerate() {
-        norm.extend(data, i, &mut pixels);
-        let label = data.labels[i] as usize;
-        labels.push(label as i64);
-        onehot[row * CLASSES + label] = 1.0;
+/// What a run's steps need of every training image besides its pixels,
+/// uploaded once per run: labels, one-hot rows and the teacher's soft
+/// targets. A step then uploads its images and their indices and gathers
+/// its rows on the device; on a GPU the targets were two more host-to-device
+/// copies per step.
+pub struct Targets<B: Backend> {
+    /// [n]
+    labels: Tensor<B, 1, Int>,
+    /// [n, 10]
+    onehot: Tensor<B, 2>,
+    /// [n, 10]
+    soft: Option<Tensor<B, 2>>,
+}
+
+impl<B: Backend> Targets<B> {
+    /// `soft`: [n, 10] row-major targets for the whole dataset, when the run has them.
+    pub fn new(data: &Dataset, soft: Option<&[f32]>, device: &B::Device) -> Self {
+        let n = data.len();
+        let labels: Vec<i64> = data.labels.iter().map(|&l| i64::from(l)).collect();
+        let mut onehot = vec![0f32; n * CLASSES];
+        for (row, &label) in data.labels.iter().enumerate() {
+            onehot[row * CLASSES + label as usize] = 1.0;
+        }
+        Self {
+            labels: Tensor::from_data(TensorData::new(labels, [n]), device),
+            onehot: Tensor::from_data(TensorData::new(onehot, [n, CLASSES]), device),
+            soft: soft.map(|q| Tensor::from_data(TensorData::new(q.to_vec(), [n, CLASSES]), device)),
+        }
     }
-    let images = Tensor::from_data(TensorData::new(pixels, [n, CHANNELS, SIDE, SIDE]), device);
-    let labels = Tensor::from_data(TensorData::new(labels, [n]), device);
-    let onehot = Tensor::from_data(TensorData::new(onehot, [n, CLASSES]), device);
-    let soft = soft.map(|q| {
-        let rows: Vec<f32> = indices.iter().flat_map(|&i| q[i * CLASSES..(i + 1) * CLASSES].iter().copied()).collect();
-        Tensor::from_data(TensorData::new(rows, [n, CLASSES]), device)
-    });
-    Batch { images, labels, onehot, soft }
+}
+
+/// The normalised pixels of the images `indices`, [n, 3, 32, 32] on the device.
+pub fn images<B: Backend>(data: &Dataset, norm: &Normalizer, indices: &[usize], device: &B::Device) -> Tensor<B, 4> {
+    let mut pixels = Vec::with_capacity(indices.len() * PIXELS);
+    for &i in indices {
+        norm.extend(data, i, &mut pixels);
+    }
+    Tensor::from_data(TensorData::new(pixels, [indices.len(), CHANNELS, SIDE, SIDE]), device)
+}
+
+/// Assembles the batch of `indices`: their images uploaded, their targets
+/// gathered from `targets` (made from the same `data`) on the device.
+pub fn make_batch<B: Backend>(data: &Dataset, norm: &Normalizer, indices: &[usize], targets: &Targets<B>, device: &B::Device) -> Batch<B> {
+    let rows: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
+    let rows = Tensor::<B, 1, Int>::from_data(TensorData::new(rows, [indices.len()]), device);
+    Batch {
+        images: images(data, norm, indices, device),
+        labels: targets.labels.clone().select(0, rows.clone()),
+        onehot: targets.onehot.clone().select(0, rows.clone()),
+        soft: targets.soft.clone().map(|q| q.select(0, rows)),
+    }
 }
 
 #[cfg(test)]
@@ -147,12 +199,34 @@ mod tests {
     fn batch_keeps_labels_and_pixel_order() {
         let data = crate::engine::data::synthetic::generate(10, 5, crate::engine::data::synthetic::Split::Train);
         let norm = Normalizer::new([0.0; 3], [1.0; 3]);
-        let b = make_batch::<Flex>(&data, &norm, &[3, 7], None, &Default::default());
+        let device = Default::default();
+        let b = make_batch::<Flex>(&data, &norm, &[3, 7], &Targets::new(&data, None, &device), &device);
         assert_eq!(b.images.dims(), [2, 3, 32, 32]);
         let labels = b.labels.into_data().convert::<i64>().to_vec::<i64>().unwrap();
         assert_eq!(labels, vec![data.labels[3] as i64, data.labels[7] as i64]);
         // image 7, channel 1, row 5, column 9
         let px = b.images.slice([1..2, 1..2, 5..6, 9..10]).into_scalar();
         assert!((px - data.image(7)[1024 + 5 * 32 + 9] as f32 / 255.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn batches_are_balanced_and_cover_the_epoch_once() {
+        for (n, size) in [(7000, 128), (73_257, 128), (129, 128), (128, 128), (5, 2), (3, 2), (1, 4), (0, 4), (10, 1), (2000, 500)] {
+            let order: Vec<usize> = (0..n).rev().collect();
+            let sizes: Vec<usize> = batches(&order, size).map(<[usize]>::len).collect();
+            assert_eq!(sizes.len(), steps_per_epoch(n, size), "{n} by {size}");
+            if sizes.is_empty() {
+                continue;
+            }
+            let (min, max) = (*sizes.iter().min().unwrap(), *sizes.iter().max().unwrap());
+            assert!(max <= size && max - min <= 1 && min >= 2, "{n} by {size}: sizes {min}..{max}");
+            let dropped = n - sizes.iter().sum::<usize>();
+            // Only single-image batches are dropped.
+            assert!(dropped == 0 || max == 2 || size == 1, "{n} by {size}: {dropped} images left out");
+            let seen: Vec<usize> = batches(&order, size).flatten().copied().collect();
+            assert_eq!(seen, order[..seen.len()], "batches are consecutive slices of the order");
+        }
+        assert_eq!(steps_per_epoch(7000, 128), 55);
+        assert_eq!(batches(&(0..7000).collect::<Vec<_>>(), 128).map(<[usize]>::len).max(), Some(128));
     }
 }

@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 
 use crate::engine::data::CLASSES;
 use crate::protocol::{EpochMetrics, RunResult};
+use crate::study::config::TRAINING_VERSION;
 use crate::study::Config;
 use crate::study::{RunKind, RunSpec};
 use crate::util::atomic_file::{self, WriteError};
@@ -34,8 +35,6 @@ use crate::util::short_hash;
 
 const LOGITS_MAGIC: &[u8; 8] = b"KDLOGIT1";
 const CHECKPOINT_MAGIC: &[u8; 8] = b"KDCKPT01";
-/// Bumped when training changes in a way that makes old checkpoints wrong.
-const FORMAT_VERSION: u32 = 2;
 
 /// Hash of everything that shapes a run's training: its checkpoint is used
 /// only while this is unchanged. `data_digest`: the data as loaded
@@ -52,7 +51,7 @@ pub fn run_hash(config: &Config, data_digest: &str, spec: &RunSpec) -> String {
         "distill": config.distill,
         "teacher": spec.loss.needs_teacher().then(|| config.teacher_hash(data_digest)),
         "spec": spec,
-        "version": FORMAT_VERSION,
+        "version": TRAINING_VERSION,
     });
     short_hash(key.to_string().as_bytes())
 }

@@ -10,7 +10,7 @@ use burn::optim::Optimizer;
 use super::checkpoint::{decode, encode, PartialEpoch, Progress};
 use super::orchestrate::{Job, Plan, Trained};
 use super::step::{adam, learning_rate, train_step, Objective, Read, Tally};
-use crate::engine::data::batcher::{batches, make_batch, steps_per_epoch, Shuffle};
+use crate::engine::data::batcher::{batches, make_batch, steps_per_epoch, Shuffle, Targets};
 use crate::engine::data::CLASSES;
 use crate::engine::fidelity;
 use crate::engine::inference::{predict, score};
@@ -112,6 +112,7 @@ impl<B: TrainBackend> Plan<'_, B> {
             }
         }
         let steps_per_epoch = steps_per_epoch(train.len(), batch_size);
+        let targets = Targets::<B>::new(train, soft, &self.device);
         let warmup = (config.train.warmup_epochs * steps_per_epoch as f64).round() as usize;
         let _ = self.events.send(TrainEvent::RunStarted {
             run_id: spec.run_id.clone(),
@@ -168,7 +169,7 @@ impl<B: TrainBackend> Plan<'_, B> {
                 if logger::error_pending() {
                     self.backend_log()?;
                 }
-                let batch = make_batch::<B>(train, &self.norm, indices, soft, &self.device);
+                let batch = make_batch::<B>(train, &self.norm, indices, &targets, &self.device);
                 let step_lr = learning_rate(lr, step, epochs * steps_per_epoch, warmup);
                 let (next, metrics) = train_step(model, &mut optim, batch, objective, step_lr);
                 model = next;
