@@ -25,6 +25,9 @@ impl WriteError {
 /// one shared directory, and a pid alone is unique only on one host.
 const TMP_MARK: &str = ".kdtui-tmp-";
 
+/// The name of `check_writable`'s empty probe file, before `<host>-<pid>`.
+const PROBE: &str = ".kdtui-write-test-";
+
 /// This machine's name, as the kernel has it ("" when it cannot be read).
 pub fn host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -37,15 +40,17 @@ fn writer_tag() -> String {
     format!("{}-{}", host(), std::process::id())
 }
 
-/// Removes the temporary files that killed processes of this host left in
-/// `dir` (not below it). A file of a live process, or of another host, may be
-/// a write in progress (another shard's) and is left alone.
+/// Removes the temporary files (and `check_writable` probes) that killed
+/// processes of this host left in `dir` (not below it). A file of a live
+/// process, or of another host, may be a write in progress (another
+/// shard's) and is left alone.
 pub fn remove_leftovers(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     let prefix = format!("{}-", host());
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
-        let Some((_, tag)) = name.split_once(TMP_MARK) else { continue };
+        let tag = name.split_once(TMP_MARK).map(|(_, tag)| tag).or_else(|| name.strip_prefix(PROBE));
+        let Some(tag) = tag else { continue };
         let dead = tag
             .strip_prefix(&prefix)
             .and_then(|pid| pid.parse::<u32>().ok())
@@ -95,9 +100,12 @@ pub fn append_whole(file: &mut std::fs::File, path: &Path, bytes: &[u8], sync: b
 }
 
 /// Fails early, naming `dir`, when files cannot be created in it: better at
-/// start than after an hour of training.
+/// start than after an hour of training. Removes what an earlier probe (or
+/// write) killed half-way left there first: `dir` may be one no other
+/// cleaning reaches (the checkpoints' study folder).
 pub fn check_writable(dir: &Path) -> Result<(), WriteError> {
-    let probe = dir.join(format!(".kdtui-write-test-{}", writer_tag()));
+    remove_leftovers(dir);
+    let probe = dir.join(format!("{PROBE}{}", writer_tag()));
     write(&probe, b"").map_err(|e| WriteError { path: dir.to_path_buf(), source: e.source })?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
@@ -131,5 +139,22 @@ mod tests {
         let mut names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         names.sort();
         assert_eq!(names, [elsewhere, live.as_str(), "results.json"], "pid 1 lives; node17 may be writing");
+    }
+
+    /// A session killed inside `check_writable` leaves its probe (renamed, or
+    /// still under its temporary name); the next session's probe removes it.
+    #[test]
+    fn a_killed_probe_is_removed_by_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = super::host();
+        let probe = format!(".kdtui-write-test-{host}-4999999");
+        let probe_tmp = format!("{probe}.kdtui-tmp-{host}-4999999");
+        let live = format!(".kdtui-write-test-{host}-1");
+        for name in [&probe, &probe_tmp, &live] {
+            std::fs::write(dir.path().join(name), b"").unwrap();
+        }
+        super::check_writable(dir.path()).unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert_eq!(names, [live], "pid 1 lives");
     }
 }
