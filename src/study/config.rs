@@ -207,7 +207,7 @@ impl Default for DataConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            batch_size: 128,
+            batch_size: 64,
             eval_batch_size: 500,
             weight_decay: 5e-4,
             weight_decay_mode: WeightDecay::Decoupled,
@@ -226,7 +226,7 @@ impl Default for TeacherConfig {
 
 impl Default for StudentConfig {
     fn default() -> Self {
-        Self { epochs: 5, learning_rate: 2e-3, w_bits: 2, a_bits: 2, first_last_bits: 32, a_range: 3.0, widths: [16, 32, 64], hidden: 128 }
+        Self { epochs: 8, learning_rate: 5e-3, w_bits: 2, a_bits: 2, first_last_bits: 32, a_range: 3.0, widths: [16, 32, 64], hidden: 128 }
     }
 }
 
