@@ -8,6 +8,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::simd::multiversion;
+use super::zeroed;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
@@ -175,7 +176,7 @@ fn with_scratch<T>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) ->
 /// per group of images, their column matrices side by side and one product.
 pub fn forward(s: &Shape, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let (p, taps, g) = (s.pixels(), s.taps(), group(s));
-    let mut out = vec![0f32; s.batch * s.cout * p];
+    let mut out = zeroed(s.batch * s.cout * p);
     out.par_chunks_mut(g * s.cout * p).enumerate().for_each(|(gi, out)| {
         let images = out.len() / (s.cout * p);
         let n = images * p;

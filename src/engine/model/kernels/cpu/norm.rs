@@ -9,6 +9,7 @@
 use rayon::prelude::*;
 
 use super::simd::multiversion;
+use super::zeroed;
 
 /// [batch, channels, pixels]: the layout BatchNorm reduces over.
 #[derive(Debug, Clone, Copy)]
@@ -229,7 +230,7 @@ multiversion! {
 /// [h, w] (even), the output [h/2, w/2].
 pub fn affine_act_pool(s: &Planes, h: usize, w: usize, x: &[f32], scale: &[f32], shift: &[f32], act: Act) -> Vec<f32> {
     let pooled = (h / 2) * (w / 2);
-    let mut out = vec![0f32; s.batch * s.channels * pooled];
+    let mut out = zeroed(s.batch * s.channels * pooled);
     out.par_chunks_mut(pooled.max(1)).zip(x.par_chunks(s.pixels.max(1))).enumerate().for_each(|(bc, (out, x))| {
         affine_pool_plane(out, None, x, h, w, scale[bc % s.channels], shift[bc % s.channels], act);
     });
@@ -251,7 +252,7 @@ pub fn norm_act_pool(
 ) -> (Vec<f32>, Vec<i32>, Vec<f32>, Vec<f32>) {
     let (mean, var, scale, shift) = statistics(s, x, gamma, beta, eps);
     let pooled = (h / 2) * (w / 2);
-    let mut out = vec![0f32; s.batch * s.channels * pooled];
+    let mut out = zeroed(s.batch * s.channels * pooled);
     let mut indices = vec![0i32; out.len()];
     out.par_chunks_mut(pooled.max(1)).zip(indices.par_chunks_mut(pooled.max(1))).enumerate().for_each(|(bc, (out, idx))| {
         let c = bc % s.channels;
@@ -305,7 +306,7 @@ fn affine(gamma: &[f32], beta: &[f32], mean: &[f64], inv_std: &[f64]) -> (Vec<f3
 /// writes, and inference with the running statistics folded into scale and
 /// shift.
 pub fn affine_act(s: &Planes, x: &[f32], scale: &[f32], shift: &[f32], act: Act) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
+    let mut out = zeroed(x.len());
     out.par_chunks_mut(s.pixels.max(1)).zip(x.par_chunks(s.pixels.max(1))).enumerate().for_each(|(bc, (out, x))| {
         affine_plane(out, x, scale[bc % s.channels], shift[bc % s.channels], act);
     });
@@ -394,7 +395,7 @@ fn backward(
             [(k * n) as f32, (-k * xk) as f32, (k * (xk * mean64[c] - dbeta[c])) as f32]
         })
         .collect();
-    let mut dx = vec![0f32; s.batch * s.channels * s.pixels];
+    let mut dx = zeroed(s.batch * s.channels * s.pixels);
     dx.par_chunks_mut(s.pixels.max(1)).enumerate().for_each(|(bc, dx)| {
         let c = bc % s.channels;
         write(bc, dx, scale[c], shift[c], coef[c]);
