@@ -212,7 +212,7 @@ impl Default for TrainConfig {
             weight_decay: 5e-4,
             weight_decay_mode: WeightDecay::Decoupled,
             adam_epsilon: 1e-8,
-            warmup_epochs: 0.0,
+            warmup_epochs: 0.5,
             log_every: 5,
         }
     }
