@@ -82,7 +82,8 @@ pub fn open(out: &Path, study_hash: &str, fresh: bool) -> Result<Opened, OpenErr
     // Shards of one study open the directory at the same time.
     let _lock = lock(out)?;
 
-    for sub in ["", RUNS_DIR, FIGURES_DIR, MODELS_DIR] {
+    // `out` itself was cleaned by check_writable.
+    for sub in [RUNS_DIR, FIGURES_DIR, MODELS_DIR] {
         atomic_file::remove_leftovers(&out.join(sub));
     }
     // An empty folder holds no earlier results (and may be a mount point,

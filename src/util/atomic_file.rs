@@ -136,9 +136,7 @@ mod tests {
         }
         std::fs::write(dir.path().join("results.json"), b"{}").unwrap();
         super::remove_leftovers(dir.path());
-        let mut names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-        names.sort();
-        assert_eq!(names, [elsewhere, live.as_str(), "results.json"], "pid 1 lives; node17 may be writing");
+        assert_eq!(names(dir.path()), [elsewhere, live.as_str(), "results.json"], "pid 1 lives; node17 may be writing");
     }
 
     /// A session killed inside `check_writable` leaves its probe (renamed, or
@@ -154,7 +152,13 @@ mod tests {
             std::fs::write(dir.path().join(name), b"").unwrap();
         }
         super::check_writable(dir.path()).unwrap();
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-        assert_eq!(names, [live], "pid 1 lives");
+        assert_eq!(names(dir.path()), [live], "pid 1 lives");
+    }
+
+    /// The names of the files in `dir`, sorted.
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        names
     }
 }
