@@ -6,9 +6,11 @@
 //! gradient as its kernel (`conv2d_weight_grad_no_groups`): on `flex` that is
 //! an im2col whose matrix products have 9 rows, and the weight gradients took
 //! most of a teacher step (perf, batch 128). Here, on `flex`, forward, input
-//! gradient and weight gradient are each one im2col/col2im per image and one
-//! well-shaped matrix product (gemm, AVX-512 where the CPU has it), images
-//! spread over rayon's threads. `flex`'s max pooling goes through a general
+//! gradient and weight gradient are matrix products over groups of images
+//! (gemm, AVX-512 where the CPU has it), groups spread over rayon's
+//! threads: Winograd's F(2x2, 3x3) for layers of 16 channels or more
+//! (`cpu/winograd.rs`, 2.25 times fewer multiply-adds), an im2col product
+//! for the first layer's 3. `flex`'s max pooling goes through a general
 //! 3D window loop that took a fifth of a step once the convolutions were
 //! fixed; a 2x2 window needs none of that. BatchNorm in tensor ops is a
 //! dozen passes over the activations each way; here it is two. Other
@@ -410,13 +412,23 @@ mod tests {
     }
 
     /// Output and both gradients equal burn's conv2d (its kernels, not ours),
-    /// for odd sizes and the one-channel and one-pixel-wide edges.
+    /// for odd sizes and the one-channel and one-pixel-wide edges; 16 and
+    /// more channels in or out take Winograd's products (forward and weight
+    /// gradient with 16 in, the input gradient with 16 out).
     #[test]
     fn matches_burns_conv2d_and_its_gradients() {
         let device = Default::default();
-        for (shape, cout) in
-            [([2, 3, 5, 7], 4), ([3, 1, 1, 6], 2), ([1, 5, 4, 1], 3), ([4, 8, 8, 8], 16), ([19, 3, 4, 4], 5), ([37, 2, 8, 8], 3)]
-        {
+        for (shape, cout) in [
+            ([2, 3, 5, 7], 4),
+            ([3, 1, 1, 6], 2),
+            ([1, 5, 4, 1], 3),
+            ([4, 8, 8, 8], 16),
+            ([19, 3, 4, 4], 5),
+            ([37, 2, 8, 8], 3),
+            ([3, 16, 8, 8], 8),
+            ([1, 16, 5, 7], 3),
+            ([17, 24, 4, 4], 16),
+        ] {
             let x = random::<AD>(shape, 1, &device);
             let w = random::<AD>([cout, shape[1], 3, 3], 2, &device);
             let weights = random::<AD>([shape[0], cout, shape[2], shape[3]], 3, &device);

@@ -1,13 +1,16 @@
 //! The 3x3 convolution (stride 1, padding 1, no bias) on row-major f32
-//! slices in NCHW order: forward, input gradient and weight gradient, each
-//! an im2col per image and one matrix product per group of images (gemm,
-//! AVX-512 where the CPU has it), groups spread over rayon's threads.
+//! slices in NCHW order: forward, input gradient and weight gradient. Layers
+//! with 16 input channels or more go to Winograd's products (`winograd.rs`);
+//! the others take an im2col per image and one matrix product per group of
+//! images (gemm, AVX-512 where the CPU has it), groups spread over rayon's
+//! threads.
 
 use std::cell::RefCell;
 
 use rayon::prelude::*;
 
 use super::simd::multiversion;
+use super::winograd;
 use super::zeroed;
 
 #[derive(Debug, Clone, Copy)]
@@ -83,7 +86,7 @@ multiversion! {
 /// dst [m, n] (= or +=) lhs [m, k] · rhs [k, n], all row-major with the
 /// given row strides; `lhs_t` / `rhs_t` read the operand transposed.
 #[allow(clippy::too_many_arguments)]
-fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: &[f32], lhs_t: bool, rhs: &[f32], rhs_t: bool) {
+pub(super) fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: &[f32], lhs_t: bool, rhs: &[f32], rhs_t: bool) {
     assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
     let (lhs_cs, lhs_rs) = if lhs_t { (m as isize, 1) } else { (1, k as isize) };
     let (rhs_cs, rhs_rs) = if rhs_t { (k as isize, 1) } else { (1, n as isize) };
@@ -159,7 +162,7 @@ thread_local! {
 /// `f` with two of this thread's scratch buffers, `a` and `b` values long.
 /// Their contents are whatever the last call left: callers write before
 /// they read.
-fn with_scratch<T>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> T) -> T {
+pub(super) fn with_scratch<T>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> T) -> T {
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
         let [first, second] = &mut *scratch;
@@ -173,8 +176,18 @@ fn with_scratch<T>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) ->
 }
 
 /// out [b, cout, h, w] = conv(x [b, cin, h, w], weight [cout, cin, 3, 3]):
-/// per group of images, their column matrices side by side and one product.
+/// Winograd's products where the layer suits them, else im2col's.
 pub fn forward(s: &Shape, x: &[f32], weight: &[f32]) -> Vec<f32> {
+    if winograd::suits(s) {
+        winograd::forward(s, x, weight)
+    } else {
+        forward_im2col(s, x, weight)
+    }
+}
+
+/// The convolution per group of images: their column matrices side by side
+/// and one product.
+pub(super) fn forward_im2col(s: &Shape, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let (p, taps, g) = (s.pixels(), s.taps(), group(s));
     let mut out = zeroed(s.batch * s.cout * p);
     out.par_chunks_mut(g * s.cout * p).enumerate().for_each(|(gi, out)| {
@@ -218,11 +231,21 @@ pub fn x_grad(s: &Shape, weight: &[f32], grad: &[f32]) -> Vec<f32> {
 /// Images per task of `weight_grad`: a fixed split, so the sum over the
 /// batch is added in the same order whatever the threads do, and a
 /// resumed run repeats an uninterrupted one exactly.
-const IMAGES_PER_TASK: usize = 16;
+pub(super) const IMAGES_PER_TASK: usize = 16;
 
 /// dweight [cout, cin, 3, 3] from x [b, cin, h, w] and the output gradient
-/// g [b, cout, h, w]: per group, one product over all its images' pixels.
+/// g [b, cout, h, w]: Winograd's products where the layer suits them, else
+/// im2col's.
 pub fn weight_grad(s: &Shape, x: &[f32], grad: &[f32]) -> Vec<f32> {
+    if winograd::suits(s) {
+        winograd::weight_grad(s, x, grad)
+    } else {
+        weight_grad_im2col(s, x, grad)
+    }
+}
+
+/// The weight gradient per group: one product over all its images' pixels.
+pub(super) fn weight_grad_im2col(s: &Shape, x: &[f32], grad: &[f32]) -> Vec<f32> {
     let (p, taps, g) = (s.pixels(), s.taps(), group(s));
     let partial: Vec<Vec<f32>> = (0..s.batch.div_ceil(IMAGES_PER_TASK))
         .into_par_iter()

@@ -6,6 +6,7 @@ mod adam;
 mod conv;
 mod norm;
 pub mod simd;
+mod winograd;
 
 pub use adam::adam;
 pub use conv::{forward, gemm_peak_gflops, weight_grad, x_grad, Shape};
