@@ -39,10 +39,13 @@ fn tiles(h: usize, w: usize) -> (usize, usize) {
     (h.div_ceil(2), w.div_ceil(2))
 }
 
-/// Columns (images x tiles) of one group's products. Fewer than the im2col
-/// path's 512: a group's transformed input is 16 x cin x columns values, at
-/// 128 channels and 256 columns already 2 MB.
-const COLUMNS: usize = 256;
+/// Columns (images x tiles) of one group's products: one 16x16 image, four
+/// 8x8 ones. Far fewer than the im2col path's 512: a group's transformed
+/// input is 16 x cin x columns values and is read back by 16 products, best
+/// from the core's own cache. Measured (`kdtui bench`, teacher training,
+/// AVX-512 and AVX2): 64 and 128 columns 5-10% faster than 256, 512 slower
+/// again.
+const COLUMNS: usize = 64;
 
 /// Images per group; divides `IMAGES_PER_TASK`, so the weight gradient's
 /// groups never straddle two tasks (see `conv::group`).
