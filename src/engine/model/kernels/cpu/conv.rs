@@ -9,9 +9,9 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
+use super::filled;
 use super::simd::multiversion;
 use super::winograd;
-use super::zeroed;
 
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
@@ -189,8 +189,7 @@ pub fn forward(s: &Shape, x: &[f32], weight: &[f32]) -> Vec<f32> {
 /// and one product.
 pub(super) fn forward_im2col(s: &Shape, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let (p, taps, g) = (s.pixels(), s.taps(), group(s));
-    let mut out = zeroed(s.batch * s.cout * p);
-    out.par_chunks_mut(g * s.cout * p).enumerate().for_each(|(gi, out)| {
+    filled(s.batch * s.cout * p, g * s.cout * p, |gi, out| {
         let images = out.len() / (s.cout * p);
         let n = images * p;
         with_scratch(taps * n, s.cout * n, |cols, product| {
@@ -206,8 +205,7 @@ pub(super) fn forward_im2col(s: &Shape, x: &[f32], weight: &[f32]) -> Vec<f32> {
                 scatter(product, s.cout, p, images, out);
             }
         })
-    });
-    out
+    })
 }
 
 /// dx [b, cin, h, w] from weight and the output gradient g [b, cout, h, w]:

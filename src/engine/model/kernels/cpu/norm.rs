@@ -9,7 +9,7 @@
 use rayon::prelude::*;
 
 use super::simd::multiversion;
-use super::zeroed;
+use super::{filled, zeroed};
 
 /// [batch, channels, pixels]: the layout BatchNorm reduces over.
 #[derive(Debug, Clone, Copy)]
@@ -230,11 +230,10 @@ multiversion! {
 /// [h, w] (even), the output [h/2, w/2].
 pub fn affine_act_pool(s: &Planes, h: usize, w: usize, x: &[f32], scale: &[f32], shift: &[f32], act: Act) -> Vec<f32> {
     let pooled = (h / 2) * (w / 2);
-    let mut out = zeroed(s.batch * s.channels * pooled);
-    out.par_chunks_mut(pooled.max(1)).zip(x.par_chunks(s.pixels.max(1))).enumerate().for_each(|(bc, (out, x))| {
+    filled(s.batch * s.channels * pooled, pooled, |bc, out| {
+        let x = &x[bc * s.pixels..(bc + 1) * s.pixels];
         affine_pool_plane(out, None, x, h, w, scale[bc % s.channels], shift[bc % s.channels], act);
-    });
-    out
+    })
 }
 
 /// `norm_act`, then 2x2 max pooling: the activated full-size output is
@@ -306,11 +305,10 @@ fn affine(gamma: &[f32], beta: &[f32], mean: &[f64], inv_std: &[f64]) -> (Vec<f3
 /// writes, and inference with the running statistics folded into scale and
 /// shift.
 pub fn affine_act(s: &Planes, x: &[f32], scale: &[f32], shift: &[f32], act: Act) -> Vec<f32> {
-    let mut out = zeroed(x.len());
-    out.par_chunks_mut(s.pixels.max(1)).zip(x.par_chunks(s.pixels.max(1))).enumerate().for_each(|(bc, (out, x))| {
+    filled(x.len(), s.pixels, |bc, out| {
+        let x = &x[bc * s.pixels..(bc + 1) * s.pixels];
         affine_plane(out, x, scale[bc % s.channels], shift[bc % s.channels], act);
-    });
-    out
+    })
 }
 
 /// The batch's mean and biased var per channel, and the scale and shift
@@ -395,8 +393,7 @@ fn backward(
             [(k * n) as f32, (-k * xk) as f32, (k * (xk * mean64[c] - dbeta[c])) as f32]
         })
         .collect();
-    let mut dx = zeroed(s.batch * s.channels * s.pixels);
-    dx.par_chunks_mut(s.pixels.max(1)).enumerate().for_each(|(bc, dx)| {
+    let dx = filled(s.batch * s.channels * s.pixels, s.pixels, |bc, dx| {
         let c = bc % s.channels;
         write(bc, dx, scale[c], shift[c], coef[c]);
     });

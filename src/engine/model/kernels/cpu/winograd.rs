@@ -19,8 +19,8 @@
 use rayon::prelude::*;
 
 use super::conv::{matmul, with_scratch, Shape, IMAGES_PER_TASK};
+use super::filled;
 use super::simd::multiversion;
-use super::zeroed;
 
 /// Positions of a 4x4 input tile: the matrix products of a group.
 const POSITIONS: usize = 16;
@@ -63,8 +63,7 @@ pub(super) fn forward(s: &Shape, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let (th, tw) = tiles(s.h, s.w);
     let (p, g) = (s.h * s.w, group(s));
     let u = transform_weights(s.cout, s.cin, weight);
-    let mut out = zeroed(s.batch * s.cout * p);
-    out.par_chunks_mut(g * s.cout * p).enumerate().for_each(|(gi, out)| {
+    filled(s.batch * s.cout * p, g * s.cout * p, |gi, out| {
         let images = out.len() / (s.cout * p);
         let n = images * th * tw;
         with_scratch(POSITIONS * s.cin * n, POSITIONS * s.cout * n, |v, m| {
@@ -78,8 +77,7 @@ pub(super) fn forward(s: &Shape, x: &[f32], weight: &[f32]) -> Vec<f32> {
             }
             transform_output(m, s.cout, s.h, s.w, images, out, n);
         })
-    });
-    out
+    })
 }
 
 /// dweight [cout, cin, 3, 3] from x [b, cin, h, w] and the output gradient
