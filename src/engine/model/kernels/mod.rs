@@ -580,11 +580,12 @@ mod tests {
     /// ops and autodiff: the BatchNorm formulas, the activation with its
     /// straight-through estimator, burn's max_pool2d. Outputs, gradients of
     /// x, gamma and beta; quantized outputs make ties in most windows (the
-    /// first maximum wins, as in burn), a batch of one and odd counts included.
+    /// first maximum wins, as in burn), a batch of one, odd counts and rows
+    /// of more windows than the kernel takes at once included.
     #[test]
     fn norm_act_pool_matches_burns_ops_and_autodiff() {
         let device = Default::default();
-        for (i, shape) in [[3, 4, 4, 6], [1, 2, 2, 2], [5, 3, 8, 8]].into_iter().enumerate() {
+        for (i, shape) in [[3, 4, 4, 6], [1, 2, 2, 2], [5, 3, 8, 8], [2, 2, 4, 36]].into_iter().enumerate() {
             for act in ACTIVATIONS {
                 let seed = 100 + 10 * i as u64;
                 let x = random::<AD>(shape, seed, &device) * 1.5 + 0.3;
@@ -623,10 +624,13 @@ mod tests {
     #[test]
     fn affine_act_pool_equals_its_parts() {
         let device = Default::default();
-        let x = random::<Flex>([3, 4, 6, 8], 9, &device) * 2.0;
         let scale = Tensor::<Flex, 1>::from_floats([0.5, 1.0, 2.0, -1.0], &device);
         let shift = Tensor::<Flex, 1>::from_floats([0.0, 0.1, -0.2, 1.0], &device);
-        for act in ACTIVATIONS {
+        // 36 columns: 18 windows a row, more than one segment of the kernel's.
+        for (act, x) in ACTIVATIONS
+            .into_iter()
+            .flat_map(|act| [[3, 4, 6, 8], [2, 4, 2, 36]].map(|shape| (act, random::<Flex>(shape, 9, &device) * 2.0)))
+        {
             let fused = affine_act_pool(x.clone(), scale.clone(), shift.clone(), act);
             let parts = burn::tensor::module::max_pool2d(
                 affine_act(x.clone(), scale.clone(), shift.clone(), act),

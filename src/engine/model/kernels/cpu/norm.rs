@@ -164,32 +164,54 @@ multiversion! {
         let (oh, ow) = (h / 2, w / 2);
         let out = &mut out[..oh * ow];
         let x = &x[..h * w];
-        per_act!(act, |apply, pass| match indices {
-            Some(indices) => {
-                let indices = &mut indices[..oh * ow];
-                for y in 0..oh {
-                    let (top, bottom) = (&x[2 * y * w..][..w], &x[(2 * y + 1) * w..][..w]);
-                    for c in 0..ow {
-                        let v = [apply(top[2 * c] * k + m), apply(top[2 * c + 1] * k + m), apply(bottom[2 * c] * k + m), apply(bottom[2 * c + 1] * k + m)];
-                        // `>` keeps the first maximum on ties.
-                        let mut best = 0;
-                        for i in 1..4 {
-                            if v[i] > v[best] {
-                                best = i;
+        // A row pair at a time, in segments of up to 16 windows: activations
+        // along the rows first (contiguous, vectorised), then each window's
+        // maximum from the two rows' (even, odd) pairs. Taken window by
+        // window from the input, the stride-2 reads kept this scalar.
+        const SEGMENT: usize = 16;
+        let mut indices = indices.map(|indices| &mut indices[..oh * ow]);
+        per_act!(act, |apply, pass| {
+            let (mut a, mut b) = ([0f32; 2 * SEGMENT], [0f32; 2 * SEGMENT]);
+            for y in 0..oh {
+                let (top, bottom) = (&x[2 * y * w..][..w], &x[(2 * y + 1) * w..][..w]);
+                for first in (0..ow).step_by(SEGMENT) {
+                    let n = SEGMENT.min(ow - first);
+                    let (a, b) = (&mut a[..2 * n], &mut b[..2 * n]);
+                    for (a, &x) in a.iter_mut().zip(&top[2 * first..][..2 * n]) {
+                        *a = apply(x * k + m);
+                    }
+                    for (b, &x) in b.iter_mut().zip(&bottom[2 * first..][..2 * n]) {
+                        *b = apply(x * k + m);
+                    }
+                    let (a, _) = a.as_chunks::<2>();
+                    let (b, _) = b.as_chunks::<2>();
+                    let out = &mut out[y * ow + first..][..n];
+                    match indices.as_deref_mut() {
+                        Some(indices) => {
+                            let indices = &mut indices[y * ow + first..][..n];
+                            let corner = (2 * y * w + 2 * first) as i32;
+                            let (w, mut at) = (w as i32, corner);
+                            for (((o, index), &[v0, v1]), &[v2, v3]) in out.iter_mut().zip(indices.iter_mut()).zip(a).zip(b) {
+                                // `>` keeps the first maximum on ties, as burn's max_pool2d.
+                                let (mut best, mut offset) = (v0, 0);
+                                if v1 > best {
+                                    (best, offset) = (v1, 1);
+                                }
+                                if v2 > best {
+                                    (best, offset) = (v2, w);
+                                }
+                                if v3 > best {
+                                    (best, offset) = (v3, w + 1);
+                                }
+                                (*o, *index) = (best, at + offset);
+                                at += 2;
                             }
                         }
-                        out[y * ow + c] = v[best];
-                        indices[y * ow + c] = ((2 * y + best / 2) * w + 2 * c + best % 2) as i32;
-                    }
-                }
-            }
-            None => {
-                for y in 0..oh {
-                    let (top, bottom) = (&x[2 * y * w..][..w], &x[(2 * y + 1) * w..][..w]);
-                    for c in 0..ow {
-                        let a = apply(top[2 * c] * k + m).max(apply(top[2 * c + 1] * k + m));
-                        let b = apply(bottom[2 * c] * k + m).max(apply(bottom[2 * c + 1] * k + m));
-                        out[y * ow + c] = a.max(b);
+                        None => {
+                            for ((o, &[v0, v1]), &[v2, v3]) in out.iter_mut().zip(a).zip(b) {
+                                *o = v0.max(v1).max(v2.max(v3));
+                            }
+                        }
                     }
                 }
             }
