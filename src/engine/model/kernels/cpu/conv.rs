@@ -6,6 +6,7 @@
 //! threads.
 
 use std::cell::RefCell;
+use std::ops::Range;
 
 use rayon::prelude::*;
 
@@ -245,39 +246,48 @@ pub fn weight_grad(s: &Shape, x: &[f32], grad: &[f32]) -> Vec<f32> {
 /// The weight gradient per group: one product over all its images' pixels.
 pub(super) fn weight_grad_im2col(s: &Shape, x: &[f32], grad: &[f32]) -> Vec<f32> {
     let (p, taps, g) = (s.pixels(), s.taps(), group(s));
-    let partial: Vec<Vec<f32>> = (0..s.batch.div_ceil(IMAGES_PER_TASK))
-        .into_par_iter()
-        .map(|task| {
-            let mut dw = vec![0f32; s.cout * taps];
-            let images_of_task = task * IMAGES_PER_TASK..((task + 1) * IMAGES_PER_TASK).min(s.batch);
-            with_scratch(taps * g * p, s.cout * g * p, |cols, gathered| {
-                for first in images_of_task.clone().step_by(g) {
-                    let images = g.min(images_of_task.end - first);
-                    let n = images * p;
-                    for j in 0..images {
-                        let b = first + j;
-                        im2col(s, &x[b * s.cin * p..(b + 1) * s.cin * p], &mut cols[j * p..], n);
-                    }
-                    let block = &grad[first * s.cout * p..][..images * s.cout * p];
-                    let lhs = if images == 1 {
-                        block
-                    } else {
-                        gather(block, s.cout, p, images, gathered);
-                        &gathered[..s.cout * n]
-                    };
-                    // [cout, images * p] · [images * p, taps] (cols transposed), summed over the groups
-                    matmul(s.cout, taps, n, &mut dw, true, lhs, false, &cols[..taps * n], true);
+    sum_over_tasks(s.batch, s.cout * taps, |images_of_task, dw| {
+        with_scratch(taps * g * p, s.cout * g * p, |cols, gathered| {
+            for first in images_of_task.clone().step_by(g) {
+                let images = g.min(images_of_task.end - first);
+                let n = images * p;
+                for j in 0..images {
+                    let b = first + j;
+                    im2col(s, &x[b * s.cin * p..(b + 1) * s.cin * p], &mut cols[j * p..], n);
                 }
-            });
-            dw
+                let block = &grad[first * s.cout * p..][..images * s.cout * p];
+                let lhs = if images == 1 {
+                    block
+                } else {
+                    gather(block, s.cout, p, images, gathered);
+                    &gathered[..s.cout * n]
+                };
+                // [cout, images * p] · [images * p, taps] (cols transposed), summed over the groups
+                matmul(s.cout, taps, n, dw, true, lhs, false, &cols[..taps * n], true);
+            }
+        })
+    })
+}
+
+/// The sum over the batch of what `task` adds into a zeroed buffer of `len`
+/// values for each task of `IMAGES_PER_TASK` images (the last may have
+/// fewer), tasks on rayon's threads and their buffers added in task order:
+/// the same sum, bit for bit, however the threads ran.
+pub(super) fn sum_over_tasks(batch: usize, len: usize, task: impl Fn(Range<usize>, &mut [f32]) + Sync) -> Vec<f32> {
+    let partial: Vec<Vec<f32>> = (0..batch.div_ceil(IMAGES_PER_TASK))
+        .into_par_iter()
+        .map(|i| {
+            let mut sum = vec![0f32; len];
+            task(i * IMAGES_PER_TASK..((i + 1) * IMAGES_PER_TASK).min(batch), &mut sum);
+            sum
         })
         .collect();
     let mut parts = partial.into_iter();
-    let mut dw = parts.next().unwrap_or_else(|| vec![0f32; s.cout * taps]);
+    let mut sum = parts.next().unwrap_or_else(|| vec![0f32; len]);
     for part in parts {
-        dw.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
+        sum.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
     }
-    dw
+    sum
 }
 
 /// What this machine's matrix products reach: every thread of rayon's pool

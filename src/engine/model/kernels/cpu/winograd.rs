@@ -7,18 +7,16 @@
 //! then each of a tile's 16 positions is one matrix product over channels,
 //! M[pos] = U[pos] [cout, cin] · V[pos] [cin, tiles], and the outputs come
 //! back as Y = Aᵀ m A. For the network's layers (16 to 128 channels on
-//! 32x32 to 8x8 images) that is 2.25 times fewer multiply-adds than the
+//! 16x16 and 8x8 images) that is 2.25 times fewer multiply-adds than the
 //! im2col product, and a 4-fold copy of the input where im2col made a
 //! 9-fold one. The weight gradient is the adjoint of the same products:
 //! dU[pos] = dM[pos] · V[pos]ᵀ with dM = A dY Aᵀ, then dg = Gᵀ dU G.
 //!
 //! The transforms add and subtract before they multiply, so the rounding
-//! differs from the direct sum's by a few ulps of the operands: the tests
-//! hold both to burn's convolution at the same tolerance.
+//! differs from the direct sum's by a few ulps of the terms: the tests hold
+//! both paths to an exact sum at the same tolerance.
 
-use rayon::prelude::*;
-
-use super::conv::{matmul, with_scratch, Shape, IMAGES_PER_TASK};
+use super::conv::{matmul, sum_over_tasks, with_scratch, Shape, IMAGES_PER_TASK};
 use super::filled;
 use super::simd::multiversion;
 
@@ -81,48 +79,27 @@ pub(super) fn forward(s: &Shape, x: &[f32], weight: &[f32]) -> Vec<f32> {
 }
 
 /// dweight [cout, cin, 3, 3] from x [b, cin, h, w] and the output gradient
-/// g [b, cout, h, w], summed over fixed tasks of images in a fixed order
-/// (as `conv::weight_grad`: a resumed run repeats an uninterrupted one).
+/// g [b, cout, h, w], summed over tasks of images in a fixed order (a
+/// resumed run repeats an uninterrupted one).
 pub(super) fn weight_grad(s: &Shape, x: &[f32], grad: &[f32]) -> Vec<f32> {
     let (th, tw) = tiles(s.h, s.w);
     let (p, g) = (s.h * s.w, group(s));
-    let size = POSITIONS * s.cout * s.cin;
-    let partial: Vec<Vec<f32>> = (0..s.batch.div_ceil(IMAGES_PER_TASK))
-        .into_par_iter()
-        .map(|task| {
-            let mut du = vec![0f32; size];
-            let images_of_task = task * IMAGES_PER_TASK..((task + 1) * IMAGES_PER_TASK).min(s.batch);
-            with_scratch(POSITIONS * s.cin * g * th * tw, POSITIONS * s.cout * g * th * tw, |v, dm| {
-                for first in images_of_task.clone().step_by(g) {
-                    let images = g.min(images_of_task.end - first);
-                    let n = images * th * tw;
-                    transform_input(&x[first * s.cin * p..][..images * s.cin * p], s.cin, s.h, s.w, images, v, n);
-                    transform_grad(&grad[first * s.cout * p..][..images * s.cout * p], s.cout, s.h, s.w, images, dm, n);
-                    for pos in 0..POSITIONS {
-                        let du = &mut du[pos * s.cout * s.cin..][..s.cout * s.cin];
-                        // [cout, images * tiles] · [images * tiles, cin] (V transposed), summed over the groups
-                        matmul(
-                            s.cout,
-                            s.cin,
-                            n,
-                            du,
-                            true,
-                            &dm[pos * s.cout * n..][..s.cout * n],
-                            false,
-                            &v[pos * s.cin * n..][..s.cin * n],
-                            true,
-                        );
-                    }
+    let du = sum_over_tasks(s.batch, POSITIONS * s.cout * s.cin, |images_of_task, du| {
+        with_scratch(POSITIONS * s.cin * g * th * tw, POSITIONS * s.cout * g * th * tw, |v, dm| {
+            for first in images_of_task.clone().step_by(g) {
+                let images = g.min(images_of_task.end - first);
+                let n = images * th * tw;
+                transform_input(&x[first * s.cin * p..][..images * s.cin * p], s.cin, s.h, s.w, images, v, n);
+                transform_grad(&grad[first * s.cout * p..][..images * s.cout * p], s.cout, s.h, s.w, images, dm, n);
+                for pos in 0..POSITIONS {
+                    let du = &mut du[pos * s.cout * s.cin..][..s.cout * s.cin];
+                    let (dm, v) = (&dm[pos * s.cout * n..][..s.cout * n], &v[pos * s.cin * n..][..s.cin * n]);
+                    // [cout, images * tiles] · [images * tiles, cin] (V transposed), summed over the groups
+                    matmul(s.cout, s.cin, n, du, true, dm, false, v, true);
                 }
-            });
-            du
+            }
         })
-        .collect();
-    let mut parts = partial.into_iter();
-    let mut du = parts.next().unwrap_or_else(|| vec![0f32; size]);
-    for part in parts {
-        du.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
-    }
+    });
     weights_from_transformed(s.cout, s.cin, &du)
 }
 
