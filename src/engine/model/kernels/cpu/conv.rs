@@ -123,10 +123,16 @@ pub(super) fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: 
 /// column matrix stays in cache.
 const COLUMNS: usize = 512;
 
-/// Images per product; at most `IMAGES_PER_TASK`, and dividing it, so the
-/// weight gradient's groups never straddle two tasks.
+/// Images per product.
 fn group(s: &Shape) -> usize {
-    let mut g = (COLUMNS / s.pixels()).clamp(1, IMAGES_PER_TASK);
+    images_per_group(COLUMNS, s.pixels())
+}
+
+/// Images of `per_image` columns each that make about `columns` columns;
+/// at most `IMAGES_PER_TASK`, and dividing it, so the weight gradient's
+/// groups never straddle two of `sum_over_tasks`' tasks.
+pub(super) fn images_per_group(columns: usize, per_image: usize) -> usize {
+    let mut g = (columns / per_image).clamp(1, IMAGES_PER_TASK);
     while !IMAGES_PER_TASK.is_multiple_of(g) {
         g -= 1;
     }

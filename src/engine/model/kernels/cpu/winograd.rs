@@ -16,7 +16,7 @@
 //! differs from the direct sum's by a few ulps of the terms: the tests hold
 //! both paths to an exact sum at the same tolerance.
 
-use super::conv::{matmul, sum_over_tasks, with_scratch, Shape, IMAGES_PER_TASK};
+use super::conv::{images_per_group, matmul, sum_over_tasks, with_scratch, Shape};
 use super::filled;
 use super::simd::multiversion;
 
@@ -45,15 +45,10 @@ fn tiles(h: usize, w: usize) -> (usize, usize) {
 /// again.
 const COLUMNS: usize = 64;
 
-/// Images per group; divides `IMAGES_PER_TASK`, so the weight gradient's
-/// groups never straddle two tasks (see `conv::group`).
+/// Images per group (see `conv::images_per_group`).
 fn group(s: &Shape) -> usize {
     let (th, tw) = tiles(s.h, s.w);
-    let mut g = (COLUMNS / (th * tw)).clamp(1, IMAGES_PER_TASK);
-    while !IMAGES_PER_TASK.is_multiple_of(g) {
-        g -= 1;
-    }
-    g
+    images_per_group(COLUMNS, th * tw)
 }
 
 /// out [b, cout, h, w] = conv(x [b, cin, h, w], weight [cout, cin, 3, 3]).
@@ -165,6 +160,17 @@ fn weights_from_transformed(cout: usize, cin: usize, du: &[f32]) -> Vec<f32> {
     dw
 }
 
+/// The four `len`-long slices of `buf` that start at `starts` (increasing,
+/// at least `len` apart), each writable: the rows one pass of a transform
+/// writes side by side.
+#[inline(always)]
+fn four_mut(buf: &mut [f32], starts: [usize; 4], len: usize) -> [&mut [f32]; 4] {
+    let (first, rest) = buf[starts[0]..].split_at_mut(starts[1] - starts[0]);
+    let (second, rest) = rest.split_at_mut(starts[2] - starts[1]);
+    let (third, fourth) = rest.split_at_mut(starts[3] - starts[2]);
+    [&mut first[..len], &mut second[..len], &mut third[..len], &mut fourth[..len]]
+}
+
 multiversion! {
     /// V [16, c, ld] of `images` images [c, h, w]: column j * tiles + ty * tw + tx
     /// holds Bᵀ d B of the 4x4 inputs from row 2ty - 1 and column 2tx - 1,
@@ -190,11 +196,8 @@ multiversion! {
                 for ty in 0..th {
                     let top = 2 * ty as isize - 1;
                     let (d0, d1, d2, d3) = (row(top), row(top + 1), row(top + 2), row(top + 3));
-                    let (e0, rest) = e.split_at_mut(len);
-                    let (e1, rest) = rest.split_at_mut(len);
-                    let (e2, e3) = rest.split_at_mut(len);
                     let at = 1 + ty * 2 * tw;
-                    let (e0, e1, e2, e3) = (&mut e0[at..][..w], &mut e1[at..][..w], &mut e2[at..][..w], &mut e3[at..][..w]);
+                    let [e0, e1, e2, e3] = four_mut(&mut e, [at, len + at, 2 * len + at, 3 * len + at], w);
                     let outs = e0.iter_mut().zip(e1.iter_mut()).zip(e2.iter_mut()).zip(e3.iter_mut());
                     let ins = d0.iter().zip(d1).zip(d2.iter().zip(d3));
                     for ((((e0, e1), e2), e3), ((d0, d1), (d2, d3))) in outs.zip(ins) {
@@ -204,10 +207,7 @@ multiversion! {
                 for i in 0..4 {
                     let p = &e[i * len..][..len];
                     let base = |j: usize| ((i * 4 + j) * c + ch) * ld + image * t;
-                    let (first, second) = v.split_at_mut(base(1));
-                    let (second, third) = second.split_at_mut(base(2) - base(1));
-                    let (third, fourth) = third.split_at_mut(base(3) - base(2));
-                    let (o0, o1, o2, o3) = (&mut first[base(0)..][..t], &mut second[..t], &mut third[..t], &mut fourth[..t]);
+                    let [o0, o1, o2, o3] = four_mut(v, [base(0), base(1), base(2), base(3)], t);
                     // Tile f reads (a0, a1, a2, a3) = p[2f .. 2f + 4]: pairs f and f + 1.
                     let (pairs, _) = p.as_chunks::<2>();
                     let outs = o0.iter_mut().zip(o1.iter_mut()).zip(o2.iter_mut()).zip(o3.iter_mut());
@@ -292,10 +292,7 @@ multiversion! {
                 // rows the same: row i of the tile from (l, r), its columns.
                 for i in 0..4 {
                     let at = |jj: usize| (i * 4 + jj) * c * ld + base;
-                    let (first, second) = dm.split_at_mut(at(1));
-                    let (second, third) = second.split_at_mut(at(2) - at(1));
-                    let (third, fourth) = third.split_at_mut(at(3) - at(2));
-                    let (o0, o1, o2, o3) = (&mut first[at(0)..][..t], &mut second[..t], &mut third[..t], &mut fourth[..t]);
+                    let [o0, o1, o2, o3] = four_mut(dm, [at(0), at(1), at(2), at(3)], t);
                     let (z0, _) = z0.as_chunks::<2>();
                     let (z1, _) = z1.as_chunks::<2>();
                     let outs = o0.iter_mut().zip(o1.iter_mut()).zip(o2.iter_mut()).zip(o3.iter_mut());
