@@ -89,8 +89,15 @@ pub fn load(config: &DataConfig) -> Result<Data, DataError> {
     // Where each split came from, for an error that says where to look.
     let (mut train, mut test, what, from) = match config.source {
         DataSource::Synthetic => {
+            let started = std::time::Instant::now();
             let train = synthetic::generate(config.train_size, config.seed, synthetic::Split::Train);
             let test = synthetic::generate(config.test_size, config.seed, synthetic::Split::Test);
+            notes.push(format!(
+                "synthetic data: {} + {} images generated in {:.2} s",
+                train.len(),
+                test.len(),
+                started.elapsed().as_secs_f64()
+            ));
             (train, test, "synthetic", ["[data] train_size".to_string(), "[data] test_size".to_string()])
         }
         DataSource::Svhn => {

@@ -1,16 +1,35 @@
-//! Procedurally generated SVHN-like digits: a centred digit drawn from a stroke
-//! font (two styles, per-vertex wobble), random size, slant, rotation, position,
-//! stroke width, colours and contrast, neighbouring digits cut off at the left
-//! and right edges, an illumination gradient, optional blur, and sensor noise.
+//! Procedurally generated SVHN-like digits, made so that a small quantized
+//! network falls short of a float one (docs/STUDY.md, "The synthetic data"):
+//! each digit comes in 300 fonts (three stroke styles, each plain and bent 99 ways),
+//! at a random size, slant, rotation, position, stroke width, colour and
+//! contrast, between cut-off neighbours, under an illumination gradient,
+//! blur and sensor noise; and in a few images a second, fainter digit lies
+//! under or over it (a reflection, a painted-over number), where only the
+//! two digits' contrasts say which one is the label.
 //!
-//! Every image draws from its own RNG stream, seeded from (seed, split, index),
-//! so a dataset is the same for a seed whatever the thread count.
+//! Labels cycle through the classes (image i shows digit i mod 10), so every
+//! set is balanced to within one image per class, prefixes too (training
+//! shuffles). Every image draws from its own RNG stream, seeded from (seed,
+//! split, index), so a dataset is the same for a seed whatever the thread
+//! count.
+
+use std::ops::Range;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use super::{Dataset, CHANNELS, CLASSES, PIXELS, SIDE};
+
+/// Fonts: the three stroke styles, then each bent into new shapes.
+pub const FONTS: usize = 300;
+/// Share of images with a fainter second digit under or over the label's.
+pub const GHOST_SHARE: f64 = 0.06;
+/// The second digit's contrast as a share of the label's. The intent: close
+/// enough that telling them apart takes finer steps of brightness than a
+/// 2-bit activation keeps (four levels), far enough that a float network
+/// can. docs/STUDY.md says what was measured, and what was not.
+pub const GHOST_CONTRAST: Range<f32> = 0.55..0.8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Split {
@@ -20,10 +39,10 @@ pub enum Split {
 
 pub fn generate(n: usize, seed: u64, split: Split) -> Dataset {
     let mut images = vec![0u8; n * PIXELS];
-    let mut labels = vec![0u8; n];
-    images.par_chunks_mut(PIXELS).zip(labels.par_iter_mut()).enumerate().for_each(|(i, (img, label))| {
+    let labels: Vec<u8> = (0..n).map(|i| (i % CLASSES) as u8).collect();
+    images.par_chunks_mut(PIXELS).zip(labels.par_iter()).enumerate().for_each(|(i, (img, &label))| {
         let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, split as u64, i as u64));
-        *label = render(&mut rng, img);
+        render(&mut rng, label as usize, img);
     });
     Dataset { images, labels }
 }
@@ -104,9 +123,84 @@ fn segment_glyph(digit: usize) -> Vec<Vec<Pt>> {
     strokes
 }
 
+/// Angular plate style: straight strokes with cut corners.
+fn angular_glyph(digit: usize) -> Vec<Vec<Pt>> {
+    let l = line;
+    match digit {
+        0 => vec![l(&[(0.25, 0.0), (0.75, 0.0), (1.0, 0.2), (1.0, 0.8), (0.75, 1.0), (0.25, 1.0), (0.0, 0.8), (0.0, 0.2), (0.25, 0.0)])],
+        1 => vec![l(&[(0.2, 0.22), (0.55, 0.0), (0.55, 1.0)]), l(&[(0.25, 1.0), (0.85, 1.0)])],
+        2 => vec![l(&[(0.0, 0.2), (0.2, 0.0), (0.8, 0.0), (1.0, 0.2), (1.0, 0.4), (0.0, 1.0), (1.0, 1.0)])],
+        3 => vec![l(&[(0.0, 0.0), (1.0, 0.0), (0.45, 0.42), (0.8, 0.45), (1.0, 0.65), (1.0, 0.85), (0.8, 1.0), (0.2, 1.0), (0.0, 0.85)])],
+        4 => vec![l(&[(0.2, 0.0), (0.0, 0.65), (1.0, 0.65)]), l(&[(0.7, 0.3), (0.7, 1.0)])],
+        5 => vec![l(&[(1.0, 0.0), (0.1, 0.0), (0.05, 0.45), (0.8, 0.42), (1.0, 0.6), (1.0, 0.85), (0.8, 1.0), (0.1, 1.0), (0.0, 0.88)])],
+        6 => vec![l(&[
+            (0.85, 0.0),
+            (0.3, 0.0),
+            (0.0, 0.4),
+            (0.0, 0.85),
+            (0.2, 1.0),
+            (0.8, 1.0),
+            (1.0, 0.85),
+            (1.0, 0.6),
+            (0.8, 0.45),
+            (0.05, 0.45),
+        ])],
+        7 => vec![l(&[(0.0, 0.0), (1.0, 0.0), (0.4, 1.0)]), l(&[(0.45, 0.5), (0.85, 0.5)])],
+        8 => vec![
+            l(&[(0.25, 0.0), (0.75, 0.0), (0.9, 0.12), (0.9, 0.35), (0.75, 0.47), (0.25, 0.47), (0.1, 0.35), (0.1, 0.12), (0.25, 0.0)]),
+            l(&[(0.25, 0.47), (0.0, 0.62), (0.0, 0.85), (0.2, 1.0), (0.8, 1.0), (1.0, 0.85), (1.0, 0.62), (0.75, 0.47)]),
+        ],
+        _ => vec![l(&[
+            (0.15, 1.0),
+            (0.7, 1.0),
+            (1.0, 0.6),
+            (1.0, 0.15),
+            (0.8, 0.0),
+            (0.2, 0.0),
+            (0.0, 0.15),
+            (0.0, 0.4),
+            (0.2, 0.55),
+            (0.95, 0.55),
+        ])],
+    }
+}
+
+/// Font `font` of `digit`: one of the three stroke styles, and past the
+/// first three a fixed bend of it (shear, scale and a sine warp of each
+/// axis, drawn from the font and digit alone: the same in every image, set
+/// and seed).
+fn glyph(font: usize, digit: usize) -> Vec<Vec<Pt>> {
+    let base = match font % 3 {
+        0 => round_glyph(digit),
+        1 => segment_glyph(digit),
+        _ => angular_glyph(digit),
+    };
+    if font < 3 {
+        return base;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(mix(0xF0A7, font as u64, digit as u64));
+    let shear = rng.random_range(-0.25..0.25f32);
+    let (sx, sy) = (1.0 + rng.random_range(-0.25..0.2f32), 1.0 + rng.random_range(-0.15..0.1f32));
+    let (ax, fx, px) = (rng.random_range(0.0..0.12f32), rng.random_range(1.0..3.0f32), rng.random_range(0.0..6.3f32));
+    let (ay, fy, py) = (rng.random_range(0.0..0.12f32), rng.random_range(1.0..3.0f32), rng.random_range(0.0..6.3f32));
+    base.into_iter()
+        .map(|stroke| {
+            stroke
+                .into_iter()
+                .map(|(x, y)| {
+                    let (x, y) = (x - 0.5, y - 0.5);
+                    let x = sx * (x + shear * y) + ax * (fx * y + px).sin();
+                    let y = sy * y + ay * (fy * x + py).sin();
+                    (x + 0.5, y + 0.5)
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// Shared look of the digits in one image (house numbers share a plate).
 struct Style {
-    segment: bool,
+    font: usize,
     height: f32,
     width: f32,
     slant: f32,
@@ -115,12 +209,22 @@ struct Style {
     wobble: f32,
 }
 
-/// Draws a random labelled image into `img` ([channel][row][col] u8); returns the label.
-fn render(rng: &mut ChaCha8Rng, img: &mut [u8]) -> u8 {
-    let digit = rng.random_range(0..CLASSES);
+type Plane = [f32; SIDE * SIDE];
+
+/// Paints `colour` over `planes` where `coverage` says (alpha per pixel).
+fn paint(planes: &mut [Plane; CHANNELS], coverage: &Plane, colour: [f32; 3]) {
+    for (plane, c) in planes.iter_mut().zip(colour) {
+        for (v, &m) in plane.iter_mut().zip(coverage) {
+            *v = *v * (1.0 - m) + c * m;
+        }
+    }
+}
+
+/// Draws an image of `digit` into `img` ([channel][row][col] u8).
+fn render(rng: &mut ChaCha8Rng, digit: usize, img: &mut [u8]) {
     let height = rng.random_range(15.0..27.0f32);
     let style = Style {
-        segment: rng.random_bool(0.35),
+        font: rng.random_range(0..FONTS),
         height,
         width: height * rng.random_range(0.42..0.72),
         slant: rng.random_range(-0.3..0.3),
@@ -131,6 +235,42 @@ fn render(rng: &mut ChaCha8Rng, img: &mut [u8]) -> u8 {
     let cx = 16.0 + rng.random_range(-2.0..2.0);
     let cy = 16.0 + rng.random_range(-2.0..2.0);
 
+    // A background and a digit level `contrast` apart (log-uniform, a
+    // threefold range), either lighter, each tinted.
+    let contrast = (0.25f32.ln() + rng.random::<f32>() * 3.0f32.ln()).exp();
+    let low = rng.random_range(0.0..1.0 - contrast);
+    let (bg_level, fg_level) = if rng.random_bool(0.5) { (low, low + contrast) } else { (low + contrast, low) };
+    let tint = |rng: &mut ChaCha8Rng, level: f32| -> [f32; 3] {
+        let t: [f32; 3] = std::array::from_fn(|_| rng.random_range(-0.25..0.25) * contrast);
+        t.map(|d| (level + d).clamp(0.0, 1.0))
+    };
+    let bg = tint(rng, bg_level);
+    let fg = tint(rng, fg_level);
+    let (gx, gy) = (rng.random_range(-0.2..0.2f32), rng.random_range(-0.2..0.2f32));
+    let mut planes: [Plane; CHANNELS] = std::array::from_fn(|ch| {
+        std::array::from_fn(|p| {
+            let (r, c) = ((p / SIDE) as f32, (p % SIDE) as f32);
+            bg[ch] + gx * (c / SIDE as f32 - 0.5) + gy * (r / SIDE as f32 - 0.5)
+        })
+    });
+
+    // The ghost: another digit at a share of the label's contrast, painted
+    // before or after it, so which one is on top says nothing.
+    let mut ghost_on_top = None;
+    if rng.random_bool(GHOST_SHARE) {
+        let other = (digit + rng.random_range(1..CLASSES)) % CLASSES;
+        let mut coverage = [0f32; SIDE * SIDE];
+        let (ox, oy) = (rng.random_range(-3.0..3.0f32), rng.random_range(-3.0..3.0f32));
+        draw_digit(rng, &style, other, cx + ox, cy + oy, &mut coverage);
+        let share = rng.random_range(GHOST_CONTRAST);
+        let colour: [f32; 3] = std::array::from_fn(|ch| bg[ch] + share * (fg[ch] - bg[ch]));
+        if rng.random_bool(0.5) {
+            paint(&mut planes, &coverage, colour);
+        } else {
+            ghost_on_top = Some((coverage, colour));
+        }
+    }
+
     let mut coverage = [0f32; SIDE * SIDE];
     draw_digit(rng, &style, digit, cx, cy, &mut coverage);
     let gap = rng.random_range(1.0..6.0);
@@ -140,37 +280,24 @@ fn render(rng: &mut ChaCha8Rng, img: &mut [u8]) -> u8 {
             draw_digit(rng, &style, other, cx + side * (style.width + gap), cy, &mut coverage);
         }
     }
+    paint(&mut planes, &coverage, fg);
+    if let Some((coverage, colour)) = ghost_on_top {
+        paint(&mut planes, &coverage, colour);
+    }
 
-    // Colours: a dark and a light level with random contrast and tint.
-    let dark = rng.random_range(0.0..0.55f32);
-    let light = (dark + rng.random_range(0.25..0.75)).min(1.0);
-    let (bg_level, fg_level) = if rng.random_bool(0.5) { (dark, light) } else { (light, dark) };
-    let tint = |rng: &mut ChaCha8Rng, level: f32| -> [f32; 3] {
-        let t: [f32; 3] = std::array::from_fn(|_| rng.random_range(-0.25..0.25));
-        t.map(|d| (level + d).clamp(0.0, 1.0))
-    };
-    let bg = tint(rng, bg_level);
-    let fg = tint(rng, fg_level);
-    let (gx, gy) = (rng.random_range(-0.2..0.2f32), rng.random_range(-0.2..0.2f32));
     let blur = rng.random_bool(0.5);
     let noise = rng.random_range(0.0..0.04f32);
-
-    let coverage = if blur { box_blur(&coverage) } else { coverage };
-    for ch in 0..CHANNELS {
-        for r in 0..SIDE {
-            for c in 0..SIDE {
-                let m = coverage[r * SIDE + c];
-                let shade = (gx * (c as f32 / SIDE as f32 - 0.5)) + (gy * (r as f32 / SIDE as f32 - 0.5));
-                let v = bg[ch] * (1.0 - m) + fg[ch] * m + shade + noise * gaussian(rng);
-                img[ch * SIDE * SIDE + r * SIDE + c] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
-            }
+    for (ch, plane) in planes.iter().enumerate() {
+        let plane = if blur { box_blur(plane) } else { *plane };
+        for (p, &v) in plane.iter().enumerate() {
+            let v = v + noise * gaussian(rng);
+            img[ch * SIDE * SIDE + p] = (v.clamp(0.0, 1.0) * 255.0).round() as u8;
         }
     }
-    digit as u8
 }
 
-fn draw_digit(rng: &mut ChaCha8Rng, style: &Style, digit: usize, cx: f32, cy: f32, coverage: &mut [f32; SIDE * SIDE]) {
-    let strokes = if style.segment { segment_glyph(digit) } else { round_glyph(digit) };
+fn draw_digit(rng: &mut ChaCha8Rng, style: &Style, digit: usize, cx: f32, cy: f32, coverage: &mut Plane) {
+    let strokes = glyph(style.font, digit);
     let (sin, cos) = style.rotation.sin_cos();
     let wobble = style.wobble;
     let to_pixels = |(x, y): Pt, rng: &mut ChaCha8Rng| -> Pt {
@@ -190,7 +317,7 @@ fn draw_digit(rng: &mut ChaCha8Rng, style: &Style, digit: usize, cx: f32, cy: f3
 }
 
 /// Anti-aliased thick segment: coverage falls off over one pixel at the edge.
-fn draw_segment(a: Pt, b: Pt, half_width: f32, coverage: &mut [f32; SIDE * SIDE]) {
+fn draw_segment(a: Pt, b: Pt, half_width: f32, coverage: &mut Plane) {
     let reach = half_width + 1.0;
     let r0 = (a.1.min(b.1) - reach).floor().max(0.0) as usize;
     let r1 = (a.1.max(b.1) + reach).ceil().min(SIDE as f32 - 1.0);
@@ -214,7 +341,7 @@ fn draw_segment(a: Pt, b: Pt, half_width: f32, coverage: &mut [f32; SIDE * SIDE]
     }
 }
 
-fn box_blur(src: &[f32; SIDE * SIDE]) -> [f32; SIDE * SIDE] {
+fn box_blur(src: &Plane) -> Plane {
     let mut out = [0f32; SIDE * SIDE];
     for r in 0..SIDE {
         for c in 0..SIDE {
@@ -256,15 +383,26 @@ mod tests {
     }
 
     #[test]
-    fn prefix_stable_and_all_classes_present() {
-        let small = generate(20, 9, Split::Train);
+    fn classes_are_balanced_and_prefixes_stable() {
+        let small = generate(23, 9, Split::Train);
         let large = generate(500, 9, Split::Train);
-        assert_eq!(small.images[..], large.images[..20 * PIXELS]);
-        let mut counts = [0usize; CLASSES];
-        for &l in &large.labels {
-            counts[l as usize] += 1;
-        }
-        assert!(counts.iter().all(|&c| c > 25), "{counts:?}");
+        assert_eq!(small.images[..], large.images[..23 * PIXELS]);
+        let counts = |labels: &[u8]| {
+            let mut counts = [0usize; CLASSES];
+            for &l in labels {
+                counts[l as usize] += 1;
+            }
+            counts
+        };
+        assert_eq!(counts(&large.labels), [50; CLASSES]);
+        let prefix = counts(&small.labels);
+        assert!(prefix.iter().all(|&c| c == 2 || c == 3), "{prefix:?}");
+    }
+
+    #[test]
+    fn fonts_are_fixed_and_distinct() {
+        assert_ne!(glyph(117, 4), glyph(120, 4), "two bends of one style differ");
+        assert_eq!(glyph(1, 8), segment_glyph(8), "the first three fonts are the plain styles");
     }
 
     #[test]
