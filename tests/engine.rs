@@ -67,6 +67,7 @@ fn quantized_student_learns_a_tiny_batch() {
 
 fn tiny_config() -> Config {
     let mut c = Config::default();
+    c.plan.seeds = vec![1];
     c.plan.losses = vec![Loss::Soft];
     c.plan.temperatures = vec![5.0];
     c.data.train_size = 256;

@@ -30,6 +30,7 @@ const KDTUI: &str = env!("CARGO_BIN_EXE_kdtui");
 const CONFIG: &str = r#"
 [plan]
 name = "disk"
+seeds = [1]
 losses = ["soft"]
 temperatures = [5.0]
 out = "disk/results"

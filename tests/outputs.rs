@@ -37,12 +37,12 @@ fn png_facts(path: &Path) -> (u32, u32, f64) {
     (info.width, info.height, inked as f64 / (pixels.len() / 3) as f64)
 }
 
-const TWO_SEEDS: &str = "[plan]\nseeds = [1, 2]\nname = \"tiny\"";
+const TWO_SEEDS: &str = "seeds = [1, 2]";
 
 #[test]
 fn a_batch_plan_leaves_a_report_figures_tensorboard_files_and_model_files_that_agree() {
     let dir = tempfile::tempdir().unwrap();
-    let config_text = TINY.replacen("[plan]\nname = \"tiny\"", TWO_SEEDS, 1);
+    let config_text = TINY.replacen("seeds = [1]", TWO_SEEDS, 1);
     write(dir.path(), "config.toml", &config_text);
     run_ok(kdtui(dir.path()).args(["--batch", "--device", "cpu"]));
     let out = dir.path().join("results");
@@ -50,12 +50,13 @@ fn a_batch_plan_leaves_a_report_figures_tensorboard_files_and_model_files_that_a
     assert_eq!(results.runs.len(), 7);
 
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let bytes_column = csv.lines().next().unwrap().split(',').position(|c| c == "model_bytes").expect("a model_bytes column");
     for r in &results.runs {
         // The model file is the size the table reports.
         let model = out.join("models").join(format!("{}.safetensors", r.run_id));
         assert_eq!(std::fs::metadata(&model).unwrap().len(), r.model_bytes, "{}", r.run_id);
         let row = csv.lines().find(|l| l.starts_with(&format!("{},", r.run_id))).unwrap();
-        assert_eq!(row.split(',').nth(10).unwrap(), r.model_bytes.to_string());
+        assert_eq!(row.split(',').nth(bytes_column).unwrap(), r.model_bytes.to_string());
 
         // The run's figure: three panels and its reliability diagram, drawn on.
         let (w, h, inked) = png_facts(&out.join("figures").join(format!("{}.png", r.run_id)));
@@ -100,6 +101,10 @@ fn a_batch_plan_leaves_a_report_figures_tensorboard_files_and_model_files_that_a
     let (w, h, inked) = png_facts(&out.join("figures/agreement.png"));
     assert_eq!((w, h), (1100, 520));
     assert!(inked > 0.02);
+    // Two seeds: the planned comparisons can be made, and their figure is drawn.
+    let (w, h, inked) = png_facts(&out.join("figures/effects.png"));
+    assert_eq!((w, h), (1300, 620));
+    assert!(inked > 0.02);
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     for needle in [
         "## Fidelity to the teacher and calibration",
@@ -107,6 +112,10 @@ fn a_batch_plan_leaves_a_report_figures_tensorboard_files_and_model_files_that_a
         "| soft T=5 | ",
         "![Agreement with the teacher against T](figures/agreement.png)",
         "![Test accuracy against T](figures/sweep.png)",
+        "## Comparisons planned before the data",
+        "family of 2 comparisons",
+        "Made: all 2 planned comparisons.",
+        "(figures/effects.png)",
         "![teacher](figures/teacher.png)",
         "| 5 | 93.36% / ",
         "95% CI",
@@ -121,7 +130,7 @@ fn a_batch_plan_leaves_a_report_figures_tensorboard_files_and_model_files_that_a
     std::fs::remove_dir_all(out.join("figures")).unwrap();
     std::fs::remove_file(out.join("report.md")).unwrap();
     let said = run_ok(kdtui(dir.path()).args(["report", "results"]));
-    assert!(said.contains("9 figures written"), "{said}");
+    assert!(said.contains("10 figures written"), "{said}");
     assert_eq!(std::fs::read_to_string(out.join("report.md")).unwrap(), report);
     assert!(out.join("figures/sweep.png").is_file() && out.join("figures/gt_soft-T5-s2.png").is_file());
 

@@ -27,6 +27,7 @@ fn started_app() -> App {
         runs,
         device: "cpu (burn flex, 2 threads)".into(),
         data: "synthetic: 7000 train / 1000 test".into(),
+        test_images: 1000,
     });
     app
 }
@@ -54,7 +55,6 @@ fn finish(app: &mut App, run_id: &str, kind: RunKind, loss: Loss, temperature: O
             status: RunStatus::Done,
             epochs: 1,
             final_test_accuracy: acc,
-            best_test_accuracy: acc,
             final_train_loss: 0.5,
             model_bytes: 224_000,
             wall_seconds: 40.0,
@@ -189,6 +189,26 @@ fn sweep_chart_fills_in_as_runs_finish() {
 }
 
 #[test]
+fn the_sweep_panel_says_how_many_planned_comparisons_are_resolved() {
+    let mut config = Config::default();
+    config.plan.seeds = vec![1, 2, 3];
+    let runs = plan::full_plan(&config);
+    // As `kdtui watch` starts: empty results; the plan and the test set's
+    // size arrive with PlanStarted.
+    let mut app = App::watching("results".into());
+    app.on_event(TrainEvent::PlanStarted { plan: "study".into(), runs, device: "cpu".into(), data: "synthetic".into(), test_images: 5000 });
+    let s = screen(&app, 120, 40);
+    assert!(s.contains("0 of 20 planned comparisons resolved (0 made, Holm 5%)"), "{s}");
+    finish(&mut app, "teacher", RunKind::Teacher, Loss::Hard, None, 0.96);
+    for (seed, jitter) in [(1, 0.0), (2, 0.002), (3, -0.001)] {
+        finish(&mut app, &format!("baseline-s{seed}"), RunKind::Baseline, Loss::Hard, None, 0.90 + jitter);
+        finish(&mut app, &format!("soft-T5-s{seed}"), RunKind::Distill, Loss::Soft, Some(5.0), 0.95 + jitter);
+    }
+    let s = screen(&app, 120, 40);
+    assert!(s.contains("1 of 20 planned comparisons resolved (1 made, Holm 5%)"), "{s}");
+}
+
+#[test]
 fn quit_asks_while_running_and_stops_the_trainer() {
     let mut app = started_app();
     assert_eq!(app.on_action(Action::Quit), None);
@@ -219,6 +239,7 @@ fn help_is_generated_from_the_key_table() {
 /// `kdtui watch /shared/results` of a study of teacher, baseline and soft-T5.
 fn watching_app() -> App {
     let mut config = Config::default();
+    config.plan.seeds = vec![1];
     config.plan.losses = vec![Loss::Soft];
     config.plan.temperatures = vec![5.0];
     let mut app = App::watching("/shared/results".into());
@@ -227,6 +248,7 @@ fn watching_app() -> App {
         runs: plan::full_plan(&config),
         device: "cpu (burn flex, 2 threads)".into(),
         data: "synthetic: 7000 train / 1000 test".into(),
+        test_images: 1000,
     });
     app
 }
@@ -277,7 +299,6 @@ fn a_run_stopped_in_its_first_epoch_shows_no_accuracy() {
             status: RunStatus::Interrupted,
             epochs: 0,
             final_test_accuracy: 0.0,
-            best_test_accuracy: 0.0,
             final_train_loss: f64::NAN,
             model_bytes: 3_230_808,
             wall_seconds: 6.0,
@@ -379,7 +400,6 @@ fn finish_diagnosed(app: &mut App, spec: (&str, RunKind, Loss, Option<f64>), rig
             status: RunStatus::Done,
             epochs: 3,
             final_test_accuracy: accuracy,
-            best_test_accuracy: accuracy,
             final_train_loss: 0.3,
             model_bytes: 1000,
             wall_seconds: 3.0,
@@ -501,6 +521,7 @@ fn the_header_says_kernels_compile_until_the_first_step_on_a_gpu() {
             runs: plan::full_plan(&config),
             device: device.into(),
             data: "synthetic".into(),
+            test_images: 1000,
         });
         app.on_event(TrainEvent::RunStarted { run_id: "teacher".into(), epochs: 4, steps_per_epoch: 50, step: 0, history: vec![] });
         let said = |app: &App| screen(app, 120, 40).contains("compiling kernels (first steps on the GPU)");

@@ -58,7 +58,6 @@ fn run_events(spec: &RunSpec, epochs: usize, k: usize) -> Vec<TrainEvent> {
             status: RunStatus::Done,
             epochs,
             final_test_accuracy: last.test_accuracy,
-            best_test_accuracy: last.test_accuracy,
             final_train_loss: last.train_loss,
             model_bytes: 100_000,
             wall_seconds: 5.0,
@@ -125,7 +124,7 @@ fn the_results_write_after_a_run_does_not_grow_with_the_finished_runs() {
     assert!(last < first * 3, "the write after run 306 takes {:.1} ms, after run 7 {:.1} ms", ms(last), ms(first));
     assert_eq!(Results::load(&out).unwrap().runs.len(), 306);
     let figures = std::fs::read_dir(out.join("figures")).unwrap().count();
-    assert_eq!(figures, 307, "a figure per run and the sweep");
+    assert_eq!(figures, 308, "a figure per run, the sweep and the effects");
 
     // kdtui watch reads 306 metric files every 250 ms.
     let mut follower = Follower::new(&out);
@@ -155,6 +154,7 @@ fn the_monitor_with_306_rows_keeps_the_selection_in_view() {
         runs: planned.clone(),
         device: "cpu".into(),
         data: "synthetic: 64 train / 64 test".into(),
+        test_images: 64,
     });
     for (k, spec) in planned.iter().enumerate() {
         for event in run_events(spec, 3, k) {

@@ -18,10 +18,11 @@ fn kdtui(dir: &Path) -> Command {
 /// results.csv without the wall-time column (it differs between any two runs).
 fn table(results: &Path) -> Vec<String> {
     let csv = std::fs::read_to_string(results.join("results.csv")).unwrap();
+    let wall = csv.lines().next().unwrap().split(',').position(|c| c == "wall_seconds").expect("a wall_seconds column");
     csv.lines()
         .map(|l| {
             let mut fields: Vec<&str> = l.split(',').collect();
-            fields.remove(11);
+            fields.remove(wall);
             fields.join(",")
         })
         .collect()

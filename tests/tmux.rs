@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 const CONFIG: &str = r#"
 [plan]
 name = "tmux"
+seeds = [1]
 losses = ["soft"]
 temperatures = [5.0]
 [data]
@@ -213,6 +214,7 @@ fn closing_the_terminal_saves_the_run_and_ends_the_process() {
 const SHARDED: &str = r#"
 [plan]
 name = "watched"
+seeds = [1]
 losses = ["soft"]
 temperatures = [5.0, 15.0]
 [data]
@@ -302,7 +304,7 @@ fn mark_two_runs_to_compare_then_filter_and_clear() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("config.toml"),
-        "[plan]\nname = \"cmp\"\nlosses = [\"soft\", \"gt_soft\"]\ntemperatures = [5.0]\n[data]\ntrain_size = 256\ntest_size = 64\n\
+        "[plan]\nname = \"cmp\"\nseeds = [1]\nlosses = [\"soft\", \"gt_soft\"]\ntemperatures = [5.0]\n[data]\ntrain_size = 256\ntest_size = 64\n\
          [train]\nbatch_size = 32\n[teacher]\nepochs = 2\nwidths = [4, 8, 8]\nhidden = 16\n[student]\nepochs = 2\nwidths = [4, 8, 8]\nhidden = 16\n",
     )
     .unwrap();

@@ -185,7 +185,7 @@ mod tests {
     #[test]
     fn a_shard_keeps_the_teacher_and_its_own_runs_and_says_which() {
         let dir = tempfile::tempdir().unwrap();
-        let s = prepare(dir.path(), "[plan]\ntemperatures = [5.0, 15.0]\n", &["--shard", "1/3"]).unwrap();
+        let s = prepare(dir.path(), "[plan]\nseeds = [1]\ntemperatures = [5.0, 15.0]\n", &["--shard", "1/3"]).unwrap();
         let ids: Vec<&str> = s.runs.iter().map(|r| r.run_id.as_str()).collect();
         // Students in plan order: baseline, soft-T5, soft-T15, hard_soft-T5, ...: k mod 3 == 1.
         assert_eq!(ids, ["teacher", "soft-T5-s1", "hard_soft-T15-s1"]);
@@ -198,7 +198,7 @@ mod tests {
     #[test]
     fn only_on_the_command_line_wins_over_the_config() {
         let dir = tempfile::tempdir().unwrap();
-        let s = prepare(dir.path(), "[plan]\nonly = [\"soft\"]\n", &["--only", "baseline", "--out", "elsewhere"]).unwrap();
+        let s = prepare(dir.path(), "[plan]\nseeds = [1]\nonly = [\"soft\"]\n", &["--only", "baseline", "--out", "elsewhere"]).unwrap();
         let ids: Vec<&str> = s.runs.iter().map(|r| r.run_id.as_str()).collect();
         assert_eq!(ids, ["teacher", "baseline-s1"]);
         assert_eq!(s.out, PathBuf::from("elsewhere"));

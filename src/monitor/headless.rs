@@ -69,7 +69,7 @@ pub fn run(trainer: Trainer, mut sink: Sink, stop: Option<StopRequest>) -> Resul
         }
         let finished = matches!(event, TrainEvent::PlanFinished { .. });
         match event {
-            TrainEvent::PlanStarted { plan, runs, device, data } => {
+            TrainEvent::PlanStarted { plan, runs, device, data, .. } => {
                 total_runs = runs.len();
                 say(&bar, format!("plan {plan}: {} runs on {device}; {data}", runs.len()));
             }
@@ -119,10 +119,9 @@ pub fn run(trainer: Trainer, mut sink: Sink, stop: Option<StopRequest>) -> Resul
                 say(
                     &bar,
                     format!(
-                        "[{run_index}/{total_runs}] {} {verb}: final test acc {}, best {}, {} ({note})",
+                        "[{run_index}/{total_runs}] {} {verb}: final test acc {}, {} ({note})",
                         result.run_id,
                         percent(result.final_test_accuracy),
-                        percent(result.best_test_accuracy),
                         megabytes(result.model_bytes),
                     ),
                 );

@@ -115,7 +115,13 @@ fn opening(dir: &Path, results: Results, with_files: &[String]) -> Vec<TrainEven
         results.planned.clone()
     };
     let mut events = vec![
-        TrainEvent::PlanStarted { plan: results.plan.clone(), runs, device: results.device.clone(), data: results.data.clone() },
+        TrainEvent::PlanStarted {
+            plan: results.plan.clone(),
+            runs,
+            device: results.device.clone(),
+            data: results.data.clone(),
+            test_images: results.test_images,
+        },
         TrainEvent::Log {
             message: format!(
                 "watching {} (read-only): {} runs recorded, {} with metric files",
@@ -165,7 +171,8 @@ mod tests {
         let seen = wait_for(&source, |e| matches!(e, TrainEvent::Log { .. }));
         assert!(matches!(&seen[0], TrainEvent::Log { message } if message.contains("waiting for")));
 
-        let config = crate::study::Config::default();
+        let mut config = crate::study::Config::default();
+        config.plan.seeds = vec![1];
         let mut results = Results {
             plan: "study".into(),
             study_hash: "aaaa".into(),

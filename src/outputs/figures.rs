@@ -1,6 +1,8 @@
 //! The report's figures, drawn with plotters into memory and written as PNG:
-//! every run's curves (`figures/<run_id>.png`) and the sweep
-//! (`figures/sweep.png`: test accuracy against T, a line per loss).
+//! every run's curves (`figures/<run_id>.png`), the sweep
+//! (`figures/sweep.png`: test accuracy against T, a line per loss), agreement
+//! with the teacher against T, and the effects (`figures/effects.png`: each
+//! cell's difference to the student without a teacher, with its interval).
 
 use std::path::Path;
 use std::sync::Once;
@@ -11,7 +13,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use super::stats::Sweep;
+use super::stats::{planned_questions, Family, Question, Sweep};
 use super::store::Results;
 use crate::protocol::{Diagnostics, EpochMetrics, RunResult};
 use crate::study::{original, Loss, RunKind};
@@ -208,6 +210,7 @@ fn against_temperature<'a, 'b>(
     (y0, y1): (f64, f64),
 ) -> Result<ChartContext<'a, BitMapBackend<'b>, AgainstT>, String> {
     let (t_min, t_max) = (ticks.first().map_or(1.0, |t| t / 1.25), ticks.last().map_or(100.0, |t| t * 1.25));
+    let decimals = tick_decimals(y1 - y0);
     let mut chart = ChartBuilder::on(area)
         .caption(caption, (FAMILY, 18))
         .margin(14)
@@ -223,12 +226,27 @@ fn against_temperature<'a, 'b>(
         .x_desc("temperature T (log scale)")
         .y_desc(y_desc)
         .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| format!("{y:.0}"))
+        .y_label_formatter(&|y| format!("{y:.decimals$}"))
         .label_style((FAMILY, 14))
         .axis_desc_style((FAMILY, 15))
         .draw()
         .map_err(s)?;
     Ok(chart)
+}
+
+/// A vertical bar from `lo` to `hi` at `x` with caps `cap` times to either
+/// side (a factor: the T axis is logarithmic).
+fn error_bar(
+    chart: &mut ChartContext<BitMapBackend, AgainstT>,
+    x: f64,
+    (lo, hi): (f64, f64),
+    cap: f64,
+    style: ShapeStyle,
+) -> Result<(), String> {
+    for segment in [vec![(x, lo), (x, hi)], vec![(x / cap, lo), (x * cap, lo)], vec![(x / cap, hi), (x * cap, hi)]] {
+        chart.draw_series(std::iter::once(PathElement::new(segment, style))).map_err(s)?;
+    }
+    Ok(())
 }
 
 /// Log T (ticks at given temperatures) by a linear percentage.
@@ -400,16 +418,13 @@ pub fn sweep_figure(results: &Results, path: &Path) -> Result<bool, FigureError>
             let points: Vec<(f64, f64)> = cells.iter().map(|p| (p.temperature, 100.0 * p.mean)).collect();
             if !points.is_empty() {
                 chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(2))).map_err(s)?;
-                entries.push((format!("{} (ours)", loss.name()), Sample::Dot(color)));
+                let teacher = if loss.needs_teacher() { "" } else { ", no teacher" };
+                entries.push((format!("{} (ours{teacher})", loss.name()), Sample::Dot(color)));
                 chart.draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled()))).map_err(s)?;
             }
             for p in cells.iter().filter(|p| p.seeds > 1) {
-                let t = p.temperature;
-                let (lo, hi) = (100.0 * (p.mean - p.std), 100.0 * (p.mean + p.std));
-                let cap = 1.03;
-                for segment in [vec![(t, lo), (t, hi)], vec![(t / cap, lo), (t * cap, lo)], vec![(t / cap, hi), (t * cap, hi)]] {
-                    chart.draw_series(std::iter::once(PathElement::new(segment, color.stroke_width(1)))).map_err(s)?;
-                }
+                let bar = (100.0 * (p.mean - p.std), 100.0 * (p.mean + p.std));
+                error_bar(&mut chart, p.temperature, bar, 1.03, color.stroke_width(1))?;
             }
             let orig: Vec<(f64, f64)> = originals.iter().filter(|o| o.0 == loss).map(|o| (o.1, o.2)).collect();
             chart.draw_series(orig.iter().map(|&p| TriangleMarker::new(p, 7, color.filled()))).map_err(s)?;
@@ -420,6 +435,72 @@ pub fn sweep_figure(results: &Results, path: &Path) -> Result<bool, FigureError>
         }
         entries.push(("original: each read off one".into(), Sample::Note));
         entries.push(("256-image batch".into(), Sample::Note));
+        legend(&side, &entries)
+    })?;
+    Ok(true)
+}
+
+/// Each distilled cell's difference to the student without a teacher
+/// against T, a line of points per loss (nudged apart along T so their bars
+/// do not overlap), with its simultaneous interval; filled where the
+/// difference is resolved after Holm's correction, hollow where it is not.
+/// False when no such comparison could be made (one seed, no baseline).
+pub fn effects_figure(results: &Results, path: &Path) -> Result<bool, FigureError> {
+    let family = Family::test(&planned_questions(&results.planned), &results.groups(), results.test_images);
+    /// A cell's difference to the baseline and its interval, in points.
+    struct Effect {
+        loss: Loss,
+        temperature: f64,
+        difference: f64,
+        interval: (f64, f64),
+        resolved: bool,
+    }
+    let points: Vec<Effect> = family
+        .comparisons
+        .iter()
+        .filter_map(|c| match c.question {
+            Question::AgainstBaseline { loss, temperature } => {
+                Some(Effect { loss, temperature, difference: c.difference_points()?, interval: c.interval?, resolved: c.resolved() })
+            }
+            Question::TeacherAgainstLabels { .. } => None,
+        })
+        .collect();
+    if points.is_empty() {
+        return Ok(false);
+    }
+    let ys = points.iter().flat_map(|p| [p.interval.0, p.interval.1]).chain([0.0]);
+    let (y0, y1) = span(ys, 0.08, None, None);
+    let seeds = results.groups().iter().filter(|g| g.kind == RunKind::Baseline).map(|g| g.seeds).max().unwrap_or(0);
+    render(path, (1300, 620), |root| {
+        let (root, side) = root.split_horizontally(960);
+        let caption = format!("{}: each cell minus the student without a teacher ({seeds} seeds)", results.plan);
+        let ticks = temperatures(points.iter().map(|p| p.temperature));
+        let mut chart = against_temperature(&root, caption, "difference in test accuracy (points)", ticks, (y0, y1))?;
+        let t = chart.x_range();
+        chart.draw_series(DashedLineSeries::new([(t.start, 0.0), (t.end, 0.0)], 10, 6, GREY.stroke_width(2))).map_err(s)?;
+        let mut entries = vec![("0: the student without a teacher".to_string(), Sample::Line(GREY, true))];
+        for (k, &(loss, color)) in LOSS_COLORS.iter().enumerate() {
+            let nudge = 1.06f64.powi(k as i32 - 1);
+            let mine: Vec<&Effect> = points.iter().filter(|p| p.loss == loss).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            for p in mine {
+                let x = p.temperature * nudge;
+                error_bar(&mut chart, x, p.interval, 1.015, color.stroke_width(2))?;
+                let style = if p.resolved { color.filled() } else { WHITE.filled() };
+                chart.draw_series(std::iter::once(Circle::new((x, p.difference), 6, style))).map_err(s)?;
+                chart.draw_series(std::iter::once(Circle::new((x, p.difference), 6, color.stroke_width(2)))).map_err(s)?;
+            }
+            entries.push((super::report::loss_heading(loss), Sample::Dot(color)));
+        }
+        entries.push(("filled: resolved (Holm, 5%)".into(), Sample::Note));
+        entries.push(("hollow: not resolved".into(), Sample::Note));
+        entries.push(("bars: simultaneous 95%".into(), Sample::Note));
+        entries.push((format!("intervals over {} comparisons", family.size()), Sample::Note));
+        // Holm's later steps are less strict than the bars' Bonferroni level.
+        entries.push(("Holm may also resolve a point".into(), Sample::Note));
+        entries.push(("whose bar just reaches 0".into(), Sample::Note));
         legend(&side, &entries)
     })?;
     Ok(true)

@@ -102,12 +102,13 @@ fn write_run(run: &RunResult, csv: &Path, figure: Option<&Path>) -> Result<(), P
     Ok(())
 }
 
-/// The sweep and agreement figures and report.md; how many figures there were to draw.
+/// The sweep, agreement and effects figures and report.md; how many figures there were to draw.
 fn write_summary(results: &Results, dir: &Path) -> Result<usize, PublishError> {
     let sweep = figures::sweep_figure(results, &dir.join(FIGURES_DIR).join(report::SWEEP_FIGURE))?;
     let agreement = figures::agreement_figure(results, &dir.join(FIGURES_DIR).join(report::AGREEMENT_FIGURE))?;
+    let effects = figures::effects_figure(results, &dir.join(FIGURES_DIR).join(report::EFFECTS_FIGURE))?;
     atomic_file::write(&dir.join(REPORT_MD), report::markdown(results).as_bytes())?;
-    Ok(usize::from(sweep) + usize::from(agreement))
+    Ok(usize::from(sweep) + usize::from(agreement) + usize::from(effects))
 }
 
 fn row_digest(run: &RunResult) -> u64 {
@@ -132,7 +133,6 @@ mod tests {
             status: RunStatus::Done,
             epochs: 1,
             final_test_accuracy: acc,
-            best_test_accuracy: acc,
             final_train_loss: 1.0,
             model_bytes: 100,
             wall_seconds: 1.0,
@@ -149,6 +149,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("results");
         let mut config = crate::study::Config::default();
+        config.plan.seeds = vec![1];
         config.plan.temperatures = vec![5.0, 15.0];
         let planned = crate::study::plan::full_plan(&config);
         let base = Results { study_hash: "aaaa".into(), planned: planned.clone(), ..Results::default() };

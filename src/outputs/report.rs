@@ -1,13 +1,14 @@
 //! `report.md`: the study's two tables with this plan's numbers beside the
-//! original ones, the runs, and the comparisons the original drew
-//! conclusions from, each with whether the spread over seeds resolves it.
-//! It states the spread it can measure and draws no conclusion the numbers
-//! do not carry. `publish` writes it with its figures.
+//! original ones, the planned comparisons with their verdicts, the runs and
+//! their figures. It states the spread it can measure and draws no
+//! conclusion the statistics do not carry: every comparison it tests was
+//! fixed by the plan before any run (`stats::planned_questions`) and is
+//! corrected for how many there are.
 
 use std::fmt::Write;
 
 use super::directory::FIGURES_DIR;
-use super::stats::{interval_95, resolved, standard_error_points, Group};
+use super::stats::{interval_95, planned_questions, resolvable_at_best, standard_error_points, Family, Group, Question};
 use super::store::Results;
 use crate::study::{format_temperature, original, Loss, RunKind};
 use crate::util::format::{megabytes, percent};
@@ -16,20 +17,31 @@ use crate::util::format::{megabytes, percent};
 pub const SWEEP_FIGURE: &str = "sweep.png";
 /// Agreement with the teacher against T, inside `FIGURES_DIR`.
 pub const AGREEMENT_FIGURE: &str = "agreement.png";
+/// Each cell's difference to the student without a teacher, inside `FIGURES_DIR`.
+pub const EFFECTS_FIGURE: &str = "effects.png";
 
-fn cell(g: Option<&Group>) -> String {
-    match g {
-        None => "–".into(),
-        Some(g) if g.seeds > 1 => {
-            let (lo, hi) = interval_95(g).expect("several seeds");
+fn cell(g: Option<&Group>, test_images: usize) -> String {
+    match (g, g.and_then(|g| interval_95(g, test_images))) {
+        (None, _) => "–".into(),
+        (Some(g), Some((lo, hi))) => {
             format!("{} ± {:.2} (n={}, 95% CI {lo:.2}–{hi:.2})", percent(g.mean_final), 100.0 * g.std_final, g.seeds)
         }
-        Some(g) => percent(g.mean_final),
+        (Some(g), None) => percent(g.mean_final),
+    }
+}
+
+/// The column heading of a loss: `gt_soft` says it has no teacher.
+pub fn loss_heading(loss: Loss) -> String {
+    if loss.needs_teacher() {
+        loss.name().to_string()
+    } else {
+        format!("{} (no teacher)", loss.name())
     }
 }
 
 pub fn markdown(results: &Results) -> String {
     let groups = results.groups();
+    let n = results.test_images;
     let find = |kind: RunKind, loss: Loss, t: Option<f64>| groups.iter().find(|g| g.kind == kind && g.loss == loss && g.temperature == t);
     let teacher = find(RunKind::Teacher, Loss::Hard, None);
     let baseline = find(RunKind::Baseline, Loss::Hard, None);
@@ -37,6 +49,91 @@ pub fn markdown(results: &Results) -> String {
 
     let mut s = String::new();
     let _ = writeln!(s, "# kdtui report: {}\n", results.plan);
+    summary(&mut s, results, teacher);
+    students_table(&mut s, teacher, baseline, &distilled, n);
+
+    let losses = Loss::DISTILLATION;
+    let mut temperatures: Vec<f64> = distilled.iter().filter_map(|g| g.temperature).collect();
+    temperatures.extend(original::TEMPERATURES);
+    temperatures.sort_by(f64::total_cmp);
+    temperatures.dedup();
+    let _ = writeln!(s, "\n## Distillation: test accuracy by loss and temperature\n");
+    let _ = writeln!(
+        s,
+        "Each cell: original / ours (final epoch, whole test set): mean ± sample standard deviation over the seeds, and the 95% \
+         interval of the mean over seeds: where other seeds would put it on this test set. Each run's variance is taken no \
+         lower than the test set's sampling variance p(1 − p)/n, so seeds that agree closely still get a width. Another test \
+         set would move every cell by about {:.2} points more (one standard error of an accuracy on {n} images): comparisons \
+         between our cells share it, a comparison with the original's numbers does not.\n",
+        standard_error_points(baseline.or(teacher).map_or(0.9, |g| g.mean_final), n)
+    );
+    let headings: Vec<String> = losses.iter().map(|&l| loss_heading(l)).collect();
+    let _ = writeln!(s, "| T | {} |", headings.join(" | "));
+    let _ = writeln!(s, "| --- | --- | --- | --- |");
+    for &t in &temperatures {
+        let cells: Vec<String> = losses
+            .iter()
+            .map(|&l| {
+                let orig = original::distilled_accuracy(l, t).map_or("–".into(), percent);
+                format!("{orig} / {}", cell(find(RunKind::Distill, l, Some(t)), n))
+            })
+            .collect();
+        let _ = writeln!(s, "| {} | {} |", format_temperature(t), cells.join(" | "));
+    }
+    if !distilled.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n![Test accuracy against T]({FIGURES_DIR}/{SWEEP_FIGURE})\n\nTest accuracy against T, a line per loss (ours; bars: one \
+             standard deviation over seeds where there are several). Grey: our teacher (solid) and our student without a teacher \
+             (dashed). Triangles: the original study's numbers, each read off one 256-image batch."
+        );
+    }
+
+    let family = Family::test(&planned_questions(&results.planned), &groups, n);
+    effects_section(&mut s, results, &family, &groups);
+    fidelity_section(&mut s, &groups, &temperatures);
+
+    if !results.failures.is_empty() {
+        let _ = writeln!(s, "\n## Failed runs\n");
+        for f in &results.failures {
+            let _ = writeln!(s, "- `{}`: {}", f.run_id, f.error);
+        }
+    }
+
+    let _ = writeln!(s, "\n## Runs\n");
+    let _ = writeln!(s, "| run | status | epochs | final test acc | train loss | size | wall time |");
+    let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- |");
+    for r in &results.runs {
+        let _ = writeln!(
+            s,
+            "| {} | {:?}{} | {} | {} | {:.4} | {} | {:.1} s |",
+            r.run_id,
+            r.status,
+            if r.reused { " (reused)" } else { "" },
+            r.epochs,
+            percent(r.final_test_accuracy),
+            r.final_train_loss,
+            megabytes(r.model_bytes),
+            r.wall_seconds
+        );
+    }
+    let _ = writeln!(s, "\n## Curves\n");
+    let _ = writeln!(
+        s,
+        "Train and test accuracy and loss per epoch (test: the whole test set; train: the run's own objective, averaged over the epoch), \
+         and the final epoch's reliability diagram: test accuracy against confidence in 15 bins (on the diagonal: calibrated). \
+         The result of a run is its final epoch; the curves show how it got there, not a choice among epochs.\n"
+    );
+    for r in results.runs.iter().filter(|r| !r.history.is_empty()) {
+        let _ = writeln!(s, "![{0}]({FIGURES_DIR}/{0}.png)\n", r.run_id);
+    }
+    let _ = writeln!(s, "\n## Config\n\n```toml\n{}```", results.config);
+    s
+}
+
+/// The lines under the title: state of the plan, data, device, time, and
+/// what one test image weighs.
+fn summary(s: &mut String, results: &Results, teacher: Option<&Group>) {
     let status = if results.finished {
         "finished".to_string()
     } else if results.stopped {
@@ -49,6 +146,19 @@ pub fn markdown(results: &Results) -> String {
     };
     let _ = writeln!(s, "- plan: {status}; {} runs recorded, {} failed", results.runs.len(), results.failures.len());
     let _ = writeln!(s, "- data: {} images", results.data);
+    let mut seeds: Vec<u64> = results.planned.iter().filter(|p| p.kind != RunKind::Teacher).map(|p| p.seed).collect();
+    seeds.sort_unstable();
+    seeds.dedup();
+    if let Some(t) = results.planned.iter().find(|p| p.kind == RunKind::Teacher) {
+        let list: Vec<String> = seeds.iter().map(u64::to_string).collect();
+        let _ = writeln!(
+            s,
+            "- seeds: every student cell is trained once per seed ({}); the teacher once (seed {}), so the spread over seeds is \
+             that of students of one teacher",
+            list.join(", "),
+            t.seed
+        );
+    }
     let _ = writeln!(s, "- device and backend: {}", results.device);
     // Checkpoints carry over between devices (a teacher trained on a GPU
     // teaches a CPU session): say where each run trained when they differ.
@@ -65,136 +175,205 @@ pub fn markdown(results: &Results) -> String {
     let p = teacher.map_or(0.9, |g| g.mean_final);
     let _ = writeln!(
         s,
-        "- accuracies are measured on the whole test set ({} images): one standard error is about {:.2} points at {}; \
-         the original read its numbers off one batch of {} images (about {:.2} points)\n",
+        "- accuracies are the final epoch's, measured on the whole test set ({} images): one standard error is about {:.2} points \
+         at {}; the original read its numbers off one batch of {} images (about {:.2} points)\n",
         results.test_images,
         standard_error_points(p, results.test_images),
         percent(p),
         original::TEST_IMAGES,
         standard_error_points(0.9, original::TEST_IMAGES),
     );
+}
 
+/// Teacher, student without a teacher, students with a teacher (`soft`,
+/// `hard_soft`) and students of softened labels (`gt_soft`), beside the
+/// original's, with the model sizes and what each side's size counts.
+fn students_table(s: &mut String, teacher: Option<&Group>, baseline: Option<&Group>, distilled: &[&Group], n: usize) {
     let _ = writeln!(s, "## Teacher and students\n");
     let _ = writeln!(s, "| run | original accuracy | ours | original size | ours |");
     let _ = writeln!(s, "| --- | --- | --- | --- | --- |");
+    let size = |g: Option<&Group>| g.map_or("–".into(), |g| megabytes(g.model_bytes));
     let _ = writeln!(
         s,
         "| teacher (float) | {} | {} | {:.2} MB | {} |",
         percent(original::TEACHER_ACCURACY),
-        cell(teacher),
+        cell(teacher, n),
         original::TEACHER_MB,
-        teacher.map_or("–".into(), |g| megabytes(g.model_bytes))
+        size(teacher)
     );
     let _ = writeln!(
         s,
         "| quantized student, no teacher | {} | {} | {:.2} MB | {} |",
         percent(original::BASELINE_ACCURACY),
-        cell(baseline),
+        cell(baseline, n),
         original::STUDENT_MB,
-        baseline.map_or("–".into(), |g| megabytes(g.model_bytes))
+        size(baseline)
     );
-    if !distilled.is_empty() {
-        let means: Vec<f64> = distilled.iter().map(|g| g.mean_final).collect();
+    let rows: [(&str, String, bool); 2] = [
+        ("quantized student, with teacher (`soft`, `hard_soft`)", percent(original::WITH_TEACHER_ACCURACY), true),
+        ("quantized student, labels softened by T (`gt_soft`, no teacher)", "–".into(), false),
+    ];
+    for (what, orig, with_teacher) in rows {
+        let cells: Vec<&Group> = distilled.iter().copied().filter(|g| g.loss.needs_teacher() == with_teacher).collect();
+        if cells.is_empty() {
+            continue;
+        }
+        let means: Vec<f64> = cells.iter().map(|g| g.mean_final).collect();
         let (lo, hi) = means.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &m| (lo.min(m), hi.max(m)));
         let avg = means.iter().sum::<f64>() / means.len() as f64;
         let _ = writeln!(
             s,
-            "| quantized student, with teacher | {} | mean of {} distilled cells {} (range {} – {}) | {:.2} MB | {} |",
-            percent(original::WITH_TEACHER_ACCURACY),
+            "| {what} | {orig} | mean of {} cells {} (range {} – {}) | {:.2} MB | {} |",
             means.len(),
             percent(avg),
             percent(lo),
             percent(hi),
             original::STUDENT_MB,
-            megabytes(distilled[0].model_bytes)
+            megabytes(cells[0].model_bytes)
         );
     }
-
-    let losses = Loss::DISTILLATION;
-    let mut temperatures: Vec<f64> = distilled.iter().filter_map(|g| g.temperature).collect();
-    temperatures.extend(original::TEMPERATURES);
-    temperatures.sort_by(f64::total_cmp);
-    temperatures.dedup();
-    let _ = writeln!(s, "\n## Distillation: test accuracy by loss and temperature\n");
-    let _ = writeln!(s, "Each cell: original / ours.\n");
-    let _ = writeln!(s, "| T | soft | hard_soft | gt_soft |");
-    let _ = writeln!(s, "| --- | --- | --- | --- |");
-    for &t in &temperatures {
-        let cells: Vec<String> = losses
-            .iter()
-            .map(|&l| {
-                let orig = original::distilled_accuracy(l, t).map_or("–".into(), percent);
-                format!("{orig} / {}", cell(find(RunKind::Distill, l, Some(t))))
-            })
-            .collect();
-        let _ = writeln!(s, "| {} | {} |", format_temperature(t), cells.join(" | "));
-    }
-
-    if !distilled.is_empty() {
-        let _ = writeln!(
-            s,
-            "\n![Test accuracy against T]({FIGURES_DIR}/{SWEEP_FIGURE})\n\nTest accuracy against T, a line per loss (ours; bars: one \
-             standard deviation over seeds where there are several). Grey: our teacher (solid) and our student without a teacher \
-             (dashed). Triangles: the original study's numbers, each read off one 256-image batch."
-        );
-    }
-
-    fidelity_section(&mut s, &groups, &temperatures);
-
-    let _ = writeln!(s, "\n## How far the numbers can be read\n");
-    let multi_seed = groups.iter().any(|g| g.seeds > 1);
-    if multi_seed {
-        let _ = writeln!(
-            s,
-            "Cells with several seeds show mean ± sample standard deviation and the 95% confidence interval of the mean \
-             (Student's t). A difference between two cells counts as resolved when Welch's t-test over the seeds puts it \
-             outside its 95% interval around zero."
-        );
-    } else {
-        let _ = writeln!(
-            s,
-            "Every cell is a single run (one seed), so the spread over seeds is unknown: no difference between cells is \
-             resolved, however large it looks. Set `[plan] seeds = [1, 2, 3]` to measure it."
-        );
-    }
-    comparisons(&mut s, baseline, &distilled);
-
-    if !results.failures.is_empty() {
-        let _ = writeln!(s, "\n## Failed runs\n");
-        for f in &results.failures {
-            let _ = writeln!(s, "- `{}`: {}", f.run_id, f.error);
-        }
-    }
-
-    let _ = writeln!(s, "\n## Runs\n");
-    let _ = writeln!(s, "| run | status | epochs | final test acc | best test acc | train loss | size | wall time |");
-    let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- | --- | --- |");
-    for r in &results.runs {
-        let _ = writeln!(
-            s,
-            "| {} | {:?}{} | {} | {} | {} | {:.4} | {} | {:.1} s |",
-            r.run_id,
-            r.status,
-            if r.reused { " (reused)" } else { "" },
-            r.epochs,
-            percent(r.final_test_accuracy),
-            percent(r.best_test_accuracy),
-            r.final_train_loss,
-            megabytes(r.model_bytes),
-            r.wall_seconds
-        );
-    }
-    let _ = writeln!(s, "\n## Curves\n");
     let _ = writeln!(
         s,
-        "Train and test accuracy and loss per epoch (test: the whole test set; train: the run's own objective, averaged over the epoch), \
-         and the final epoch's reliability diagram: test accuracy against confidence in 15 bins (on the diagonal: calibrated).\n"
+        "\nSizes: ours are the model files' lengths: k bits per quantized weight, packed, and fp32 for the float layers \
+         (first conv and classifier by default), BatchNorm and the input normalisation. The original's 1.11 MB is a third of \
+         its 3.36 MB teacher, far more than packed 2-bit weights would take (about a sixteenth plus the float layers); it gives \
+         neither its student's widths nor how it stored the weights, so its figure most likely counts them unpacked (a byte or a \
+         float each) and the two size columns do not measure the same thing."
     );
-    for r in results.runs.iter().filter(|r| !r.history.is_empty()) {
-        let _ = writeln!(s, "![{0}]({FIGURES_DIR}/{0}.png)\n", r.run_id);
+}
+
+/// The planned comparisons: what they are, how they are corrected, what the
+/// plan could resolve, a row each with its verdict, and the effects figure.
+fn effects_section(s: &mut String, results: &Results, family: &Family, groups: &[Group]) {
+    let _ = writeln!(s, "\n## Comparisons planned before the data\n");
+    if results.planned.is_empty() {
+        let _ = writeln!(s, "results.json lists no planned runs (an earlier kdtui wrote it), so no comparison was planned.");
+        return;
     }
-    let _ = writeln!(s, "\n## Config\n\n```toml\n{}```", results.config);
-    s
+    if family.size() == 0 {
+        let _ = writeln!(s, "The plan makes no comparison: it has no distilled cell beside a baseline or a `gt_soft` control.");
+        return;
+    }
+    // From the plan, not from what has finished: a report written before the
+    // students end must not blame the seeds.
+    let mut planned_seeds: Vec<u64> = results.planned.iter().filter(|r| r.kind != RunKind::Teacher).map(|r| r.seed).collect();
+    planned_seeds.sort_unstable();
+    planned_seeds.dedup();
+    let baseline_planned = results.planned.iter().any(|r| r.kind == RunKind::Baseline);
+    let against = family.comparisons.iter().filter(|c| matches!(c.question, Question::AgainstBaseline { .. })).count();
+    let controls = family.size() - against;
+    let mut parts = Vec::new();
+    if against > 0 {
+        parts.push(format!("each of the {against} distilled cells against the student without a teacher"));
+    }
+    if controls > 0 {
+        parts.push(format!(
+            "`hard_soft` against `gt_soft` at each of {controls} temperatures (the teacher's soft targets against the label \
+             softened by the same T: what the teacher adds)"
+        ));
+    }
+    let _ = writeln!(
+        s,
+        "The plan fixes its family of {} comparisons from the config, before any run: {}. Each is Welch's t-test of the \
+         difference of two cells' final test accuracies over their seeds; a cell's variance is never taken below p(1 − p)/n, \
+         the sampling variance of one accuracy on these {} test images, so seeds that agree exactly resolve nothing the test \
+         set cannot. The family is corrected with Holm's step-down method at a family-wise error rate of 5%: **resolved** means \
+         the Holm-adjusted p is below 0.05. Intervals are simultaneous 95% intervals (each at 1 − 0.05/{}): an interval that \
+         excludes zero is resolved; Holm may resolve a few more. There is no \"best cell\" test: picking the largest of many \
+         cells and then testing it would find a winner in noise.\n",
+        family.size(),
+        parts.join("; and "),
+        results.test_images,
+        family.size()
+    );
+    let made = family.made();
+    if made < family.size() {
+        let why = if planned_seeds.len() < 2 {
+            "the plan runs every cell with a single seed, so no spread is known"
+        } else {
+            "a comparison needs both its cells finished over two seeds or more"
+        };
+        let _ = writeln!(
+            s,
+            "Made: {made} of the {} planned comparisons ({why}); the correction still counts all {}.\n",
+            family.size(),
+            family.size()
+        );
+    } else {
+        let _ = writeln!(s, "Made: all {made} planned comparisons.\n");
+    }
+    let seeds = groups.iter().filter(|g| g.kind == RunKind::Baseline).map(|g| g.seeds).max().unwrap_or(1);
+    let p = groups.iter().find(|g| g.kind == RunKind::Baseline).map_or(0.9, |g| g.mean_final);
+    match (family.resolvable_against_baseline(), resolvable_at_best(p, results.test_images, seeds, family.size())) {
+        (Some((least, median, most)), Some(best)) => {
+            let _ = writeln!(
+                s,
+                "**Resolvable difference.** With {seeds} seeds and {} test images, a cell had to differ from the student without a \
+                 teacher by **{median:.2} points** (median over the cells; {least:.2} to {most:.2}) to be resolved whatever the \
+                 other comparisons show. With every cell's spread at the test set's floor it would be {best:.2} points: more test \
+                 images lower that floor, more seeds lower both. A smaller difference may be real; this plan cannot tell.\n",
+                results.test_images
+            );
+        }
+        _ if planned_seeds.len() < 2 => {
+            let _ = writeln!(
+                s,
+                "**Resolvable difference.** None: with one seed per cell the spread over seeds is unknown, so no difference is \
+                 resolved, however large it looks. Set `[plan] seeds = [1, 2, 3]` (or more) to measure it.\n"
+            );
+        }
+        _ if !baseline_planned => {
+            let _ =
+                writeln!(s, "**Resolvable difference.** None: the plan has no student without a teacher to measure the cells against.\n");
+        }
+        _ => {
+            let _ = writeln!(
+                s,
+                "**Resolvable difference.** Not yet: it needs the student without a teacher and a distilled cell each \
+                 finished over two seeds or more.\n"
+            );
+        }
+    }
+    let _ = writeln!(s, "| comparison | difference (points) | simultaneous 95% interval | p | Holm-adjusted p | verdict |");
+    let _ = writeln!(s, "| --- | --- | --- | --- | --- | --- |");
+    for c in &family.comparisons {
+        let row = match (c.test, c.interval, c.adjusted_p) {
+            (Some(w), Some((lo, hi)), Some(adjusted)) => format!(
+                "{:+.2} | {lo:+.2} to {hi:+.2} | {} | {} | {}",
+                100.0 * w.difference,
+                p_value(w.p_value()),
+                p_value(adjusted),
+                match (c.resolved(), lo <= 0.0 && hi >= 0.0) {
+                    // Holm's later steps test at less than the intervals' 1 - 0.05/m.
+                    (true, true) => "**resolved** (Holm's step-down; the interval is at its first step's level)",
+                    (true, false) => "**resolved**",
+                    (false, _) => "not resolved",
+                }
+            ),
+            _ => "– | – | – | – | not made".into(),
+        };
+        let _ = writeln!(s, "| {} | {row} |", c.question.describe());
+    }
+    if made > 0 {
+        let _ = writeln!(
+            s,
+            "\n![Differences to the student without a teacher]({FIGURES_DIR}/{EFFECTS_FIGURE})\n\nEach distilled cell's mean \
+             minus the student without a teacher, by loss and T, with its simultaneous 95% interval; filled: resolved after \
+             Holm's correction, hollow: not resolved."
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nWhat these numbers cannot bear: a difference that is not resolved is not shown to be zero, only not told apart from \
+         it; every student learned from one teacher, so a cell's spread leaves out how much another teacher would change it; \
+         all runs are measured on one test set.{}",
+        if results.data.starts_with("synthetic") {
+            " On the built-in synthetic data they say how the losses behave on that data, not on SVHN: conclusions about SVHN \
+             need the real files (`configs/svhn.toml`)."
+        } else {
+            ""
+        }
+    );
 }
 
 /// Agreement with the teacher, KL and calibration by loss and temperature
@@ -248,33 +427,135 @@ fn fidelity_section(s: &mut String, groups: &[Group], temperatures: &[f64]) {
     }
 }
 
-/// The comparisons the original study drew conclusions from, each with
-/// whether this study resolves it.
-fn comparisons(s: &mut String, baseline: Option<&Group>, distilled: &[&Group]) {
-    if distilled.is_empty() {
-        return;
+/// A p-value with the digits it needs: `0.032`, `< 0.001`.
+fn p_value(p: f64) -> String {
+    if p < 0.001 {
+        "< 0.001".into()
+    } else {
+        format!("{p:.3}")
     }
-    let label = |g: &Group| format!("{} T={}", g.loss.name(), g.temperature.map(format_temperature).unwrap_or_default());
-    let verdict = |a: &Group, b: &Group| match resolved(a, b) {
-        Some(true) => "resolved".to_string(),
-        Some(false) => "**not resolved**: within the spread over seeds".to_string(),
-        None => "**not resolved**: one seed, spread unknown".to_string(),
-    };
-    let _ = writeln!(s, "\nDifferences (first minus second):\n");
-    let mut line = |what: String, a: &Group, b: &Group| {
-        let _ = writeln!(s, "- {what}: {:+.2} points; {}", 100.0 * (a.mean_final - b.mean_final), verdict(a, b));
-    };
-    let mut ranked: Vec<&Group> = distilled.to_vec();
-    ranked.sort_by(|a, b| b.mean_final.total_cmp(&a.mean_final));
-    if let [best, second, ..] = ranked[..] {
-        line(format!("best cell ({}) vs the next ({})", label(best), label(second)), best, second);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{RunResult, RunStatus};
+    use crate::study::{plan::full_plan, Config, RunSpec};
+
+    /// A finished default plan whose runs score `accuracy(spec)`.
+    fn study(seeds: Vec<u64>, accuracy: impl Fn(&RunSpec) -> f64) -> Results {
+        let mut config = Config::default();
+        config.plan.seeds = seeds;
+        let planned = full_plan(&config);
+        let runs = planned
+            .iter()
+            .map(|spec| RunResult {
+                run_id: spec.run_id.clone(),
+                kind: spec.kind,
+                loss: spec.loss,
+                temperature: spec.temperature,
+                seed: spec.seed,
+                status: RunStatus::Done,
+                epochs: 1,
+                final_test_accuracy: accuracy(spec),
+                final_train_loss: 0.1,
+                model_bytes: 1000,
+                wall_seconds: 1.0,
+                reused: false,
+                device: String::new(),
+                history: vec![],
+            })
+            .collect();
+        Results { plan: "t".into(), data: "synthetic: 10 train / 5000 test".into(), test_images: 5000, planned, runs, ..Results::default() }
     }
-    if let Some(b) = baseline {
-        line(format!("best cell ({}) vs the student without a teacher", label(ranked[0])), ranked[0], b);
+
+    /// A spread of a few tenths of a point over the seeds.
+    fn jitter(spec: &RunSpec) -> f64 {
+        [0.0, 0.003, -0.002, 0.001][spec.seed as usize % 4]
     }
-    for hs in distilled.iter().filter(|g| g.loss == Loss::HardSoft) {
-        if let Some(gs) = distilled.iter().find(|g| g.loss == Loss::GtSoft && g.temperature == hs.temperature) {
-            line(format!("hard_soft vs gt_soft at T={}", hs.temperature.map(format_temperature).unwrap_or_default()), hs, gs);
-        }
+
+    fn row<'a>(report: &'a str, starts: &str) -> &'a str {
+        report.lines().find(|l| l.starts_with(starts)).unwrap_or_else(|| panic!("no row {starts:?} in\n{report}"))
+    }
+
+    #[test]
+    fn gt_soft_is_never_a_student_with_a_teacher() {
+        // gt_soft far above the rest: were it counted, the mean and the range would show it.
+        let report = markdown(&study(vec![1, 2, 3], |s| match s.loss {
+            Loss::GtSoft => 0.99,
+            Loss::Soft | Loss::HardSoft => 0.80,
+            Loss::Hard => 0.90,
+        }));
+        let with = row(&report, "| quantized student, with teacher");
+        assert!(with.contains("mean of 10 cells 80.00%") && !with.contains("99"), "{with}");
+        let labels = row(&report, "| quantized student, labels softened by T (`gt_soft`, no teacher)");
+        assert!(labels.contains("mean of 5 cells 99.00%"), "{labels}");
+        assert!(report.contains("| T | soft | hard_soft | gt_soft (no teacher) |"));
+    }
+
+    /// The rows of the comparisons table: (label, verdict).
+    fn comparisons(report: &str) -> Vec<(String, String)> {
+        let start = report.find("| comparison |").expect("a comparisons table");
+        report[start..]
+            .lines()
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (cells[1].to_string(), cells[cells.len() - 2].to_string())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_the_planned_family_is_tested_and_its_full_size_is_printed() {
+        // One cell far above the others: the old report tested it as "best cell" against the next and the baseline.
+        let results = study(vec![1, 2, 3], |s| jitter(s) + if s.loss == Loss::Soft && s.temperature == Some(5.0) { 0.97 } else { 0.90 });
+        let report = markdown(&results);
+        let rows = comparisons(&report);
+        let planned: Vec<String> = planned_questions(&results.planned).into_iter().map(Question::describe).collect();
+        let labels: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+        assert_eq!(labels, planned, "every row a planned comparison, each once, in plan order");
+        assert_eq!(rows.len(), 20, "15 cells against the baseline and 5 hard_soft - gt_soft");
+        assert!(report.contains("family of 20 comparisons"), "{report}");
+        assert!(report.contains("Made: all 20 planned comparisons."));
+        assert!(!report.contains("vs the next") && !report.contains("best cell ("), "no comparison picked after the data");
+        let resolved: Vec<&str> = rows.iter().filter(|r| r.1 == "**resolved**").map(|r| r.0.as_str()).collect();
+        assert_eq!(resolved, ["soft T=5 − no teacher"]);
+
+        // One seed: nothing can be made, and the family keeps its size.
+        let report = markdown(&study(vec![1], |_| 0.9));
+        assert!(report.contains("Made: 0 of the 20 planned comparisons"), "{report}");
+        assert!(comparisons(&report).iter().all(|r| r.1 == "not made"));
+        assert!(report.contains("Resolvable difference.** None"));
+    }
+
+    #[test]
+    fn the_resolvable_difference_is_printed_for_the_plan_as_run() {
+        // Every cell 90.3, 89.8, 90.1% over seeds 1-3 (a std of 0.25 points,
+        // under the floor p(1 - p)/n = 1.7893e-5 on 5,000 images): se =
+        // sqrt(2 * 1.7893e-5 / 3) = 0.0034538, t at 1 - 0.05/40 with 4 df
+        // (scipy.stats.t.ppf) times it: 2.334 points for every cell.
+        let results = study(vec![1, 2, 3], |s| 0.9 + jitter(s));
+        let report = markdown(&results);
+        assert!(report.contains("by **2.33 points** (median over the cells; 2.33 to 2.33)"), "{report}");
+    }
+
+    #[test]
+    fn a_report_written_before_the_students_finish_does_not_blame_the_seeds() {
+        // What `publish` writes as a three-seed plan starts: only the teacher is done.
+        let mut results = study(vec![1, 2, 3], |_| 0.9);
+        results.runs.retain(|r| r.kind == RunKind::Teacher);
+        let report = markdown(&results);
+        assert!(report.contains("Made: 0 of the 20 planned comparisons (a comparison needs both its cells finished"), "{report}");
+        assert!(report.contains("**Resolvable difference.** Not yet"), "{report}");
+        assert!(!report.contains("single seed") && !report.contains("one seed per cell"), "{report}");
+        // A plan without a baseline says so, rather than asking for seeds.
+        let mut results = study(vec![1, 2, 3], |_| 0.9);
+        results.planned.retain(|r| r.kind != RunKind::Baseline);
+        results.runs.retain(|r| r.kind != RunKind::Baseline);
+        let report = markdown(&results);
+        assert!(report.contains("family of 5 comparisons") && report.contains("Made: all 5"), "{report}");
+        assert!(report.contains("**Resolvable difference.** None: the plan has no student without a teacher"), "{report}");
     }
 }

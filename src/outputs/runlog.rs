@@ -354,7 +354,6 @@ mod tests {
             status: RunStatus::Done,
             epochs: history.len(),
             final_test_accuracy: 0.7,
-            best_test_accuracy: 0.7,
             final_train_loss: 0.3,
             model_bytes: 10,
             wall_seconds: 6.0,

@@ -1,14 +1,26 @@
 //! What the numbers of a study can say: cells (kind, loss, T) averaged over
-//! their seeds, the spread and the 95% interval of a cell, whether two cells
-//! differ beyond their spread, and the sweep (accuracy against T) that the
-//! monitor's chart and the report's figure both draw.
+//! their seeds, the interval of a cell's mean, the family of comparisons the
+//! study plans before it has any data (each cell against the student without
+//! a teacher, and `hard_soft` against `gt_soft` at each T) tested with
+//! Welch's t and corrected for their number by Holm's method, and the sweep
+//! (accuracy against T) that the monitor's chart and the report's figure draw.
+//!
+//! A cell's variance over its seeds is never taken below the sampling
+//! variance of one accuracy on the test set, p(1 - p) / n: on n test images
+//! accuracies move in steps of 1/n, so a few seeds can agree exactly, and a
+//! spread of zero would otherwise resolve any difference at all.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use statrs::distribution::{ContinuousCDF, StudentsT};
 
 use crate::protocol::{Diagnostics, RunResult, RunStatus};
-use crate::study::{Loss, RunKind};
+use crate::study::{format_temperature, Loss, RunKind, RunSpec};
+
+/// The error rate of the whole family of comparisons (and 1 - the level of
+/// a cell's interval).
+pub const ALPHA: f64 = 0.05;
 
 /// One (kind, loss, temperature) cell over its seeds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -20,11 +32,23 @@ pub struct Group {
     pub mean_final: f64,
     /// Sample standard deviation (n - 1); 0 for a single seed.
     pub std_final: f64,
-    pub mean_best: f64,
     pub model_bytes: u64,
     /// Means over the seeds of the final epoch's diagnostics (none where no
     /// run has them: the teacher's agreement, results of earlier versions).
     pub fidelity: Fidelity,
+}
+
+impl Group {
+    /// The variance of one run's accuracy in this cell: the sample variance
+    /// over its seeds, but never below p(1 - p) / n, the sampling variance of
+    /// an accuracy p measured on `test_images` images. p is held half an
+    /// image away from 0 and 1: a cell whose seeds all get every image right
+    /// has not shown that its accuracy cannot vary.
+    pub fn run_variance(&self, test_images: usize) -> f64 {
+        let n = test_images.max(1) as f64;
+        let p = self.mean_final.clamp(0.5 / n, 1.0 - 0.5 / n);
+        self.std_final.powi(2).max(p * (1.0 - p) / n)
+    }
 }
 
 /// A cell's mean final-epoch diagnostics (`protocol::Diagnostics`).
@@ -70,7 +94,6 @@ pub fn groups<'a>(runs: impl IntoIterator<Item = &'a RunResult>) -> Vec<Group> {
         .into_values()
         .map(|runs| {
             let finals: Vec<f64> = runs.iter().map(|r| r.final_test_accuracy).collect();
-            let bests: Vec<f64> = runs.iter().map(|r| r.best_test_accuracy).collect();
             let (mean_final, std_final) = mean_std(&finals);
             Group {
                 kind: runs[0].kind,
@@ -79,7 +102,6 @@ pub fn groups<'a>(runs: impl IntoIterator<Item = &'a RunResult>) -> Vec<Group> {
                 seeds: runs.len(),
                 mean_final,
                 std_final,
-                mean_best: mean_std(&bests).0,
                 model_bytes: runs[0].model_bytes,
                 fidelity: Fidelity::of(&runs),
             }
@@ -106,38 +128,239 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// Two-sided 97.5% quantile of Student's t with `df` degrees of freedom.
-fn t_quantile(df: usize) -> f64 {
-    const T: [f64; 30] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101,
-        2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
-    ];
-    T.get(df.wrapping_sub(1)).copied().unwrap_or(1.96)
+fn students_t(df: f64) -> StudentsT {
+    StudentsT::new(0.0, 1.0, df).expect("degrees of freedom are positive and finite")
 }
 
-/// The 95% confidence interval of a cell's mean over its seeds, in points.
-pub fn interval_95(g: &Group) -> Option<(f64, f64)> {
-    (g.seeds > 1).then(|| {
-        let half = t_quantile(g.seeds - 1) * g.std_final / (g.seeds as f64).sqrt();
-        (100.0 * (g.mean_final - half), 100.0 * (g.mean_final + half))
+/// The `p` quantile of Student's t with `df` (> 0, not necessarily whole)
+/// degrees of freedom.
+pub fn t_quantile(p: f64, df: f64) -> f64 {
+    students_t(df).inverse_cdf(p)
+}
+
+/// The two-sided p-value of `t` under Student's t with `df` degrees of freedom.
+pub fn t_two_sided_p(t: f64, df: f64) -> f64 {
+    (2.0 * students_t(df).sf(t.abs())).min(1.0)
+}
+
+/// The 95% confidence interval of a cell's mean over its seeds, in points
+/// (the cell's variance floored as `Group::run_variance` says).
+pub fn interval_95(g: &Group, test_images: usize) -> Option<(f64, f64)> {
+    let half =
+        t_quantile(1.0 - ALPHA / 2.0, g.seeds.saturating_sub(1).max(1) as f64) * (g.run_variance(test_images) / g.seeds as f64).sqrt();
+    (g.seeds > 1 && g.mean_final.is_finite() && half.is_finite()).then_some((100.0 * (g.mean_final - half), 100.0 * (g.mean_final + half)))
+}
+
+/// Welch's t-test of the difference of two cells' means (a minus b), with
+/// each cell's variance floored (`Group::run_variance`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Welch {
+    /// Mean of a minus mean of b (accuracy, 0..1).
+    pub difference: f64,
+    pub standard_error: f64,
+    /// Welch-Satterthwaite degrees of freedom (not rounded).
+    pub df: f64,
+}
+
+impl Welch {
+    /// None when either cell has a single seed (its spread over seeds is
+    /// unknown), or when the numbers allow no test: an accuracy that is not a
+    /// number (results.json may hold `null`) or no test images.
+    pub fn of(a: &Group, b: &Group, test_images: usize) -> Option<Welch> {
+        if a.seeds < 2 || b.seeds < 2 {
+            return None;
+        }
+        let va = a.run_variance(test_images) / a.seeds as f64;
+        let vb = b.run_variance(test_images) / b.seeds as f64;
+        let df = (va + vb).powi(2) / (va.powi(2) / (a.seeds - 1) as f64 + vb.powi(2) / (b.seeds - 1) as f64);
+        let welch = Welch { difference: a.mean_final - b.mean_final, standard_error: (va + vb).sqrt(), df };
+        let finite = welch.difference.is_finite() && welch.standard_error.is_finite() && df.is_finite();
+        (finite && welch.standard_error > 0.0 && df > 0.0).then_some(welch)
+    }
+
+    pub fn p_value(&self) -> f64 {
+        t_two_sided_p(self.difference / self.standard_error, self.df)
+    }
+
+    /// Half the width of the two-sided interval at `confidence` (0..1), in accuracy.
+    pub fn half_width(&self, confidence: f64) -> f64 {
+        t_quantile(1.0 - (1.0 - confidence) / 2.0, self.df) * self.standard_error
+    }
+}
+
+/// Holm's step-down adjusted p-values for a family of `family_size`
+/// hypotheses of which `p_values` were tested (the untested ones count as
+/// never rejected, so planning a comparison and not making it never makes
+/// the others easier to resolve). Reject where the adjusted p is below alpha.
+pub fn holm_adjusted(p_values: &[f64], family_size: usize) -> Vec<f64> {
+    assert!(family_size >= p_values.len(), "a family holds every test made");
+    let mut order: Vec<usize> = (0..p_values.len()).collect();
+    order.sort_by(|&a, &b| p_values[a].total_cmp(&p_values[b]));
+    let mut adjusted = vec![1.0; p_values.len()];
+    let mut running: f64 = 0.0;
+    for (step, &i) in order.iter().enumerate() {
+        running = running.max(((family_size - step) as f64 * p_values[i]).min(1.0));
+        adjusted[i] = running;
+    }
+    adjusted
+}
+
+/// A comparison the study plans from its config alone, before any run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Question {
+    /// A distilled cell against the student without a teacher.
+    AgainstBaseline { loss: Loss, temperature: f64 },
+    /// `hard_soft` against `gt_soft` at one T: the teacher's targets against
+    /// the label softened by the same T, the original's control.
+    TeacherAgainstLabels { temperature: f64 },
+}
+
+impl Question {
+    /// The two cells compared (first minus second).
+    fn cells(self) -> [(RunKind, Loss, Option<f64>); 2] {
+        match self {
+            Question::AgainstBaseline { loss, temperature } => {
+                [(RunKind::Distill, loss, Some(temperature)), (RunKind::Baseline, Loss::Hard, None)]
+            }
+            Question::TeacherAgainstLabels { temperature } => {
+                [(RunKind::Distill, Loss::HardSoft, Some(temperature)), (RunKind::Distill, Loss::GtSoft, Some(temperature))]
+            }
+        }
+    }
+
+    pub fn describe(self) -> String {
+        match self {
+            Question::AgainstBaseline { loss, temperature } => {
+                format!("{} T={} − no teacher", loss.name(), format_temperature(temperature))
+            }
+            Question::TeacherAgainstLabels { temperature } => format!("hard_soft − gt_soft at T={}", format_temperature(temperature)),
+        }
+    }
+}
+
+/// The family of comparisons a plan makes, fixed by its runs before any
+/// data: every distilled cell against the baseline (when the plan has one),
+/// then `hard_soft` against `gt_soft` at every T the plan runs both at.
+pub fn planned_questions(planned: &[RunSpec]) -> Vec<Question> {
+    let mut cells: Vec<(Loss, f64)> = Vec::new();
+    for r in planned.iter().filter(|r| r.kind == RunKind::Distill) {
+        if let Some(t) = r.temperature {
+            if !cells.contains(&(r.loss, t)) {
+                cells.push((r.loss, t));
+            }
+        }
+    }
+    let mut questions = Vec::new();
+    if planned.iter().any(|r| r.kind == RunKind::Baseline) {
+        questions.extend(cells.iter().map(|&(loss, temperature)| Question::AgainstBaseline { loss, temperature }));
+    }
+    for &(loss, temperature) in &cells {
+        if loss == Loss::HardSoft && cells.contains(&(Loss::GtSoft, temperature)) {
+            questions.push(Question::TeacherAgainstLabels { temperature });
+        }
+    }
+    questions
+}
+
+/// One planned comparison and what the data say of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    pub question: Question,
+    /// None when it could not be made: a cell has no finished run, or one seed.
+    pub test: Option<Welch>,
+    /// Holm-adjusted over the family; None when not made.
+    pub adjusted_p: Option<f64>,
+    /// The difference and its simultaneous interval (1 - ALPHA / m, m the
+    /// family's size), in points.
+    pub interval: Option<(f64, f64)>,
+}
+
+impl Comparison {
+    /// Resolved at the family's error rate: Holm-adjusted p below ALPHA.
+    pub fn resolved(&self) -> bool {
+        self.adjusted_p.is_some_and(|p| p < ALPHA)
+    }
+
+    /// The difference, first minus second, in points.
+    pub fn difference_points(&self) -> Option<f64> {
+        self.test.map(|w| 100.0 * w.difference)
+    }
+}
+
+/// The planned comparisons of a study, tested and corrected together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Family {
+    pub comparisons: Vec<Comparison>,
+}
+
+impl Family {
+    /// Tests `questions` on `groups`, Holm-corrected over all of them (made or not).
+    pub fn test(questions: &[Question], groups: &[Group], test_images: usize) -> Self {
+        let find =
+            |(kind, loss, t): (RunKind, Loss, Option<f64>)| groups.iter().find(|g| g.kind == kind && g.loss == loss && g.temperature == t);
+        let tests: Vec<Option<Welch>> = questions
+            .iter()
+            .map(|q| {
+                let [a, b] = q.cells();
+                Welch::of(find(a)?, find(b)?, test_images)
+            })
+            .collect();
+        let made: Vec<f64> = tests.iter().flatten().map(Welch::p_value).collect();
+        let mut adjusted = holm_adjusted(&made, questions.len()).into_iter();
+        let simultaneous = 1.0 - ALPHA / questions.len().max(1) as f64;
+        let comparisons = questions
+            .iter()
+            .zip(tests)
+            .map(|(&question, test)| Comparison {
+                question,
+                test,
+                adjusted_p: test.and_then(|_| adjusted.next()),
+                interval: test.map(|w| {
+                    let half = w.half_width(simultaneous);
+                    (100.0 * (w.difference - half), 100.0 * (w.difference + half))
+                }),
+            })
+            .collect();
+        Family { comparisons }
+    }
+
+    /// m: the comparisons planned, made or not.
+    pub fn size(&self) -> usize {
+        self.comparisons.len()
+    }
+
+    /// The comparisons that could be made.
+    pub fn made(&self) -> usize {
+        self.comparisons.iter().filter(|c| c.test.is_some()).count()
+    }
+
+    /// The smallest difference from the baseline each made comparison
+    /// resolves whatever the others show (half its simultaneous interval,
+    /// where Holm's first step tests): the least, the median and the largest
+    /// over the cells, in points.
+    pub fn resolvable_against_baseline(&self) -> Option<(f64, f64, f64)> {
+        let mut halves: Vec<f64> = self
+            .comparisons
+            .iter()
+            .filter(|c| matches!(c.question, Question::AgainstBaseline { .. }))
+            .filter_map(|c| c.interval.map(|(lo, hi)| (hi - lo) / 2.0))
+            .collect();
+        halves.sort_by(f64::total_cmp);
+        Some((*halves.first()?, halves[halves.len() / 2], *halves.last()?))
+    }
+}
+
+/// The smallest difference a cell against the baseline could resolve if
+/// every cell's spread over `seeds` seeds were at the test set's floor (p(1 -
+/// p) / n at accuracy `p`): about the best a plan with these seeds and test
+/// set can do (cells further from 50% have a slightly lower floor).
+pub fn resolvable_at_best(p: f64, test_images: usize, seeds: usize, family_size: usize) -> Option<f64> {
+    (seeds > 1 && family_size > 0).then(|| {
+        let variance = p * (1.0 - p) / test_images.max(1) as f64;
+        let standard_error = (2.0 * variance / seeds as f64).sqrt();
+        let df = 2.0 * (seeds - 1) as f64;
+        100.0 * t_quantile(1.0 - ALPHA / (2.0 * family_size as f64), df) * standard_error
     })
-}
-
-/// Whether the difference of two cells' means stands out of their spread over
-/// seeds: Welch's test at 95% (the difference beyond t * its standard error,
-/// Welch-Satterthwaite degrees of freedom, rounded down). None when either
-/// cell has a single seed: its spread is unknown.
-pub fn resolved(a: &Group, b: &Group) -> Option<bool> {
-    if a.seeds < 2 || b.seeds < 2 {
-        return None;
-    }
-    let (va, vb) = (a.std_final.powi(2) / a.seeds as f64, b.std_final.powi(2) / b.seeds as f64);
-    let diff = (a.mean_final - b.mean_final).abs();
-    if va + vb == 0.0 {
-        return Some(diff > 0.0);
-    }
-    let df = (va + vb).powi(2) / (va.powi(2) / (a.seeds - 1) as f64 + vb.powi(2) / (b.seeds - 1) as f64);
-    Some(diff > t_quantile(df.floor().max(1.0) as usize) * (va + vb).sqrt())
 }
 
 /// One standard error of an accuracy p measured on n images, in points.
@@ -194,39 +417,162 @@ mod tests {
     use super::*;
     use crate::study::{Loss, RunKind};
 
+    /// So many test images that the floor never binds.
+    const MANY: usize = 100_000_000;
+
+    fn cell(kind: RunKind, loss: Loss, temperature: Option<f64>, mean_final: f64, std_final: f64, seeds: usize) -> Group {
+        Group { kind, loss, temperature, seeds, mean_final, std_final, model_bytes: 1, fidelity: Fidelity::default() }
+    }
+
     fn group(mean_final: f64, std_final: f64, seeds: usize) -> Group {
-        Group {
-            kind: RunKind::Distill,
-            loss: Loss::Soft,
-            temperature: Some(5.0),
-            seeds,
-            mean_final,
-            std_final,
-            mean_best: mean_final,
-            model_bytes: 1,
-            fidelity: Fidelity::default(),
+        cell(RunKind::Distill, Loss::Soft, Some(5.0), mean_final, std_final, seeds)
+    }
+
+    #[test]
+    fn t_quantiles_match_the_published_table() {
+        // Two-sided 95% (the 0.975 quantile), as printed in standard tables.
+        for (df, table) in
+            [(1, 12.706), (2, 4.303), (5, 2.571), (10, 2.228), (30, 2.042), (40, 2.021), (60, 2.000), (120, 1.980), (1000, 1.962)]
+        {
+            let t = t_quantile(0.975, df as f64);
+            assert!((t - table).abs() < 5e-4, "df {df}: {t} against {table}");
         }
+        // One-sided 99.5% and 99.9%.
+        for (p, df, table) in [(0.995, 4, 4.604), (0.995, 10, 3.169), (0.999, 4, 7.173), (0.999, 30, 3.385)] {
+            let t = t_quantile(p, df as f64);
+            assert!((t - table).abs() < 5e-4, "p {p} df {df}: {t} against {table}");
+        }
+        assert!((t_two_sided_p(2.228, 10.0) - 0.05).abs() < 1e-4);
     }
 
     #[test]
-    fn the_interval_uses_students_t() {
+    fn welch_on_a_worked_example() {
+        // 0.90 ± 0.01 over 3 seeds against 0.88 ± 0.02 over 4: variances of
+        // the means 1e-4/3 and 1e-4, so se = sqrt(4e-4/3) = 0.011547 and
+        // df = (4e-4/3)^2 / ((1e-4/3)^2/2 + (1e-4)^2/3) = 32/7. p and the
+        // 0.975 quantile at df 32/7 from scipy.stats (0.149283, 2.644786).
+        let w = Welch::of(&group(0.90, 0.01, 3), &group(0.88, 0.02, 4), MANY).unwrap();
+        assert!((w.difference - 0.02).abs() < 1e-12);
+        assert!((w.standard_error - 0.011_547_005).abs() < 1e-8, "{w:?}");
+        assert!((w.df - 32.0 / 7.0).abs() < 1e-6, "{w:?}");
+        assert!((w.p_value() - 0.149_283).abs() < 1e-5, "{}", w.p_value());
+        assert!((w.half_width(0.95) - 2.644_786 * 0.011_547_005).abs() < 1e-6, "{}", w.half_width(0.95));
+        assert_eq!(Welch::of(&group(0.99, 0.0, 1), &group(0.50, 0.01, 3), MANY), None, "one seed: unknown spread");
+    }
+
+    #[test]
+    fn holm_steps_down_on_hand_examples() {
+        // Sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1: 0.02, 0.03, 0.06, 0.04 -> 0.06 (kept monotone).
+        let adjusted = holm_adjusted(&[0.01, 0.04, 0.03, 0.005], 4);
+        for (a, want) in adjusted.iter().zip([0.03, 0.06, 0.06, 0.02]) {
+            assert!((a - want).abs() < 1e-12, "{adjusted:?}");
+        }
+        let falls = |adjusted: &[f64]| adjusted.iter().map(|&p| p < ALPHA).collect::<Vec<_>>();
+        assert_eq!(falls(&adjusted), [true, false, false, true]);
+        // Holm resolves what Bonferroni (0.02 * 2 = 0.04, 0.03 * 2 = 0.06) does not: 0.04, then max(0.04, 0.03).
+        assert_eq!(falls(&holm_adjusted(&[0.02, 0.03], 2)), [true, true]);
+        // ... and less than uncorrected tests would: only 0.01 * 4 stays below 0.05.
+        assert_eq!(falls(&holm_adjusted(&[0.01, 0.02, 0.04, 0.045], 4)), [true, false, false, false]);
+        // A planned comparison that could not be made still counts: 0.011 * 5, 0.02 * 4.
+        assert_eq!(falls(&holm_adjusted(&[0.011, 0.02], 5)), [false, false]);
+    }
+
+    #[test]
+    fn an_accuracy_that_is_not_a_number_is_not_tested() {
+        // results.json may hold `null` for a diverged run's accuracy; the
+        // report, the figure and the monitor's every frame test the family.
+        let question = Question::AgainstBaseline { loss: Loss::Soft, temperature: 5.0 };
+        let groups = [group(f64::NAN, f64::NAN, 3), cell(RunKind::Baseline, Loss::Hard, None, 0.9, 0.01, 3)];
+        let family = Family::test(&[question], &groups, 2000);
+        assert_eq!((family.size(), family.made()), (1, 0));
+        assert_eq!(interval_95(&groups[0], 2000), None);
+    }
+
+    #[test]
+    fn zero_spread_resolves_nothing_the_test_set_cannot() {
+        // Two cells whose three seeds each agree exactly, 0.05 points apart on
+        // 2,000 test images (one image): the floor p(1-p)/n keeps them apart
+        // by a t of about 0.14, not infinity.
+        let question = Question::AgainstBaseline { loss: Loss::Soft, temperature: 5.0 };
+        let groups = [group(0.9600, 0.0, 3), cell(RunKind::Baseline, Loss::Hard, None, 0.9595, 0.0, 3)];
+        let family = Family::test(&[question], &groups, 2000);
+        let c = &family.comparisons[0];
+        assert!(!c.resolved(), "{c:?}");
+        assert!(c.adjusted_p.unwrap() > 0.8, "{c:?}");
+        // Five points apart they are resolved, floor or not.
+        let groups = [group(0.96, 0.0, 3), cell(RunKind::Baseline, Loss::Hard, None, 0.91, 0.0, 3)];
+        assert!(Family::test(&[question], &groups, 2000).comparisons[0].resolved());
+        // Every seed right on every image, or wrong on every one: still a spread, and a test.
+        let groups = [group(1.0, 0.0, 3), cell(RunKind::Baseline, Loss::Hard, None, 1.0, 0.0, 3)];
+        let c = &Family::test(&[question], &groups, 64).comparisons[0];
+        assert!(!c.resolved() && c.test.unwrap().p_value() == 1.0, "{c:?}");
+        let groups = [group(0.0, 0.0, 2), cell(RunKind::Baseline, Loss::Hard, None, 0.0, 0.0, 2)];
+        assert!(!Family::test(&[question], &groups, 64).comparisons[0].resolved());
+    }
+
+    #[test]
+    fn the_interval_uses_students_t_and_the_floor() {
         // 4.303 * 0.01 / sqrt(3) = 0.02484
-        let (lo, hi) = interval_95(&group(0.9, 0.01, 3)).unwrap();
+        let (lo, hi) = interval_95(&group(0.9, 0.01, 3), MANY).unwrap();
         assert!((lo - 87.516).abs() < 1e-3 && (hi - 92.484).abs() < 1e-3, "{lo} {hi}");
-        assert_eq!(interval_95(&group(0.9, 0.0, 1)), None);
+        assert_eq!(interval_95(&group(0.9, 0.0, 1), MANY), None);
+        // No spread over 3 seeds on 100 images: sqrt(0.09 / 100 / 3) * 4.303 = 7.45 points.
+        let (lo, hi) = interval_95(&group(0.9, 0.0, 3), 100).unwrap();
+        assert!((hi - lo - 2.0 * 7.453).abs() < 1e-2, "{lo} {hi}");
+    }
+
+    fn spec(kind: RunKind, loss: Loss, temperature: Option<f64>, seed: u64) -> RunSpec {
+        RunSpec { run_id: format!("{kind:?}-{loss}-{temperature:?}-{seed}"), kind, loss, temperature, seed }
     }
 
     #[test]
-    fn a_difference_is_resolved_only_beyond_the_spread_over_seeds() {
-        // 1 point apart, 2 points of spread, 3 seeds each: t = 0.61.
-        assert_eq!(resolved(&group(0.90, 0.02, 3), &group(0.89, 0.02, 3)), Some(false));
-        // 5 points apart, half a point of spread: t = 15.8.
-        assert_eq!(resolved(&group(0.95, 0.005, 5), &group(0.90, 0.005, 5)), Some(true));
-        // 3 points apart, 1 point of spread, 2 seeds each: t = 3.0, below 4.30 (Welch df 2);
-        // 3 seeds and half a point of spread: t = 7.3, above 2.78 (df 4).
-        assert_eq!(resolved(&group(0.93, 0.01, 2), &group(0.90, 0.01, 2)), Some(false));
-        assert_eq!(resolved(&group(0.93, 0.005, 3), &group(0.90, 0.005, 3)), Some(true));
-        assert_eq!(resolved(&group(0.99, 0.0, 1), &group(0.50, 0.01, 3)), None, "one seed: unknown spread");
+    fn the_family_comes_from_the_plan_not_the_data() {
+        let mut planned = vec![spec(RunKind::Teacher, Loss::Hard, None, 1)];
+        for seed in [1, 2] {
+            planned.push(spec(RunKind::Baseline, Loss::Hard, None, seed));
+            for loss in Loss::DISTILLATION {
+                for t in [5.0, 50.0] {
+                    planned.push(spec(RunKind::Distill, loss, Some(t), seed));
+                }
+            }
+        }
+        let questions = planned_questions(&planned);
+        // 3 losses x 2 T against the baseline, then hard_soft - gt_soft at each T.
+        assert_eq!(questions.len(), 8, "{questions:?}");
+        assert_eq!(questions[0], Question::AgainstBaseline { loss: Loss::Soft, temperature: 5.0 });
+        assert_eq!(questions[7], Question::TeacherAgainstLabels { temperature: 50.0 });
+        // Without a baseline only the control comparisons remain; without gt_soft none of them.
+        let no_baseline: Vec<RunSpec> = planned.iter().filter(|r| r.kind != RunKind::Baseline).cloned().collect();
+        assert_eq!(planned_questions(&no_baseline).len(), 2);
+        let no_gt: Vec<RunSpec> = planned.iter().filter(|r| r.loss != Loss::GtSoft).cloned().collect();
+        assert_eq!(planned_questions(&no_gt).len(), 4);
+
+        // Only the soft T=5 cell and the baseline finished: one test made of 8,
+        // corrected as one of 8 (0.001 * 8 = 0.008).
+        let groups =
+            [cell(RunKind::Baseline, Loss::Hard, None, 0.90, 0.001, 3), cell(RunKind::Distill, Loss::Soft, Some(5.0), 0.95, 0.001, 3)];
+        let family = Family::test(&questions, &groups, MANY);
+        assert_eq!((family.size(), family.made()), (8, 1));
+        let c = &family.comparisons[0];
+        assert!((c.adjusted_p.unwrap() - (8.0 * c.test.unwrap().p_value()).min(1.0)).abs() < 1e-12);
+        // Its interval is the simultaneous one, at 1 - 0.05/8.
+        let (lo, hi) = c.interval.unwrap();
+        let half = t_quantile(1.0 - 0.05 / 16.0, c.test.unwrap().df) * c.test.unwrap().standard_error;
+        assert!(((hi - lo) / 2.0 - 100.0 * half).abs() < 1e-9);
+        let (least, median, most) = family.resolvable_against_baseline().unwrap();
+        assert!(least == median && median == most && (most - 100.0 * half).abs() < 1e-9);
+    }
+
+    #[test]
+    fn resolvable_at_best_follows_seeds_and_test_images() {
+        // p = 0.9 on 10,000 images, 3 seeds, 15 comparisons: se = sqrt(2 * 9e-6 / 3)
+        // = 0.0024495, t at 1 - 0.05/30 with 4 df = 6.254071 (scipy.stats.t.ppf):
+        // 1.53193 points.
+        let want = 1.53193;
+        assert!((resolvable_at_best(0.9, 10_000, 3, 15).unwrap() - want).abs() < 1e-5);
+        assert!(resolvable_at_best(0.9, 40_000, 3, 15).unwrap() < want);
+        assert!(resolvable_at_best(0.9, 10_000, 5, 15).unwrap() < want);
+        assert_eq!(resolvable_at_best(0.9, 10_000, 1, 15), None);
     }
 
     #[test]

@@ -12,6 +12,9 @@ pub enum TrainEvent {
         runs: Vec<RunSpec>,
         device: String,
         data: String,
+        /// The test set's size: the report's statistics need it, and `kdtui
+        /// watch` knows it only from here.
+        test_images: usize,
     },
     /// Something worth a line in a log: checkpoint saved, teacher reused, ...
     Log {
@@ -189,8 +192,6 @@ pub struct RunResult {
     pub epochs: usize,
     #[serde(deserialize_with = "nan_from_null")]
     pub final_test_accuracy: f64,
-    #[serde(deserialize_with = "nan_from_null")]
-    pub best_test_accuracy: f64,
     #[serde(deserialize_with = "nan_from_null")]
     pub final_train_loss: f64,
     pub model_bytes: u64,

@@ -120,7 +120,8 @@ impl WeightDecay {
 pub struct TeacherConfig {
     pub epochs: usize,
     pub learning_rate: f64,
-    /// Output channels of the three conv blocks (two 3x3 convs each).
+    /// Output channels of the three conv blocks (one 3x3 conv in the first,
+    /// two in the others).
     pub widths: [usize; 3],
     /// Width of the hidden fully connected layer.
     pub hidden: usize,
@@ -178,7 +179,7 @@ impl Default for PlanConfig {
     fn default() -> Self {
         Self {
             name: "study".into(),
-            seeds: vec![1],
+            seeds: vec![1, 2, 3],
             losses: Loss::DISTILLATION.to_vec(),
             temperatures: vec![5.0, 15.0, 25.0, 50.0, 100.0],
             baseline: true,
@@ -194,8 +195,8 @@ impl Default for DataConfig {
         Self {
             source: DataSource::Synthetic,
             dir: "data".into(),
-            train_size: 7000,
-            test_size: 2000,
+            train_size: 10_000,
+            test_size: 5_000,
             seed: 7,
             train_limit: 0,
             test_limit: 0,
@@ -220,13 +221,13 @@ impl Default for TrainConfig {
 
 impl Default for TeacherConfig {
     fn default() -> Self {
-        Self { epochs: 4, learning_rate: 2e-3, widths: [32, 64, 128], hidden: 256 }
+        Self { epochs: 10, learning_rate: 2e-3, widths: [32, 64, 128], hidden: 256 }
     }
 }
 
 impl Default for StudentConfig {
     fn default() -> Self {
-        Self { epochs: 8, learning_rate: 5e-3, w_bits: 2, a_bits: 2, first_last_bits: 32, a_range: 3.0, widths: [16, 32, 64], hidden: 128 }
+        Self { epochs: 11, learning_rate: 2e-2, w_bits: 2, a_bits: 2, first_last_bits: 32, a_range: 3.0, widths: [6, 12, 24], hidden: 64 }
     }
 }
 

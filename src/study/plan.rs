@@ -150,11 +150,12 @@ mod tests {
     #[test]
     fn default_plan_has_the_study_runs() {
         let runs = full_plan(&Config::default());
-        assert_eq!(runs.len(), 17);
+        assert_eq!(runs.len(), 1 + 16 * 3, "the teacher, then 16 cells over 3 seeds");
         assert_eq!(runs[0].run_id, "teacher");
         assert_eq!(runs[1].run_id, "baseline-s1");
-        assert_eq!(runs[2].run_id, "soft-T5-s1");
-        assert_eq!(runs[16].run_id, "gt_soft-T100-s1");
+        assert_eq!(runs[3].run_id, "baseline-s3");
+        assert_eq!(runs[4].run_id, "soft-T5-s1");
+        assert_eq!(runs[48].run_id, "gt_soft-T100-s3");
     }
 
     #[test]
@@ -168,7 +169,8 @@ mod tests {
 
     #[test]
     fn shards_split_the_student_runs_round_robin() {
-        let c = Config::default();
+        let mut c = Config::default();
+        c.plan.seeds = vec![1];
         let students: Vec<String> = full_plan(&c).into_iter().skip(1).map(|r| r.run_id).collect();
         let shards: Vec<Vec<String>> = (0..3).map(|index| shard_members(&c, Shard { index, count: 3 })).collect();
         // Students in plan order: baseline-s1, soft-T5, soft-T15, soft-T25, soft-T50, ...
@@ -195,7 +197,8 @@ mod tests {
 
     #[test]
     fn selectors_pick_by_id_or_prefix() {
-        let c = Config::default();
+        let mut c = Config::default();
+        c.plan.seeds = vec![1];
         let ids = |sel: &[&str]| -> Vec<String> {
             select(&c, &sel.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap().into_iter().map(|r| r.run_id).collect()
         };

@@ -13,6 +13,7 @@ use kdtui::study::{Config, RunSpec};
 pub const TINY: &str = r#"
 [plan]
 name = "tiny"
+seeds = [1]
 losses = ["soft", "gt_soft"]
 temperatures = [5.0]
 [data]

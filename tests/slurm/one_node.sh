@@ -112,6 +112,7 @@ say "one-node cluster up (slurm $(slurmctld -V | cut -d' ' -f2), ports $PORT-$((
 cat > "$STUDY/config.toml" <<'EOF'
 [plan]
 name = "slurmtest"
+seeds = [1]
 losses = ["soft", "gt_soft"]
 temperatures = [5.0, 15.0]
 [data]

@@ -388,7 +388,7 @@ mod tests {
     fn run_hash_follows_what_shapes_the_run() {
         let config = Config::default();
         let plan = crate::study::plan::full_plan(&config);
-        let soft = &plan[2];
+        let soft = plan.iter().find(|r| r.run_id == "soft-T5-s1").unwrap();
         let mut other = config.clone();
         other.train.log_every = 99;
         other.plan.only = vec!["soft".into()];

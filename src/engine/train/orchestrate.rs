@@ -54,6 +54,7 @@ pub fn run_plan<B: TrainBackend>(input: PlanInput, device: B::Device, events: Se
         runs: input.runs.clone(),
         device: input.device_name.clone(),
         data: input.data.description.clone(),
+        test_images: input.data.test.len(),
     });
     for note in input.notes.iter().chain(&input.data.notes) {
         let _ = events.send(TrainEvent::Log { message: note.clone() });

@@ -232,7 +232,6 @@ impl<B: TrainBackend> Plan<'_, B> {
             status,
             epochs: history.len(),
             final_test_accuracy: last.map_or(0.0, |m| m.test_accuracy),
-            best_test_accuracy: history.iter().map(|m| m.test_accuracy).fold(0.0, f64::max),
             final_train_loss: last.map_or(f64::NAN, |m| m.train_loss),
             model_bytes: model_bytes(shape),
             wall_seconds: wall_before + started.elapsed().as_secs_f64(),

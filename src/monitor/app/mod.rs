@@ -123,10 +123,6 @@ impl RunRow {
         self.measured().map(|r| r.final_test_accuracy).or_else(|| self.history.last().map(|m| m.test_accuracy))
     }
 
-    pub fn best_accuracy(&self) -> Option<f64> {
-        self.measured().map(|r| r.best_test_accuracy).or_else(|| self.history.iter().map(|m| m.test_accuracy).reduce(f64::max))
-    }
-
     pub fn train_loss(&self) -> Option<f64> {
         self.history.last().map(|m| m.train_loss).or_else(|| self.step_loss.last().map(|p| p.1))
     }
@@ -165,7 +161,6 @@ pub enum Column {
     Temperature,
     Seed,
     TestAccuracy,
-    BestAccuracy,
     TrainLoss,
     Size,
     Time,
@@ -177,14 +172,13 @@ pub enum Column {
 }
 
 impl Column {
-    pub const ALL: [Column; 13] = [
+    pub const ALL: [Column; 12] = [
         Column::Run,
         Column::Status,
         Column::Loss,
         Column::Temperature,
         Column::Seed,
         Column::TestAccuracy,
-        Column::BestAccuracy,
         Column::TrainLoss,
         Column::Size,
         Column::Time,
@@ -201,7 +195,6 @@ impl Column {
             Column::Temperature => "T",
             Column::Seed => "seed",
             Column::TestAccuracy => "test acc",
-            Column::BestAccuracy => "best",
             Column::TrainLoss => "train loss",
             Column::Size => "size",
             Column::Time => "time",
@@ -372,7 +365,11 @@ impl App {
 
     fn apply(&mut self, event: TrainEvent) -> bool {
         match event {
-            TrainEvent::PlanStarted { plan, runs, device, data } => {
+            TrainEvent::PlanStarted { plan, runs, device, data, test_images } => {
+                // What the sweep panel's verdicts need; `kdtui watch` starts
+                // from empty results and learns them only here.
+                self.results.planned.clone_from(&runs);
+                self.results.test_images = test_images;
                 self.plan = plan;
                 self.device = device;
                 self.data = data;
@@ -659,7 +656,6 @@ impl App {
                 Column::Temperature => SortKey::Num(r.spec.temperature),
                 Column::Seed => SortKey::Num(Some(r.spec.seed as f64)),
                 Column::TestAccuracy => SortKey::Num(r.test_accuracy()),
-                Column::BestAccuracy => SortKey::Num(r.best_accuracy()),
                 Column::TrainLoss => SortKey::Num(r.train_loss()),
                 Column::Size => SortKey::Num(r.result.as_ref().map(|r| r.model_bytes as f64)),
                 Column::Time => SortKey::Num(r.wall_seconds()),

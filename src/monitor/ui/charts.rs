@@ -10,7 +10,7 @@ use ratatui::Frame;
 
 use crate::monitor::app::history::History;
 use crate::monitor::app::{App, ChartFocus, RunRow};
-use crate::outputs::stats::Sweep;
+use crate::outputs::stats::{planned_questions, Family, Sweep};
 use crate::protocol::EpochMetrics;
 use crate::study::Loss;
 
@@ -150,7 +150,18 @@ fn render_compare(app: &App, frame: &mut Frame, area: Rect) {
 }
 
 pub fn render_sweep(app: &App, frame: &mut Frame, area: Rect) {
-    let block = Block::default().borders(Borders::ALL).title(" sweep: test accuracy vs T, log axis (soft ·, hard_soft ─, gt_soft ─) ");
+    let groups = app.results.groups();
+    let mut block = Block::default()
+        .borders(Borders::ALL)
+        .title(" sweep: test accuracy vs T, log axis (soft ·, hard_soft ─, gt_soft without teacher ─) ");
+    // The report's verdicts, as they stand: the planned comparisons, Holm-corrected.
+    // Short enough for the half-width panel of a 120-column terminal.
+    let family = Family::test(&planned_questions(&app.results.planned), &groups, app.results.test_images);
+    if family.size() > 0 {
+        let resolved = family.comparisons.iter().filter(|c| c.resolved()).count();
+        block =
+            block.title_bottom(format!(" {resolved} of {} planned comparisons resolved ({} made, Holm 5%) ", family.size(), family.made()));
+    }
     let mut temps: Vec<f64> = app.runs.iter().filter_map(|r| r.spec.temperature).collect();
     temps.sort_by(f64::total_cmp);
     temps.dedup();
@@ -159,7 +170,7 @@ pub fn render_sweep(app: &App, frame: &mut Frame, area: Rect) {
         return;
     }
     // Mean over seeds of each finished (kind, loss, T) cell.
-    let sweep = Sweep::of(&app.results.groups());
+    let sweep = Sweep::of(&groups);
     // x is log10(T): 5 to 100 spans more than a decade.
     let line = |loss: Loss| -> Vec<(f64, f64)> { sweep.line(loss).iter().map(|p| (p.temperature.log10(), 100.0 * p.mean)).collect() };
     let (t0, t1) = (temps[0].log10(), temps.last().unwrap().log10());
@@ -174,7 +185,7 @@ pub fn render_sweep(app: &App, frame: &mut Frame, area: Rect) {
     let series = [
         ("soft", &soft, Color::Magenta, GraphType::Scatter, Marker::Dot),
         ("hard_soft", &hard_soft, Color::Cyan, GraphType::Line, Marker::Braille),
-        ("gt_soft", &gt_soft, Color::Green, GraphType::Line, Marker::Braille),
+        ("gt_soft, no teacher", &gt_soft, Color::Green, GraphType::Line, Marker::Braille),
         ("teacher", &teacher, Color::Yellow, GraphType::Line, Marker::Braille),
         ("baseline", &baseline, Color::Red, GraphType::Line, Marker::Braille),
     ];

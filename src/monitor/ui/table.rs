@@ -29,7 +29,6 @@ fn cell_text(app: &App, groups: &[Group], row: &RunRow, column: Column) -> Strin
             Some((m, s, _)) => format!("{}±{:.1}", pct(Some(m)), 100.0 * s),
             None => pct(row.test_accuracy()),
         },
-        Column::BestAccuracy => pct(row.best_accuracy()),
         Column::TrainLoss => row.train_loss().map_or("–".into(), |l| format!("{l:.3}")),
         Column::Size => row.result.as_ref().map_or("–".into(), |r| megabytes_short(r.model_bytes)),
         Column::Time => row.wall_seconds().map_or("–".into(), |s| format!("{s:.0}s")),
@@ -66,7 +65,6 @@ fn width(c: Column) -> u16 {
         Column::Temperature => 3,
         Column::Seed => 4,
         Column::TestAccuracy => 10,
-        Column::BestAccuracy => 6,
         Column::TrainLoss => 10,
         Column::Size => 6,
         Column::Time => 5,
@@ -77,8 +75,7 @@ fn width(c: Column) -> u16 {
 }
 
 /// The diagnostics go first: accuracy is what the table is read for.
-const DROP_ORDER: [Column; 8] =
-    [Column::Ece, Column::Agreement, Column::Seed, Column::Size, Column::Time, Column::BestAccuracy, Column::Loss, Column::TrainLoss];
+const DROP_ORDER: [Column; 7] = [Column::Ece, Column::Agreement, Column::Seed, Column::Size, Column::Time, Column::Loss, Column::TrainLoss];
 
 /// The columns that fit in `inner` cells, in display order.
 pub fn visible_columns(inner: u16) -> Vec<Column> {
