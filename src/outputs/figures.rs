@@ -446,7 +446,8 @@ pub fn sweep_figure(results: &Results, path: &Path) -> Result<bool, FigureError>
 /// difference is resolved after Holm's correction, hollow where it is not.
 /// False when no such comparison could be made (one seed, no baseline).
 pub fn effects_figure(results: &Results, path: &Path) -> Result<bool, FigureError> {
-    let family = Family::test(&planned_questions(&results.planned), &results.groups(), results.test_images);
+    let groups = results.groups();
+    let family = Family::test(&planned_questions(&results.planned), &groups, results.test_images);
     /// A cell's difference to the baseline and its interval, in points.
     struct Effect {
         loss: Loss,
@@ -470,7 +471,7 @@ pub fn effects_figure(results: &Results, path: &Path) -> Result<bool, FigureErro
     }
     let ys = points.iter().flat_map(|p| [p.interval.0, p.interval.1]).chain([0.0]);
     let (y0, y1) = span(ys, 0.08, None, None);
-    let seeds = results.groups().iter().filter(|g| g.kind == RunKind::Baseline).map(|g| g.seeds).max().unwrap_or(0);
+    let seeds = groups.iter().filter(|g| g.kind == RunKind::Baseline).map(|g| g.seeds).max().unwrap_or(0);
     render(path, (1300, 620), |root| {
         let (root, side) = root.split_horizontally(960);
         let caption = format!("{}: each cell minus the student without a teacher ({seeds} seeds)", results.plan);

@@ -18,3 +18,30 @@ pub mod tensorboard;
 pub use publish::{publish, PublishError};
 pub use sink::Sink;
 pub use store::{Failure, Results};
+
+/// What the outputs' unit tests share.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use crate::protocol::{RunResult, RunStatus};
+    use crate::study::RunSpec;
+
+    /// `spec` finished after one epoch at test accuracy `accuracy`.
+    pub fn finished(spec: &RunSpec, accuracy: f64) -> RunResult {
+        RunResult {
+            run_id: spec.run_id.clone(),
+            kind: spec.kind,
+            loss: spec.loss,
+            temperature: spec.temperature,
+            seed: spec.seed,
+            status: RunStatus::Done,
+            epochs: 1,
+            final_test_accuracy: accuracy,
+            final_train_loss: 0.1,
+            model_bytes: 1000,
+            wall_seconds: 1.0,
+            reused: false,
+            device: String::new(),
+            history: vec![],
+        }
+    }
+}

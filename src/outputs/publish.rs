@@ -120,27 +120,7 @@ fn row_digest(run: &RunResult) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{RunResult, RunStatus};
-    use crate::study::RunSpec;
-
-    fn row(spec: &RunSpec, acc: f64) -> RunResult {
-        RunResult {
-            run_id: spec.run_id.clone(),
-            kind: spec.kind,
-            loss: spec.loss,
-            temperature: spec.temperature,
-            seed: spec.seed,
-            status: RunStatus::Done,
-            epochs: 1,
-            final_test_accuracy: acc,
-            final_train_loss: 1.0,
-            model_bytes: 100,
-            wall_seconds: 1.0,
-            reused: false,
-            device: String::new(),
-            history: vec![],
-        }
-    }
+    use crate::outputs::fixtures::finished as row;
 
     /// Shards write one directory at once, each after every run: the files
     /// end with every run once, in plan order, whatever the interleaving.

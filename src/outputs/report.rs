@@ -146,11 +146,8 @@ fn summary(s: &mut String, results: &Results, teacher: Option<&Group>) {
     };
     let _ = writeln!(s, "- plan: {status}; {} runs recorded, {} failed", results.runs.len(), results.failures.len());
     let _ = writeln!(s, "- data: {} images", results.data);
-    let mut seeds: Vec<u64> = results.planned.iter().filter(|p| p.kind != RunKind::Teacher).map(|p| p.seed).collect();
-    seeds.sort_unstable();
-    seeds.dedup();
     if let Some(t) = results.planned.iter().find(|p| p.kind == RunKind::Teacher) {
-        let list: Vec<String> = seeds.iter().map(u64::to_string).collect();
+        let list: Vec<String> = results.student_seeds().iter().map(u64::to_string).collect();
         let _ = writeln!(
             s,
             "- seeds: every student cell is trained once per seed ({}); the teacher once (seed {}), so the spread over seeds is \
@@ -256,9 +253,7 @@ fn effects_section(s: &mut String, results: &Results, family: &Family, groups: &
     }
     // From the plan, not from what has finished: a report written before the
     // students end must not blame the seeds.
-    let mut planned_seeds: Vec<u64> = results.planned.iter().filter(|r| r.kind != RunKind::Teacher).map(|r| r.seed).collect();
-    planned_seeds.sort_unstable();
-    planned_seeds.dedup();
+    let planned_seeds = results.student_seeds();
     let baseline_planned = results.planned.iter().any(|r| r.kind == RunKind::Baseline);
     let against = family.comparisons.iter().filter(|c| matches!(c.question, Question::AgainstBaseline { .. })).count();
     let controls = family.size() - against;
@@ -439,7 +434,7 @@ fn p_value(p: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{RunResult, RunStatus};
+    use crate::outputs::fixtures::finished;
     use crate::study::{plan::full_plan, Config, RunSpec};
 
     /// A finished default plan whose runs score `accuracy(spec)`.
@@ -447,25 +442,7 @@ mod tests {
         let mut config = Config::default();
         config.plan.seeds = seeds;
         let planned = full_plan(&config);
-        let runs = planned
-            .iter()
-            .map(|spec| RunResult {
-                run_id: spec.run_id.clone(),
-                kind: spec.kind,
-                loss: spec.loss,
-                temperature: spec.temperature,
-                seed: spec.seed,
-                status: RunStatus::Done,
-                epochs: 1,
-                final_test_accuracy: accuracy(spec),
-                final_train_loss: 0.1,
-                model_bytes: 1000,
-                wall_seconds: 1.0,
-                reused: false,
-                device: String::new(),
-                history: vec![],
-            })
-            .collect();
+        let runs = planned.iter().map(|spec| finished(spec, accuracy(spec))).collect();
         Results { plan: "t".into(), data: "synthetic: 10 train / 5000 test".into(), test_images: 5000, planned, runs, ..Results::default() }
     }
 

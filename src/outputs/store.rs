@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::stats::{self, Group};
 use crate::protocol::{RunResult, RunStatus};
-use crate::study::RunSpec;
+use crate::study::{RunKind, RunSpec};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Results {
@@ -55,6 +55,15 @@ impl Results {
     /// The study's cells (kind, loss, T) over their seeds.
     pub fn groups(&self) -> Vec<Group> {
         stats::groups(&self.runs)
+    }
+
+    /// The seeds the plan trains its students on, ascending (the teacher's
+    /// is not among them unless a student shares it).
+    pub fn student_seeds(&self) -> Vec<u64> {
+        let mut seeds: Vec<u64> = self.planned.iter().filter(|p| p.kind != RunKind::Teacher).map(|p| p.seed).collect();
+        seeds.sort_unstable();
+        seeds.dedup();
+        seeds
     }
 
     /// Records a finished run, replacing an earlier row of the same run.
