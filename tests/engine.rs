@@ -12,7 +12,7 @@ use kdtui::engine::backend::{self, Resolved};
 use kdtui::engine::data::batcher::{make_batch, Normalizer, Targets};
 use kdtui::engine::data::synthetic::{self, Split};
 use kdtui::engine::inference::evaluate;
-use kdtui::engine::losses;
+use kdtui::engine::losses::{self, Objective};
 use kdtui::engine::model::{CnnConfig, Precision};
 use kdtui::engine::train::PlanInput;
 use kdtui::protocol::{Control, TrainEvent};
@@ -39,7 +39,7 @@ fn fit_tiny_batch(
     let mut losses = vec![];
     for _ in 0..80 {
         let b = make_batch::<AD>(&d, &norm, &all, &Targets::new(&d, None, &device), &device);
-        let loss = losses::loss(Loss::Hard, model.forward(b.images), b.onehot, None, 1.0, 1.0);
+        let loss = losses::loss(&Objective::of(&Config::default(), Loss::Hard, None), model.forward(b.images), b.onehot, None);
         losses.push(loss.clone().into_scalar());
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(3e-3, model, grads);
@@ -207,7 +207,7 @@ fn soft_targets_follow_their_images_through_cache_shuffle_and_batches() {
 /// those of the same step with another teacher's targets.
 #[test]
 fn a_distillation_steps_gradients_carry_the_teacher_targets() {
-    use kdtui::engine::train::{gradients, Objective};
+    use kdtui::engine::train::gradients;
     let device = Default::default();
     let d = synthetic::generate(16, 3, Split::Train);
     let norm = Normalizer::fit(&d);
@@ -228,8 +228,8 @@ fn a_distillation_steps_gradients_carry_the_teacher_targets() {
         assert!(loss.is_finite());
         kdtui::engine::train::flat_gradients(&model, &grads.unwrap())
     };
-    let baseline = grad(Objective { loss: Loss::Hard, temperature: 1.0, c: 0.0 }, None);
-    let distilled = |q: &[f32]| grad(Objective { loss: Loss::HardSoft, temperature: 5.0, c: 25.0 }, Some(q));
+    let baseline = grad(Objective::of(&Config::default(), Loss::Hard, None), None);
+    let distilled = |q: &[f32]| grad(Objective::of(&Config::default(), Loss::HardSoft, Some(5.0)), Some(q));
     let (with_q1, with_q2) = (distilled(&q1), distilled(&q2));
     let differ = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
     assert_eq!(baseline.len(), with_q1.len());

@@ -21,9 +21,10 @@ use crate::engine::backend::{dispatch, OnBackend, Resolved};
 use crate::engine::data::batcher::{images, make_batch, Normalizer, Targets};
 use crate::engine::data::{synthetic, CLASSES};
 use crate::engine::losses;
+use crate::engine::losses::Objective;
 use crate::engine::model::kernels::cpu::{self, simd};
 use crate::engine::model::{Cnn, CnnConfig, TrainBackend};
-use crate::engine::train::{adam, train_step, Objective, Tally};
+use crate::engine::train::{adam, train_step, Tally};
 use crate::study::config::Config;
 use crate::study::Loss;
 use crate::util::format::mebibytes;
@@ -141,10 +142,8 @@ pub fn measure<B: TrainBackend>(config: &Config, model: Model, timing: Timing, d
     let data = synthetic::generate(bench_images(config), 7, synthetic::Split::Train);
     let norm = Normalizer::fit(&data);
     let objective = match model {
-        Model::Teacher => Objective { loss: Loss::Hard, temperature: 1.0, c: 0.0 },
-        Model::Student => {
-            Objective { loss: Loss::HardSoft, temperature: STUDENT_TEMPERATURE, c: config.soft_weight(Loss::HardSoft, STUDENT_TEMPERATURE) }
-        }
+        Model::Teacher => Objective::of(config, Loss::Hard, None),
+        Model::Student => Objective::of(config, Loss::HardSoft, Some(STUDENT_TEMPERATURE)),
     };
     let soft = (model == Model::Student).then(|| {
         let mut rng = ChaCha8Rng::seed_from_u64(5);

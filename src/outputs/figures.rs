@@ -41,8 +41,23 @@ fn register_font() {
     });
 }
 
-const LOSS_COLORS: [(Loss, RGBColor); 3] =
-    [(Loss::Soft, RGBColor(31, 119, 180)), (Loss::HardSoft, RGBColor(214, 39, 40)), (Loss::GtSoft, RGBColor(44, 160, 44))];
+/// A colour per loss, by its place in the registry (`Loss::index`), so a loss
+/// has the same colour in every figure whatever else the plan runs.
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(90, 90, 90),
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+];
+
+/// The study's distillation losses with their colours.
+fn loss_colors(results: &Results) -> Vec<(Loss, RGBColor)> {
+    results.losses().into_iter().map(|loss| (loss, PALETTE[loss.index() % PALETTE.len()])).collect()
+}
 const TRAIN: RGBColor = RGBColor(31, 119, 180);
 const TEST: RGBColor = RGBColor(214, 39, 40);
 const GREY: RGBColor = RGBColor(90, 90, 90);
@@ -158,9 +173,9 @@ fn reliability(area: &DrawingArea<BitMapBackend, Shift>, d: &Diagnostics) -> Res
 /// when no distilled run has diagnostics.
 pub fn agreement_figure(results: &Results, path: &Path) -> Result<bool, FigureError> {
     let groups = results.groups();
-    let lines: Vec<(Loss, Curve)> = LOSS_COLORS
-        .iter()
-        .map(|&(loss, color)| {
+    let lines: Vec<(Loss, Curve)> = loss_colors(results)
+        .into_iter()
+        .map(|(loss, color)| {
             let mut points: Vec<(f64, f64)> = groups
                 .iter()
                 .filter(|g| g.kind == RunKind::Distill && g.loss == loss)
@@ -376,7 +391,8 @@ pub fn sweep_figure(results: &Results, path: &Path) -> Result<bool, FigureError>
         return Ok(false);
     }
     let (teacher, baseline) = (sweep.teacher.map(|a| 100.0 * a), sweep.baseline.map(|a| 100.0 * a));
-    let originals: Vec<(Loss, f64, f64)> = LOSS_COLORS
+    let colors = loss_colors(results);
+    let originals: Vec<(Loss, f64, f64)> = colors
         .iter()
         .flat_map(|&(loss, _)| {
             original::TEMPERATURES.iter().filter_map(move |&t| original::distilled_accuracy(loss, t).map(|a| (loss, t, 100.0 * a)))
@@ -413,7 +429,7 @@ pub fn sweep_figure(results: &Results, path: &Path) -> Result<bool, FigureError>
             }
             entries.push((format!("{label}: {v:.1}%"), Sample::Line(GREY, dashed)));
         }
-        for &(loss, color) in &LOSS_COLORS {
+        for &(loss, color) in &colors {
             let cells = sweep.line(loss);
             let points: Vec<(f64, f64)> = cells.iter().map(|p| (p.temperature, 100.0 * p.mean)).collect();
             if !points.is_empty() {
@@ -427,8 +443,10 @@ pub fn sweep_figure(results: &Results, path: &Path) -> Result<bool, FigureError>
                 error_bar(&mut chart, p.temperature, bar, 1.03, color.stroke_width(1))?;
             }
             let orig: Vec<(f64, f64)> = originals.iter().filter(|o| o.0 == loss).map(|o| (o.1, o.2)).collect();
-            chart.draw_series(orig.iter().map(|&p| TriangleMarker::new(p, 7, color.filled()))).map_err(s)?;
-            entries.push((format!("{} (original study)", loss.name()), Sample::Triangle(color)));
+            if !orig.is_empty() {
+                chart.draw_series(orig.iter().map(|&p| TriangleMarker::new(p, 7, color.filled()))).map_err(s)?;
+                entries.push((format!("{} (original study)", loss.name()), Sample::Triangle(color)));
+            }
         }
         if seeds > 1 {
             entries.push(("bars: ± one std over seeds".into(), Sample::Line(BLACK, false)));
@@ -480,8 +498,10 @@ pub fn effects_figure(results: &Results, path: &Path) -> Result<bool, FigureErro
         let t = chart.x_range();
         chart.draw_series(DashedLineSeries::new([(t.start, 0.0), (t.end, 0.0)], 10, 6, GREY.stroke_width(2))).map_err(s)?;
         let mut entries = vec![("0: the student without a teacher".to_string(), Sample::Line(GREY, true))];
-        for (k, &(loss, color)) in LOSS_COLORS.iter().enumerate() {
-            let nudge = 1.06f64.powi(k as i32 - 1);
+        let colors = loss_colors(results);
+        let middle = (colors.len() as f64 - 1.0) / 2.0;
+        for (k, &(loss, color)) in colors.iter().enumerate() {
+            let nudge = 1.06f64.powf(k as f64 - middle);
             let mine: Vec<&Effect> = points.iter().filter(|p| p.loss == loss).collect();
             if mine.is_empty() {
                 continue;

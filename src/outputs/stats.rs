@@ -389,9 +389,9 @@ pub struct SweepPoint {
 
 impl Sweep {
     pub fn of(groups: &[Group]) -> Self {
-        let lines = Loss::DISTILLATION
-            .into_iter()
-            .map(|loss| {
+        let lines = Loss::ALL
+            .iter()
+            .map(|&loss| {
                 let mut points: Vec<SweepPoint> = groups
                     .iter()
                     .filter(|g| g.kind == RunKind::Distill && g.loss == loss)

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::stats::{self, Group};
 use crate::protocol::{RunResult, RunStatus};
-use crate::study::{RunKind, RunSpec};
+use crate::study::{Loss, RunKind, RunSpec};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Results {
@@ -64,6 +64,19 @@ impl Results {
         seeds.sort_unstable();
         seeds.dedup();
         seeds
+    }
+
+    /// The losses the report's columns and the figures' lines show, in
+    /// registry order: the original study's three (its numbers stand beside
+    /// ours even where the plan does not run them), and every other the
+    /// plan (or, in files without a plan, a row) has.
+    pub fn losses(&self) -> Vec<Loss> {
+        let planned = self.planned.iter().filter(|p| p.kind == RunKind::Distill).map(|p| p.loss);
+        let ran = self.runs.iter().filter(|r| r.kind == RunKind::Distill).map(|r| r.loss);
+        let mut losses: Vec<Loss> = Loss::DISTILLATION.into_iter().chain(planned).chain(ran).collect();
+        losses.sort_unstable_by_key(|l| l.index());
+        losses.dedup();
+        losses
     }
 
     /// Records a finished run, replacing an earlier row of the same run.

@@ -144,15 +144,57 @@ pub struct StudentConfig {
     pub hidden: usize,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct DistillConfig {
-    /// Weight c of the soft term of `hard_soft` and `gt_soft`; absent means
+    /// Weight c of the soft term of every loss but `soft`; absent means
     /// T^2 (Hinton et al.).
     pub soft_weight: Option<f64>,
     /// Weight `soft` (which has no hard term) by c too. The original did
-    /// not: its gradient then shrinks as 1/T^2 (README, "The study").
+    /// not: its gradient then shrinks as 1/T^2 (docs/STUDY.md).
     pub scale_soft: bool,
+    /// `dkd`'s own weights. Left out of the file (and so of every hash)
+    /// while they are the defaults: adding the loss changed no study's hash.
+    #[serde(skip_serializing_if = "is_default")]
+    pub dkd: DkdConfig,
+    /// `dist`'s own weights, likewise.
+    #[serde(skip_serializing_if = "is_default")]
+    pub dist: DistConfig,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// Decoupled KD (Zhao et al., CVPR 2022): the weights of its target-class
+/// and non-target-class terms. Defaults: the paper's (alpha 1, beta 8).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DkdConfig {
+    pub alpha: f64,
+    pub beta: f64,
+}
+
+impl Default for DkdConfig {
+    fn default() -> Self {
+        Self { alpha: 1.0, beta: 8.0 }
+    }
+}
+
+/// DIST (Huang et al., NeurIPS 2022): the weights of its inter-class (each
+/// image's classes) and intra-class (each class over the batch) correlation
+/// terms. Defaults: the paper's ImageNet setting (beta 1, gamma 1).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistConfig {
+    pub beta: f64,
+    pub gamma: f64,
+}
+
+impl Default for DistConfig {
+    fn default() -> Self {
+        Self { beta: 1.0, gamma: 1.0 }
+    }
 }
 
 /// How a running study shows that it is alive to `kdtui watch`, which cannot
@@ -254,6 +296,21 @@ impl Config {
         if self.plan.seeds.is_empty() {
             return bad("plan.seeds", "must list at least one seed".into());
         }
+        if let Some(loss) = self.plan.losses.iter().find(|l| !l.distills()) {
+            return bad(
+                "plan.losses",
+                format!("lists `{loss}`, the baseline's loss (set plan.baseline = true for it); expected some of {}", Loss::plan_names()),
+            );
+        }
+        if let Some(loss) = repeated(&self.plan.losses) {
+            return bad("plan.losses", format!("lists `{loss}` twice; each run id must be unique"));
+        }
+        if let Some(seed) = repeated(&self.plan.seeds) {
+            return bad("plan.seeds", format!("lists {seed} twice; each run id must be unique"));
+        }
+        if let Some(t) = repeated(&self.plan.temperatures) {
+            return bad("plan.temperatures", format!("lists {t} twice; each run id must be unique"));
+        }
         if !self.plan.losses.is_empty() && self.plan.temperatures.is_empty() {
             return bad("plan.temperatures", "must list at least one temperature when plan.losses is not empty".into());
         }
@@ -325,6 +382,16 @@ impl Config {
                 return bad(&format!("{key}.widths / {key}.hidden"), "must all be at least 1".into());
             }
         }
+        for (key, weight) in [
+            ("distill.dkd.alpha", self.distill.dkd.alpha),
+            ("distill.dkd.beta", self.distill.dkd.beta),
+            ("distill.dist.beta", self.distill.dist.beta),
+            ("distill.dist.gamma", self.distill.dist.gamma),
+        ] {
+            if !(weight.is_finite() && weight >= 0.0) {
+                return bad(key, format!("must be >= 0, got {weight}"));
+            }
+        }
         if let Some(c) = self.distill.soft_weight {
             if !(c.is_finite() && c >= 0.0) {
                 return bad("distill.soft_weight", format!("must be >= 0, got {c}"));
@@ -388,6 +455,11 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("config always serialises")
     }
+}
+
+/// The first value listed twice (as a run id spells it).
+fn repeated<T: PartialEq + std::fmt::Display>(values: &[T]) -> Option<&T> {
+    values.iter().enumerate().find(|(i, v)| values[..*i].contains(v)).map(|(_, v)| v)
 }
 
 /// toml's message spans several lines with a source excerpt; this keeps one

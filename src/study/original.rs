@@ -22,7 +22,7 @@ pub fn distilled_accuracy(loss: Loss, temperature: f64) -> Option<f64> {
         Loss::Soft => 0,
         Loss::HardSoft => 1,
         Loss::GtSoft => 2,
-        Loss::Hard => return None,
+        _ => return None,
     };
     Some(table[row][col])
 }

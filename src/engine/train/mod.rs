@@ -10,4 +10,4 @@ mod run;
 pub mod step;
 
 pub use orchestrate::{run_plan, PlanInput};
-pub use step::{adam, flat_gradients, gradients, host_reads, learning_rate, train_step, Objective, Read, Tally};
+pub use step::{adam, flat_gradients, gradients, host_reads, learning_rate, train_step, Read, Tally};

@@ -15,7 +15,7 @@ use super::run::TrainError;
 use crate::engine::data::batcher::Normalizer;
 use crate::engine::data::{Data, CLASSES};
 use crate::engine::inference::predict;
-use crate::engine::losses;
+use crate::engine::losses::{self, Objective};
 use crate::engine::model::{packed, Cnn, CnnConfig, TrainBackend};
 use crate::protocol::{Control, Controls, RunResult, RunStatus, TrainEvent};
 use crate::study::{Config, RunKind, RunSpec};
@@ -209,7 +209,7 @@ impl<B: TrainBackend> Plan<'_, B> {
             }
             let soft = match (spec.loss.needs_teacher(), teacher_logits.as_ref().and_then(|t| t.train.as_deref())) {
                 (false, _) => None,
-                (true, Some(logits)) => Some(losses::soft_targets(logits, CLASSES, spec.temperature.unwrap_or(1.0))),
+                (true, Some(logits)) => Some(losses::teacher_targets(&Objective::of(config, spec.loss, spec.temperature), logits, CLASSES)),
                 (true, None) => {
                     self.fail(&spec.run_id, format!("no teacher: {no_teacher}, so there are no soft targets"));
                     continue;

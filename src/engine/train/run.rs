@@ -9,12 +9,13 @@ use burn::optim::Optimizer;
 
 use super::checkpoint::{decode, encode, PartialEpoch, Progress};
 use super::orchestrate::{Job, Plan, Trained};
-use super::step::{adam, learning_rate, train_step, Objective, Read, Tally};
+use super::step::{adam, learning_rate, train_step, Read, Tally};
 use crate::engine::data::batcher::{batches, make_batch, steps_per_epoch, Shuffle, Targets};
 use crate::engine::data::CLASSES;
 use crate::engine::fidelity;
 use crate::engine::inference::{predict, score};
 use crate::engine::logger;
+use crate::engine::losses::Objective;
 use crate::engine::model::size::model_bytes;
 use crate::engine::model::{Cnn, TrainBackend};
 use crate::protocol::{EpochMetrics, Flow, RunResult, RunStatus, TrainEvent};
@@ -73,8 +74,7 @@ impl<B: TrainBackend> Plan<'_, B> {
         let train = &self.input.data.train;
         let test = &self.input.data.test;
         let batch_size = config.train.batch_size.min(train.len());
-        let temperature = spec.temperature.unwrap_or(1.0);
-        let objective = Objective { loss: spec.loss, temperature, c: config.soft_weight(spec.loss, temperature) };
+        let objective = Objective::of(config, spec.loss, spec.temperature);
         let started = Instant::now();
 
         B::seed(&self.device, spec.seed);

@@ -10,17 +10,9 @@ use super::optimizer::StudyAdam;
 use burn::prelude::*;
 
 use crate::engine::data::batcher::Batch;
-use crate::engine::losses;
+use crate::engine::losses::{self, Objective};
 use crate::engine::model::{Cnn, TrainBackend};
-use crate::study::{Config, Loss};
-
-/// What a step minimises: the run's loss at its temperature, soft term weighted by c.
-#[derive(Debug, Clone, Copy)]
-pub struct Objective {
-    pub loss: Loss,
-    pub temperature: f64,
-    pub c: f64,
-}
+use crate::study::Config;
 
 /// One optimisation step on `batch`: forward, loss, backward, Adam at `lr`.
 /// Returns the updated model and the step's metrics, still on the device
@@ -65,8 +57,7 @@ fn device_gradients<B: TrainBackend>(
     // [b, 3, 32, 32] -> [b, 10]
     let logits = model.forward(batch.images);
     let images = batch.labels.dims()[0];
-    let Objective { loss, temperature, c } = objective;
-    let loss = losses::loss(loss, logits.clone(), batch.onehot, batch.soft, temperature, c);
+    let loss = losses::loss(&objective, logits.clone(), batch.onehot, batch.soft);
     let hits = logits.inner().argmax(1).squeeze_dim::<1>(1).equal(batch.labels.inner()).int().sum().float();
     let metrics = StepMetrics(Tensor::cat(vec![loss.clone().inner().mul_scalar(images as f64), hits], 0));
     (GradientsParams::from_grads(loss.backward(), model), metrics)

@@ -14,6 +14,9 @@ use crate::outputs::stats::{planned_questions, Family, Sweep};
 use crate::protocol::EpochMetrics;
 use crate::study::Loss;
 
+/// A legend name, its points and its colour.
+type Series = (String, Vec<(f64, f64)>, Color);
+
 /// A named line series in one colour.
 fn line<'a>(name: &'a str, data: &'a [(f64, f64)], color: Color) -> Dataset<'a> {
     Dataset::default().name(name).marker(Marker::Braille).graph_type(GraphType::Line).style(Style::default().fg(color)).data(data)
@@ -151,9 +154,7 @@ fn render_compare(app: &App, frame: &mut Frame, area: Rect) {
 
 pub fn render_sweep(app: &App, frame: &mut Frame, area: Rect) {
     let groups = app.results.groups();
-    let mut block = Block::default()
-        .borders(Borders::ALL)
-        .title(" sweep: test accuracy vs T, log axis (soft ·, hard_soft ─, gt_soft without teacher ─) ");
+    let mut block = Block::default().borders(Borders::ALL).title(" sweep: test accuracy vs T, log axis (soft ·, the other losses ─) ");
     // The report's verdicts, as they stand: the planned comparisons, Holm-corrected.
     // Short enough for the half-width panel of a 120-column terminal.
     let family = Family::test(&planned_questions(&app.results.planned), &groups, app.results.test_images);
@@ -172,30 +173,35 @@ pub fn render_sweep(app: &App, frame: &mut Frame, area: Rect) {
     // Mean over seeds of each finished (kind, loss, T) cell.
     let sweep = Sweep::of(&groups);
     // x is log10(T): 5 to 100 spans more than a decade.
-    let line = |loss: Loss| -> Vec<(f64, f64)> { sweep.line(loss).iter().map(|p| (p.temperature.log10(), 100.0 * p.mean)).collect() };
     let (t0, t1) = (temps[0].log10(), temps.last().unwrap().log10());
     let (x0, x1) = if t0 == t1 { (t0 - 0.1, t1 + 0.1) } else { (t0, t1) };
-    let soft = line(Loss::Soft);
-    let hard_soft = line(Loss::HardSoft);
-    let gt_soft = line(Loss::GtSoft);
-    let level = |a: Option<f64>| a.map_or(vec![], |a| vec![(x0, 100.0 * a), (x1, 100.0 * a)]);
-    let (teacher, baseline) = (level(sweep.teacher), level(sweep.baseline));
-    let all: Vec<f64> = [&soft, &hard_soft, &gt_soft, &teacher, &baseline].iter().flat_map(|v| v.iter().map(|p| p.1)).collect();
-    let y_min = all.iter().copied().fold(100.0, f64::min).min(90.0).floor();
-    let series = [
-        ("soft", &soft, Color::Magenta, GraphType::Scatter, Marker::Dot),
-        ("hard_soft", &hard_soft, Color::Cyan, GraphType::Line, Marker::Braille),
-        ("gt_soft, no teacher", &gt_soft, Color::Green, GraphType::Line, Marker::Braille),
-        ("teacher", &teacher, Color::Yellow, GraphType::Line, Marker::Braille),
-        ("baseline", &baseline, Color::Red, GraphType::Line, Marker::Braille),
-    ];
-    let datasets: Vec<Dataset> = series
+    let lines: Vec<Series> = sweep
+        .lines
         .iter()
-        .filter(|s| !s.1.is_empty())
-        .map(|(name, data, color, kind, marker)| {
-            Dataset::default().name(*name).data(data).style(Style::default().fg(*color)).graph_type(*kind).marker(*marker)
+        .map(|(loss, points)| {
+            let name = if loss.needs_teacher() { loss.name().to_string() } else { format!("{}, no teacher", loss.name()) };
+            (name, points.iter().map(|p| (p.temperature.log10(), 100.0 * p.mean)).collect(), loss_color(*loss))
         })
         .collect();
+    let level = |a: Option<f64>| a.map_or(vec![], |a| vec![(x0, 100.0 * a), (x1, 100.0 * a)]);
+    let (teacher, baseline) = (level(sweep.teacher), level(sweep.baseline));
+    let all: Vec<f64> = lines.iter().map(|l| &l.1).chain([&teacher, &baseline]).flat_map(|v| v.iter().map(|p| p.1)).collect();
+    let y_min = all.iter().copied().fold(100.0, f64::min).min(90.0).floor();
+    // `soft` as dots: at high T it sits far from the rest, and a line to it
+    // would cross the others.
+    let shape = |name: &str| if name == Loss::Soft.name() { (GraphType::Scatter, Marker::Dot) } else { (GraphType::Line, Marker::Braille) };
+    let mut datasets: Vec<Dataset> = lines
+        .iter()
+        .map(|(name, data, color)| {
+            let (kind, marker) = shape(name);
+            Dataset::default().name(name.as_str()).data(data).style(Style::default().fg(*color)).graph_type(kind).marker(marker)
+        })
+        .collect();
+    for (name, data, color) in [("teacher", &teacher, Color::Yellow), ("baseline", &baseline, Color::Red)] {
+        if !data.is_empty() {
+            datasets.push(line(name, data, color));
+        }
+    }
     // Labels spread evenly over the axis, so evenly in log T: each says the T at its place.
     let x_labels: Vec<String> = match temps.len() {
         1 => vec![format!("{:.0}", temps[0])],
@@ -207,8 +213,15 @@ pub fn render_sweep(app: &App, frame: &mut Frame, area: Rect) {
         .x_axis(Axis::default().title("T").bounds([x0, x1]).labels(x_labels))
         .y_axis(Axis::default().title("%").bounds([y_min, 100.0]).labels([format!("{y_min:.0}"), "100".to_string()]));
     frame.render_widget(chart, area);
-    if soft.is_empty() && hard_soft.is_empty() && gt_soft.is_empty() {
+    if lines.is_empty() {
         let [_, note] = Layout::vertical([Constraint::Min(0), Constraint::Length(2)]).areas(area);
         frame.render_widget(Paragraph::new(Line::from("  fills in as distillation runs finish")), note);
     }
+}
+
+/// A colour per loss, by its place in the registry, as the report's figures do.
+pub fn loss_color(loss: Loss) -> Color {
+    const PALETTE: [Color; 8] =
+        [Color::Gray, Color::Magenta, Color::Cyan, Color::Green, Color::LightBlue, Color::LightRed, Color::LightYellow, Color::White];
+    PALETTE[loss.index() % PALETTE.len()]
 }

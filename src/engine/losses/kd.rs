@@ -1,11 +1,13 @@
-//! The loss family of the study (docs/STUDY.md): `hard`, `soft`, `hard_soft`, `gt_soft`.
+//! Hinton et al.'s knowledge distillation and the original study's losses:
+//! `hard`, `soft`, `hard_soft`, `gt_soft` (docs/STUDY.md).
 //!
 //! All cross-entropies go through `log_softmax`, which subtracts the row maximum,
 //! so T = 100 with large logits stays finite.
 
-use crate::study::Loss;
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
+
+use super::Objective;
 
 /// Mean over the batch of -sum_i target_i * log softmax(logits / temperature)_i.
 ///
@@ -16,26 +18,24 @@ pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, target: Tensor<B, 2>, tem
     (target * log_p).sum_dim(1).mean().neg()
 }
 
-/// The loss of one step.
-///
-/// logits: [batch, classes] student logits; onehot: [batch, classes] ground truth;
-/// teacher_q: [batch, classes] softmax(teacher logits / T), needed by `soft` and `hard_soft`;
-/// c: weight of the soft term (for `soft`, its only term).
-pub fn loss<B: Backend>(
-    kind: Loss,
-    logits: Tensor<B, 2>,
-    onehot: Tensor<B, 2>,
-    teacher_q: Option<Tensor<B, 2>>,
-    temperature: f64,
-    c: f64,
-) -> Tensor<B, 1> {
-    let teacher = || teacher_q.clone().expect("soft and hard_soft need teacher targets");
-    match kind {
-        Loss::Hard => cross_entropy(logits, onehot, 1.0),
-        Loss::Soft => cross_entropy(logits, teacher(), temperature) * c,
-        Loss::HardSoft => cross_entropy(logits.clone(), onehot, 1.0) + cross_entropy(logits, teacher(), temperature) * c,
-        Loss::GtSoft => cross_entropy(logits.clone(), onehot.clone(), 1.0) + cross_entropy(logits, onehot, temperature) * c,
-    }
+/// CE(z, gt).
+pub fn hard<B: Backend>(logits: Tensor<B, 2>, onehot: Tensor<B, 2>) -> Tensor<B, 1> {
+    cross_entropy(logits, onehot, 1.0)
+}
+
+/// c * CE(softmax(z/T), q_T): the teacher's targets alone.
+pub fn soft<B: Backend>(o: &Objective, logits: Tensor<B, 2>, teacher: Tensor<B, 2>) -> Tensor<B, 1> {
+    cross_entropy(logits, teacher, o.temperature) * o.soft_weight
+}
+
+/// CE(z, gt) + c * CE(softmax(z/T), q_T).
+pub fn hard_soft<B: Backend>(o: &Objective, logits: Tensor<B, 2>, onehot: Tensor<B, 2>, teacher: Tensor<B, 2>) -> Tensor<B, 1> {
+    hard(logits.clone(), onehot) + soft(o, logits, teacher)
+}
+
+/// CE(z, gt) + c * CE(softmax(z/T), gt): the labels softened by T, no teacher.
+pub fn gt_soft<B: Backend>(o: &Objective, logits: Tensor<B, 2>, onehot: Tensor<B, 2>) -> Tensor<B, 1> {
+    hard(logits.clone(), onehot.clone()) + cross_entropy(logits, onehot, o.temperature) * o.soft_weight
 }
 
 /// softmax(logits / temperature) over rows of a row-major [n, classes] slice, in f64
@@ -53,7 +53,9 @@ pub fn soft_targets(logits: &[f32], classes: usize, temperature: f64) -> Vec<f32
 
 #[cfg(test)]
 mod tests {
+    use super::super::{loss, Objective};
     use super::*;
+    use crate::study::Loss;
     use burn::backend::Flex;
 
     type B = Flex;
@@ -61,6 +63,10 @@ mod tests {
     fn t(rows: &[[f32; 3]]) -> Tensor<B, 2> {
         let flat: Vec<f32> = rows.iter().flatten().copied().collect();
         Tensor::<B, 1>::from_floats(flat.as_slice(), &Default::default()).reshape([rows.len(), 3])
+    }
+
+    fn obj(loss: Loss, temperature: f64, soft_weight: f64) -> Objective {
+        Objective { loss, temperature, soft_weight, distill: Default::default() }
     }
 
     fn scalar(x: Tensor<B, 1>) -> f64 {
@@ -75,7 +81,7 @@ mod tests {
 
     #[test]
     fn hard_matches_hand_value() {
-        let v = scalar(loss(Loss::Hard, t(&[Z]), t(&[GT]), None, 5.0, 25.0));
+        let v = scalar(loss(&obj(Loss::Hard, 5.0, 25.0), t(&[Z]), t(&[GT]), None));
         assert!((v - 0.407_605_96).abs() < 1e-5, "{v}");
     }
 
@@ -87,10 +93,10 @@ mod tests {
         // q = (0.2, 0.3, 0.5): CE = 0.2*1.6802696 + 0.3*1.1802696 + 0.5*0.6802696
         //   = 0.3360539 + 0.3540809 + 0.3401348 = 1.0302696
         let q = [0.2, 0.3, 0.5];
-        let v = scalar(loss(Loss::Soft, t(&[Z]), t(&[GT]), Some(t(&[q])), 2.0, 1.0));
+        let v = scalar(loss(&obj(Loss::Soft, 2.0, 1.0), t(&[Z]), t(&[GT]), Some(t(&[q]))));
         assert!((v - 1.030_269_6).abs() < 1e-5, "{v}");
         // c weights it as it weights the other losses' soft terms.
-        let v = scalar(loss(Loss::Soft, t(&[Z]), t(&[GT]), Some(t(&[q])), 2.0, 4.0));
+        let v = scalar(loss(&obj(Loss::Soft, 2.0, 4.0), t(&[Z]), t(&[GT]), Some(t(&[q]))));
         assert!((v - 4.0 * 1.030_269_6).abs() < 1e-4, "{v}");
     }
 
@@ -98,18 +104,18 @@ mod tests {
     fn hard_soft_and_gt_soft_match_hand_values() {
         let q = [0.2, 0.3, 0.5];
         // hard_soft = 0.4076060 + 4 * 1.0302696 = 4.5286844
-        let v = scalar(loss(Loss::HardSoft, t(&[Z]), t(&[GT]), Some(t(&[q])), 2.0, 4.0));
+        let v = scalar(loss(&obj(Loss::HardSoft, 2.0, 4.0), t(&[Z]), t(&[GT]), Some(t(&[q]))));
         assert!((v - 4.528_684_4).abs() < 1e-5, "{v}");
         // gt_soft: the soft term against gt at T = 2 is -log p_2 = 0.6802696;
         // 0.4076060 + 4 * 0.6802696 = 3.1286844
-        let v = scalar(loss(Loss::GtSoft, t(&[Z]), t(&[GT]), None, 2.0, 4.0));
+        let v = scalar(loss(&obj(Loss::GtSoft, 2.0, 4.0), t(&[Z]), t(&[GT]), None));
         assert!((v - 3.128_684_4).abs() < 1e-5, "{v}");
     }
 
     #[test]
     fn batch_mean() {
         // second row: uniform logits -> hard = ln 3 = 1.09861229
-        let v = scalar(loss(Loss::Hard, t(&[Z, [0.0; 3]]), t(&[GT, GT]), None, 1.0, 1.0));
+        let v = scalar(loss(&obj(Loss::Hard, 1.0, 1.0), t(&[Z, [0.0; 3]]), t(&[GT, GT]), None));
         assert!((v - (0.407_605_96 + 1.098_612_29) / 2.0).abs() < 1e-5, "{v}");
     }
 
@@ -119,7 +125,7 @@ mod tests {
         for kind in [Loss::Hard, Loss::Soft, Loss::HardSoft, Loss::GtSoft] {
             let q = soft_targets(&[9.0e3, -9.0e3, 0.0], 3, 100.0);
             let q = t(&[[q[0], q[1], q[2]]]);
-            let v = scalar(loss(kind, t(&z), t(&[GT]), Some(q), 100.0, 1.0e4));
+            let v = scalar(loss(&obj(kind, 100.0, 1.0e4), t(&z), t(&[GT]), Some(q)));
             assert!(v.is_finite(), "{kind}: {v}");
         }
     }
@@ -157,7 +163,7 @@ mod tests {
         };
         for kind in [Loss::Hard, Loss::Soft, Loss::HardSoft, Loss::GtSoft] {
             let logits = tensor(&z).require_grad();
-            let value = loss(kind, logits.clone(), tensor(&y), Some(tensor(&q)), t, c);
+            let value = loss(&obj(kind, t, c), logits.clone(), tensor(&y), Some(tensor(&q)));
             let grads = value.backward();
             let got = logits.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
             for b in 0..2 {
@@ -170,10 +176,23 @@ mod tests {
                         Loss::Soft => c * soft(q[b][k] as f64),
                         Loss::HardSoft => hard + c * soft(q[b][k] as f64),
                         Loss::GtSoft => hard + c * soft(y[b][k] as f64),
+                        _ => unreachable!("the original study's losses only"),
                     } / 2.0;
                     assert!((got[b * 3 + k] as f64 - want).abs() < 1e-5, "{kind}: d/dz[{b}][{k}] = {}, by hand {want}", got[b * 3 + k]);
                 }
             }
+        }
+    }
+
+    /// The shared finite-difference check agrees with the hand-derived
+    /// gradients above, so it can stand alone for the losses without them.
+    #[test]
+    fn gradients_match_finite_differences() {
+        let z = [vec![1.0, 2.0, 3.0], vec![0.5, -1.0, 2.0]];
+        let y = [vec![0.0, 0.0, 1.0], vec![1.0, 0.0, 0.0]];
+        let q = [vec![0.2, 0.3, 0.5], vec![0.6, 0.1, 0.3]];
+        for kind in [Loss::Hard, Loss::Soft, Loss::HardSoft, Loss::GtSoft] {
+            super::super::check::gradient_matches_finite_differences(&obj(kind, 2.0, 4.0), &z, &y, &q);
         }
     }
 }
