@@ -46,6 +46,8 @@ losses! {
     HardSoft = "hard_soft", teacher: true;
     /// CE(z, gt) + c * CE(softmax(z/T), gt): labels softened by T, no teacher.
     GtSoft = "gt_soft", teacher: false;
+    /// CE(z, gt) + c * (alpha * TCKD + beta * NCKD): decoupled KD (Zhao et al. 2022).
+    Dkd = "dkd", teacher: true;
 }
 
 impl Loss {
