@@ -48,6 +48,8 @@ losses! {
     GtSoft = "gt_soft", teacher: false;
     /// CE(z, gt) + c * (alpha * TCKD + beta * NCKD): decoupled KD (Zhao et al. 2022).
     Dkd = "dkd", teacher: true;
+    /// CE(z, gt) + c * (beta * inter + gamma * intra Pearson terms): DIST (Huang et al. 2022).
+    Dist = "dist", teacher: true;
 }
 
 impl Loss {

@@ -5,11 +5,13 @@
 //! - `kd`: the original study's `hard`, `soft`, `hard_soft`, `gt_soft`
 //!   (Hinton et al. 2015).
 //! - `dkd`: decoupled KD (Zhao et al., CVPR 2022).
+//! - `dist`: DIST, correlation instead of KL (Huang et al., NeurIPS 2022).
 //!
 //! Every loss but `soft` is CE(z, gt) plus c times its own teacher term, c
 //! being `[distill] soft_weight` (T^2 when absent), so the losses differ in
 //! that term alone and the sweep compares like with like.
 
+mod dist;
 mod dkd;
 mod kd;
 
@@ -53,6 +55,7 @@ pub fn loss<B: Backend>(o: &Objective, logits: Tensor<B, 2>, onehot: Tensor<B, 2
         Loss::HardSoft => kd::hard_soft(o, logits, onehot, teacher()),
         Loss::GtSoft => kd::gt_soft(o, logits, onehot),
         Loss::Dkd => dkd::loss(o, logits, onehot, teacher()),
+        Loss::Dist => dist::loss(o, logits, onehot, teacher()),
     }
 }
 
