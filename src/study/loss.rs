@@ -50,6 +50,8 @@ losses! {
     Dkd = "dkd", teacher: true;
     /// CE(z, gt) + c * (beta * inter + gamma * intra Pearson terms): DIST (Huang et al. 2022).
     Dist = "dist", teacher: true;
+    /// CE(z, gt) + c * CE on z-scored logits (Sun et al. 2024).
+    LogitStd = "logit_std", teacher: true;
 }
 
 impl Loss {

@@ -6,6 +6,7 @@
 //!   (Hinton et al. 2015).
 //! - `dkd`: decoupled KD (Zhao et al., CVPR 2022).
 //! - `dist`: DIST, correlation instead of KL (Huang et al., NeurIPS 2022).
+//! - `logit_std`: logit standardisation (Sun et al., CVPR 2024).
 //!
 //! Every loss but `soft` is CE(z, gt) plus c times its own teacher term, c
 //! being `[distill] soft_weight` (T^2 when absent), so the losses differ in
@@ -14,6 +15,7 @@
 mod dist;
 mod dkd;
 mod kd;
+mod logit_std;
 
 use burn::prelude::*;
 
@@ -56,6 +58,7 @@ pub fn loss<B: Backend>(o: &Objective, logits: Tensor<B, 2>, onehot: Tensor<B, 2
         Loss::GtSoft => kd::gt_soft(o, logits, onehot),
         Loss::Dkd => dkd::loss(o, logits, onehot, teacher()),
         Loss::Dist => dist::loss(o, logits, onehot, teacher()),
+        Loss::LogitStd => logit_std::loss(o, logits, onehot, teacher()),
     }
 }
 
@@ -63,7 +66,10 @@ pub fn loss<B: Backend>(o: &Objective, logits: Tensor<B, 2>, onehot: Tensor<B, 2
 /// [images, classes]), made once per run: softmax(t / T) unless the loss
 /// transforms the logits first.
 pub fn teacher_targets(o: &Objective, logits: &[f32], classes: usize) -> Vec<f32> {
-    kd::soft_targets(logits, classes, o.temperature)
+    match o.loss {
+        Loss::LogitStd => logit_std::targets(o, logits, classes),
+        _ => kd::soft_targets(logits, classes, o.temperature),
+    }
 }
 
 /// The checks every loss's tests make.
