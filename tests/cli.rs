@@ -58,6 +58,33 @@ fn batch_plan_writes_every_results_file_and_they_agree_with_stdout() {
     assert!(!stdout.contains("soft-T5"), "--only baseline ran more: {stdout}");
 }
 
+/// The losses added after the original study reach every output through
+/// the registry alone: they train, and the results, the report's table and
+/// its fidelity rows, the figures and the planned comparisons list them.
+#[test]
+fn the_newer_losses_run_through_the_plan_into_every_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TINY.replace(r#"losses = ["soft", "gt_soft"]"#, r#"losses = ["dkd", "dist", "logit_std"]"#);
+    write(dir.path(), "config.toml", &(config + "[distill.dkd]\nbeta = 4.0\n"));
+    let out = kdtui(dir.path()).args(["--batch", "--device", "cpu"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
+    let results = dir.path().join("results");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(results.join("results.json")).unwrap()).unwrap();
+    for id in ["dkd-T5-s1", "dist-T5-s1", "logit_std-T5-s1"] {
+        let run = json["runs"].as_array().unwrap().iter().find(|r| r["run_id"] == id).unwrap_or_else(|| panic!("{id} missing"));
+        assert_eq!(run["status"], "done", "{id}");
+        assert!(run["final_train_loss"].as_f64().is_some_and(f64::is_finite), "{id}: {run}");
+    }
+    let report = std::fs::read_to_string(results.join("report.md")).unwrap();
+    assert!(report.contains("| T | soft | hard_soft | gt_soft (no teacher) | dkd | dist | logit_std |"), "{report}");
+    for row in ["| dkd T=5 |", "| dist T=5 |", "| logit_std T=5 |"] {
+        assert!(report.contains(row), "no fidelity row {row}:\n{report}");
+    }
+    assert!(report.contains("dkd T=5 − no teacher"), "no planned comparison for dkd:\n{report}");
+    assert!(report.contains("beta = 4.0"), "the report quotes [distill.dkd]");
+}
+
 #[test]
 fn svhn_fixtures_run_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
