@@ -35,8 +35,8 @@ fn run_in_process(dir: &Path, inject: impl FnOnce(&mut PlanInput)) -> BatchError
     let results = Results { study_hash: config.study_hash(&input.data.digest), planned: input.runs.clone(), ..Results::default() };
     inject(&mut input);
     let trainer = backend::spawn(Resolved::Cpu, input);
-    let sink = Sink::new(&dir.join("results"), results, config.watch.clone());
-    headless::run(trainer, sink, None).unwrap_err()
+    let sink = Sink::new(&dir.join("results"), config.watch.clone());
+    headless::run(trainer, sink, results, None).unwrap_err()
 }
 
 fn run_status<'a>(json: &'a serde_json::Value, id: &str) -> &'a str {

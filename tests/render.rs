@@ -4,8 +4,10 @@
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
-use kdtui::monitor::app::{App, Column, PlanState};
+use kdtui::monitor::app::App;
 use kdtui::monitor::keys::{self, Action};
+use kdtui::monitor::ui::table_view::Column;
+use kdtui::outputs::state::PlanState;
 use kdtui::outputs::Results;
 use kdtui::protocol::{Control, Diagnostics, EpochMetrics, RunResult, RunStatus, TrainEvent};
 use kdtui::study::{plan, Config, Loss, RunKind};
@@ -97,11 +99,11 @@ fn sorting_every_column_both_ways_keeps_the_selection() {
     finish(&mut app, "baseline-s1", RunKind::Baseline, Loss::Hard, None, 0.70);
     finish(&mut app, "soft-T5-s1", RunKind::Distill, Loss::Soft, Some(5.0), 0.81);
     finish(&mut app, "soft-T15-s1", RunKind::Distill, Loss::Soft, Some(15.0), 0.78);
-    app.selected = Some("soft-T15-s1".into());
+    app.table.selected = Some("soft-T15-s1".into());
     for _ in 0..Column::ALL.len() {
         for _ in 0..2 {
             let order = app.sorted();
-            assert_eq!(order.len(), app.runs.len());
+            assert_eq!(order.len(), app.study.runs.len());
             let s = screen(&app, 120, 40);
             // The selected run stays selected and visible, marked by the cursor.
             let line = s.lines().find(|l| l.contains('›')).unwrap_or_else(|| panic!("no selection: {s}"));
@@ -111,25 +113,25 @@ fn sorting_every_column_both_ways_keeps_the_selection() {
         app.on_action(Action::NextSort);
     }
     // Test accuracy, descending: best first, unfinished runs last.
-    app.sort = Column::TestAccuracy;
-    app.descending = true;
-    let ids: Vec<&str> = app.sorted().iter().map(|&i| app.runs[i].spec.run_id.as_str()).collect();
+    app.table.sort = Column::TestAccuracy;
+    app.table.descending = true;
+    let ids: Vec<&str> = app.sorted().iter().map(|&i| app.study.runs[i].spec.run_id.as_str()).collect();
     assert_eq!(&ids[..4], &["teacher", "soft-T5-s1", "soft-T15-s1", "baseline-s1"]);
-    app.descending = false;
-    let ids: Vec<&str> = app.sorted().iter().map(|&i| app.runs[i].spec.run_id.as_str()).collect();
+    app.table.descending = false;
+    let ids: Vec<&str> = app.sorted().iter().map(|&i| app.study.runs[i].spec.run_id.as_str()).collect();
     assert_eq!(&ids[..4], &["baseline-s1", "soft-T15-s1", "soft-T5-s1", "teacher"]);
     assert!(screen(&app, 120, 40).contains("test acc▲"));
     // Down moves in display order.
-    app.selected = Some("baseline-s1".into());
+    app.table.selected = Some("baseline-s1".into());
     app.on_action(Action::Down);
-    assert_eq!(app.selected.as_deref(), Some("soft-T15-s1"));
+    assert_eq!(app.table.selected.as_deref(), Some("soft-T15-s1"));
 }
 
 #[test]
 fn unwritable_results_and_fatal_trainer_errors_stop_the_plan_on_screen() {
     let mut app = started_app();
     assert_eq!(
-        app.on_results_unwritable("cannot write results/results.json: No space left on device".into()),
+        app.study.on_results_unwritable("cannot write results/results.json: No space left on device".into()),
         Some(Control::Stop),
         "training on would produce results nobody gets"
     );
@@ -152,7 +154,7 @@ fn failed_run_and_failed_trainer_are_shown() {
     let s = screen(&app, 120, 40);
     assert!(s.contains("failed"), "{s}");
     assert!(s.contains("teacher FAILED: training panicked: boom"), "{s}");
-    app.on_trainer_died("it panicked".into());
+    app.study.on_trainer_died("it panicked".into());
     let s = screen(&app, 120, 40);
     assert!(s.contains("FAILED") && s.contains("training failed: it panicked"), "{s}");
     // The user can still quit without being asked.
@@ -219,7 +221,7 @@ fn quit_asks_while_running_and_stops_the_trainer() {
     app.on_action(Action::Quit);
     assert_eq!(app.on_action(Action::Confirm), Some(Control::Stop));
     assert!(app.should_quit);
-    assert_eq!(app.state, PlanState::Stopping);
+    assert_eq!(app.study.state, PlanState::Stopping);
     assert!(screen(&app, 120, 40).contains("STOPPING"));
     // Ctrl-C does the same without the question.
     let mut app = started_app();
@@ -256,7 +258,7 @@ fn watching_app() -> App {
 #[test]
 fn watching_has_no_pause_says_why_and_quits_without_asking() {
     let mut app = watching_app();
-    assert_eq!(app.state, PlanState::Watching);
+    assert_eq!(app.study.state, PlanState::Watching);
     // Two shards train at once: both rows run, and the header sums their speed.
     for (run_id, speed) in [("baseline-s1", 300.0), ("soft-T5-s1", 200.0)] {
         app.on_event(TrainEvent::RunStarted { run_id: run_id.into(), epochs: 2, steps_per_epoch: 50, step: 0, history: vec![] });
@@ -269,17 +271,17 @@ fn watching_has_no_pause_says_why_and_quits_without_asking() {
     assert!(!s.contains("p pause"), "{s}");
 
     assert_eq!(app.on_action(Action::TogglePause), None, "nothing to pause");
-    assert_eq!(app.state, PlanState::Watching);
+    assert_eq!(app.study.state, PlanState::Watching);
     assert!(screen(&app, 120, 40).contains("no pause in kdtui watch: the runs train in other processes"));
 
     finish(&mut app, "teacher", RunKind::Teacher, Loss::Hard, None, 0.96);
     finish(&mut app, "baseline-s1", RunKind::Baseline, Loss::Hard, None, 0.8);
-    assert_eq!(app.state, PlanState::Watching, "soft-T5-s1 still runs");
+    assert_eq!(app.study.state, PlanState::Watching, "soft-T5-s1 still runs");
     finish(&mut app, "soft-T5-s1", RunKind::Distill, Loss::Soft, Some(5.0), 0.82);
-    assert_eq!(app.state, PlanState::Finished);
+    assert_eq!(app.study.state, PlanState::Finished);
     // A requeued run that starts again is followed again.
     app.on_event(TrainEvent::RunStarted { run_id: "soft-T5-s1".into(), epochs: 2, steps_per_epoch: 50, step: 50, history: vec![] });
-    assert_eq!(app.state, PlanState::Watching);
+    assert_eq!(app.study.state, PlanState::Watching);
 
     assert_eq!(app.on_action(Action::Quit), None);
     assert!(app.should_quit && !app.confirm_quit, "quits at once: it stops nothing");
@@ -325,33 +327,33 @@ fn a_watched_run_without_heartbeats_shows_as_lost() {
     }
     // soft-T5-s1's task keeps beating; baseline-s1's was killed at 1000.
     app.on_event(TrainEvent::Heartbeat { run_id: "soft-T5-s1".into(), at: 1290.0, lost_after: 300.0 });
-    app.set_clock(1299.0);
+    app.study.set_clock(1299.0);
     let row = |s: &str, id: &str| s.lines().find(|l| l.contains(id)).unwrap().to_string();
     let s = screen(&app, 120, 40);
     assert!(row(&s, "baseline-s1").contains("run 1/4"), "not yet lost at 299 s: {s}");
 
-    app.set_clock(1000.0 + 372.0);
+    app.study.set_clock(1000.0 + 372.0);
     let s = screen(&app, 120, 40);
     assert!(row(&s, "baseline-s1").contains("lost? 6m"), "{s}");
     assert!(row(&s, "soft-T5-s1").contains("run 1/4"), "{s}");
     assert!(s.contains("baseline-s1: no heartbeat for 6m; its process may have died"), "{s}");
-    app.set_clock(1000.0 + 3.5 * 3600.0);
+    app.study.set_clock(1000.0 + 3.5 * 3600.0);
     let s = screen(&app, 120, 40);
     assert!(row(&s, "baseline-s1").contains("lost? 3h"), "{s}");
     assert_eq!(s.matches("baseline-s1: no heartbeat").count(), 1, "said once: {s}");
-    assert_eq!(app.state, PlanState::Watching, "a lost run has not ended");
+    assert_eq!(app.study.state, PlanState::Watching, "a lost run has not ended");
 
     // Requeued: it starts again and beats.
     let now = 1000.0 + 3.5 * 3600.0 + 5.0;
     app.on_event(TrainEvent::RunStarted { run_id: "baseline-s1".into(), epochs: 4, steps_per_epoch: 50, step: 50, history: vec![] });
     app.on_event(TrainEvent::Heartbeat { run_id: "baseline-s1".into(), at: now, lost_after: 300.0 });
-    app.set_clock(now + 1.0);
+    app.study.set_clock(now + 1.0);
     let s = screen(&app, 120, 40);
     assert!(row(&s, "baseline-s1").contains("run 1/4"), "{s}");
 
     // Files of a kdtui without heartbeats: never called lost.
     app.on_event(TrainEvent::RunStarted { run_id: "teacher".into(), epochs: 4, steps_per_epoch: 50, step: 0, history: vec![] });
-    app.set_clock(now + 1e6);
+    app.study.set_clock(now + 1e6);
     assert!(row(&screen(&app, 120, 40), "teacher").contains("run 1/4"));
 }
 
@@ -440,7 +442,7 @@ fn agreement_and_ece_columns_show_and_give_way_first_on_narrow_screens() {
 #[test]
 fn the_detail_view_of_a_run() {
     let mut app = diagnosed_app();
-    app.selected = Some("soft-T5-s1".into());
+    app.table.selected = Some("soft-T5-s1".into());
     app.on_action(Action::ToggleDetail);
     let s = screen(&app, 120, 40);
     assert!(s.contains("detail of soft-T5-s1 (d or esc closes)"), "{s}");
@@ -461,7 +463,7 @@ fn the_detail_view_of_a_run() {
 fn compare_mode_with_three_marked_runs() {
     let mut app = diagnosed_app();
     for id in ["baseline-s1", "soft-T5-s1", "hard_soft-T5-s1"] {
-        app.selected = Some(id.into());
+        app.table.selected = Some(id.into());
         app.on_action(Action::ToggleMark);
     }
     let s = screen(&app, 120, 40);
@@ -473,10 +475,10 @@ fn compare_mode_with_three_marked_runs() {
 {s}"
         );
     }
-    assert_ne!(app.mark_color("baseline-s1"), app.mark_color("soft-T5-s1"));
+    assert_ne!(app.table.mark_color("baseline-s1"), app.table.mark_color("soft-T5-s1"));
     app.on_action(Action::SwitchChart);
     assert!(screen(&app, 120, 40).contains("compare 3 runs: agreement with the teacher per epoch"));
-    app.selected = Some("soft-T5-s1".into());
+    app.table.selected = Some("soft-T5-s1".into());
     app.on_action(Action::ToggleMark);
     let s = screen(&app, 120, 40);
     assert!(s.contains("compare 2 runs") && !s.contains("│soft-T5-s1"), "{s}");

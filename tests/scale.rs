@@ -12,7 +12,7 @@ use ratatui::Terminal;
 use kdtui::monitor::app::App;
 use kdtui::monitor::keys::Action;
 use kdtui::outputs::runlog::Follower;
-use kdtui::outputs::{Results, Sink};
+use kdtui::outputs::{feed, Results, Sink, StudyState};
 use kdtui::protocol::{EpochMetrics, RunResult, RunStatus, TrainEvent};
 use kdtui::study::{plan, Config, RunSpec};
 
@@ -91,13 +91,14 @@ fn the_results_write_after_a_run_does_not_grow_with_the_finished_runs() {
     let planned = plan::full_plan(&config);
     assert_eq!(planned.len(), 306);
     let results = Results { plan: "big".into(), study_hash: "big".into(), planned: planned.clone(), ..Results::default() };
-    let mut sink = Sink::new(&out, results, config.watch.clone());
+    let mut study = StudyState::new(results);
+    let mut sink = Sink::new(&out, config.watch.clone());
     let mut writes = vec![];
     for (k, spec) in planned.iter().enumerate() {
         for event in run_events(spec, 3, k) {
             let finishes = matches!(event, TrainEvent::RunFinished { .. });
             let start = Instant::now();
-            let handled = sink.handle(&event);
+            let handled = feed(&mut study, Some(&mut sink), &event);
             if finishes {
                 writes.push(start.elapsed());
             }

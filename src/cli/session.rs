@@ -134,11 +134,13 @@ pub fn study(cli: Cli) -> Result<(), Failure> {
     };
     quiet_trainer_panics();
     let trainer = backend::spawn(session.device, input);
-    let sink = Sink::new(out, results, session.config.watch.clone());
+    let sink = Sink::new(out, session.config.watch.clone());
     let results = if session.batch {
-        headless::run(trainer, sink, Some(stop)).with_context(|| format!("plan in {}", session.config_path.display())).map_err(failed)?
+        headless::run(trainer, sink, results, Some(stop))
+            .with_context(|| format!("plan in {}", session.config_path.display()))
+            .map_err(failed)?
     } else {
-        let results = monitor::run(trainer, sink, Some(stop)).map_err(failed)?;
+        let results = monitor::run(trainer, sink, results, Some(stop)).map_err(failed)?;
         println!("{} runs recorded; results in {} (report.md, figures/, models/, tensorboard/)", results.runs.len(), out.display());
         results
     };

@@ -13,10 +13,11 @@ use ratatui::crossterm::event::{self, Event};
 use ratatui::prelude::Backend;
 use ratatui::Terminal;
 
-use super::app::{App, PlanState};
+use super::app::App;
 use super::terminal::{is_terminal, Tui};
 use super::{keys, ui, watch};
-use crate::outputs::{PublishError, Results, Sink};
+use crate::outputs::state::PlanState;
+use crate::outputs::{feed, tick, Fed, PublishError, Results, Sink};
 use crate::protocol::{Control, Trainer};
 use crate::util::signals::StopRequest;
 
@@ -48,11 +49,11 @@ pub fn check_terminal() -> Result<(), MonitorError> {
 }
 
 /// Runs a training session on the real terminal until the user quits; the
-/// results files are written (into `sink`) as runs end. A stop request
+/// results files are written (by `sink`) as runs end. A stop request
 /// (SIGTERM, SIGHUP) quits as the `Q` key does. Returns the results as written.
-pub fn run(trainer: Trainer, mut sink: Sink, stop: Option<StopRequest>) -> Result<Results, MonitorError> {
+pub fn run(trainer: Trainer, mut sink: Sink, results: Results, stop: Option<StopRequest>) -> Result<Results, MonitorError> {
     check_terminal()?;
-    let mut app = App::new(sink.results().clone());
+    let mut app = App::new(results);
     let outcome = show(&mut app, &trainer, Some(&mut sink), stop);
     // The trainer may still be on its last step (after a fault): let it save.
     let _ = trainer.control.send(Control::Stop);
@@ -62,15 +63,14 @@ pub fn run(trainer: Trainer, mut sink: Sink, stop: Option<StopRequest>) -> Resul
     let _ = trainer.thread.join();
     // What it said after the screen closed (the stopped run's result) still counts.
     while let Ok(event) = trainer.events.try_recv() {
-        sink.handle(&event);
-        app.on_event(event);
+        feed(&mut app.study, Some(&mut sink), &event);
     }
     outcome?;
-    sink.flush()?;
-    if let PlanState::Failed(why) = app.state {
+    sink.flush(&mut app.study.results)?;
+    if let PlanState::Failed(why) = app.study.state {
         return Err(MonitorError::PlanFailed(why));
     }
-    Ok(sink.into_results())
+    Ok(app.study.results)
 }
 
 /// `kdtui watch`: the same screen over a results directory that other
@@ -141,9 +141,9 @@ fn watch_for_hangup(trainer: &Trainer, stop: StopRequest, ui_done: Arc<AtomicBoo
 
 fn draw<B: Backend>(terminal: &mut Terminal<B>, app: &App) -> Result<(), MonitorError>
 where
-    std::io::Error: From<B::Error>,
+    B::Error: std::error::Error + Send + Sync + 'static,
 {
-    terminal.draw(|f| ui::render(app, f)).map(|_| ()).map_err(|e| MonitorError::Terminal(e.into()))
+    terminal.draw(|f| ui::render(app, f)).map(|_| ()).map_err(|e| MonitorError::Terminal(std::io::Error::other(e)))
 }
 
 /// The loop, generic over the backend and the input source so tests can drive it.
@@ -158,60 +158,49 @@ pub fn event_loop<B: Backend, F>(
 ) -> Result<(), MonitorError>
 where
     F: FnMut() -> std::io::Result<Option<Event>>,
-    std::io::Error: From<B::Error>,
+    B::Error: std::error::Error + Send + Sync + 'static,
 {
     let started = Instant::now();
     let mut last_draw: Option<Instant> = None;
     let mut dirty = true;
     let mut trainer_gone = false;
-    loop {
-        app.set_clock(crate::util::unix_seconds());
-        // Heartbeats go on while the trainer is busy (a long evaluation).
-        if let Some(sink) = sink.as_deref_mut() {
-            let ticked = sink.tick();
-            for warning in ticked.warnings {
-                app.log(warning);
-            }
-            if let Some(e) = ticked.unwritable {
-                if let Some(control) = app.on_results_unwritable(e.to_string()) {
-                    let _ = trainer.control.send(control);
-                }
-                dirty = true;
-            }
+    let send = |fed: Fed| {
+        if let Some(control) = fed.control {
+            let _ = trainer.control.send(control);
         }
+    };
+    loop {
+        app.study.set_clock(crate::util::unix_seconds());
+        // Heartbeats go on while the trainer is busy (a long evaluation).
+        let ticked = tick(&mut app.study, sink.as_deref_mut());
+        dirty |= !ticked.warnings.is_empty() || ticked.unwritable.is_some();
+        send(ticked);
         while !trainer_gone {
             match trainer.events.try_recv() {
-                Ok(ev) => {
-                    let handled = sink.as_deref_mut().map(|sink| sink.handle(&ev)).unwrap_or_default();
-                    for warning in handled.warnings {
-                        app.log(warning);
-                    }
-                    app.on_event(ev);
-                    if let Some(e) = handled.unwritable {
-                        if let Some(control) = app.on_results_unwritable(e.to_string()) {
-                            let _ = trainer.control.send(control);
-                        }
-                    }
+                Ok(event) => {
+                    let before = app.study.current.clone();
+                    send(feed(&mut app.study, sink.as_deref_mut(), &event));
+                    app.follow(&event, before.as_deref());
                     dirty = true;
                 }
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) => {
                     trainer_gone = true;
-                    if app.state.active() {
-                        app.on_trainer_died("it stopped without finishing the plan (see the log)".into());
+                    if app.study.state.active() {
+                        app.study.on_trainer_died("it stopped without finishing the plan (see the log)".into());
                     }
                     dirty = true;
                 }
             }
         }
         if !app.should_quit && stop.is_some_and(StopRequest::requested) {
-            app.log("stop signal received");
+            app.study.log("stop signal received");
             if let Some(control) = app.on_action(keys::Action::ForceQuit) {
                 let _ = trainer.control.send(control);
             }
         }
-        app.tick(started.elapsed());
-        if app.should_quit && (!app.state.active() || trainer_gone || app.watching.is_some()) {
+        app.study.tick(started.elapsed());
+        if app.should_quit && (!app.study.state.active() || trainer_gone || app.study.watching.is_some()) {
             draw(terminal, app)?;
             return Ok(());
         }
@@ -225,7 +214,7 @@ where
         }
         match next_input()? {
             Some(Event::Key(key)) => {
-                let action = if app.typing_filter { keys::action_for_typing(&key) } else { keys::action_for(&key) };
+                let action = if app.table.typing_filter { keys::action_for_typing(&key) } else { keys::action_for(&key) };
                 if let Some(action) = action {
                     if let Some(control) = app.on_action(action) {
                         let _ = trainer.control.send(control);
@@ -236,7 +225,7 @@ where
                 }
             }
             Some(Event::Resize(..)) => {
-                terminal.autoresize().map_err(|e| MonitorError::Terminal(e.into()))?;
+                terminal.autoresize().map_err(|e| MonitorError::Terminal(std::io::Error::other(e)))?;
                 draw(terminal, app)?;
                 last_draw = Some(Instant::now());
             }

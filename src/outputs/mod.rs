@@ -2,7 +2,8 @@
 //! (`stats`), the results directory (`directory`), the files written from it
 //! in crash-safe order (`publish`: CSV tables, report.md, figures,
 //! results.json), the files written from the event stream as it arrives
-//! (`tensorboard`, `runlog`), and the `sink` both consumers feed.
+//! (`tensorboard`, `runlog`), the study's `state` every consumer folds the
+//! events into, and the `sink` that writes it.
 
 pub mod directory;
 pub mod figures;
@@ -10,13 +11,15 @@ pub mod publish;
 pub mod report;
 pub mod runlog;
 pub mod sink;
+pub mod state;
 pub mod stats;
 pub mod store;
 pub mod tables;
 pub mod tensorboard;
 
 pub use publish::{publish, PublishError};
-pub use sink::Sink;
+pub use sink::{feed, tick, Fed, Sink};
+pub use state::StudyState;
 pub use store::{Failure, Results};
 
 /// What the outputs' unit tests share.

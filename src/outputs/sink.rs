@@ -1,18 +1,19 @@
 //! What both consumers of the event stream (the monitor and `--batch`) do
-//! with every event, in one place: the event files as events arrive
-//! (TensorBoard's, the per-run metric files), a row in the results when a
-//! run ends, and the results files rewritten then. A write that fails is
-//! handed back: the consumer stops the plan (training on would produce
-//! results nobody gets).
+//! with every event, in one place (`feed`): the study's state updated, the
+//! event files written as events arrive (TensorBoard's, the per-run metric
+//! files), and the results files rewritten when a run ends. A write that
+//! fails is a line in the log, or, for the results, a stop: training on
+//! would produce results nobody gets.
 
 use std::path::{Path, PathBuf};
 
 use super::directory::TENSORBOARD_DIR;
 use super::publish::{publish_changes, PublishError, Written};
 use super::runlog::RunLog;
+use super::state::StudyState;
 use super::store::Results;
 use super::tensorboard::Recorder;
-use crate::protocol::TrainEvent;
+use crate::protocol::{Control, TrainEvent};
 use crate::study::WatchConfig;
 use crate::util::atomic_file::WriteError;
 
@@ -61,11 +62,10 @@ fn triage<const N: usize>(outcomes: [(Result<(), WriteError>, Kind); N]) -> Resu
     Ok(warnings)
 }
 
-/// The results of a session and the directory they go to.
+/// Where a session's results go, and what of them is written.
 pub struct Sink {
     out: PathBuf,
     files: EventFiles,
-    results: Results,
     written: Written,
     /// Rows recorded since the files were last written.
     unwritten: bool,
@@ -82,16 +82,12 @@ pub struct Handled {
 
 impl Sink {
     /// `watch`: the heartbeats written into the metric files.
-    pub fn new(out: &Path, results: Results, watch: WatchConfig) -> Self {
-        Self { out: out.to_path_buf(), files: EventFiles::new(out, watch), results, written: Written::default(), unwritten: false }
+    pub fn new(out: &Path, watch: WatchConfig) -> Self {
+        Self { out: out.to_path_buf(), files: EventFiles::new(out, watch), written: Written::default(), unwritten: false }
     }
 
     pub fn out(&self) -> &Path {
         &self.out
-    }
-
-    pub fn results(&self) -> &Results {
-        &self.results
     }
 
     /// Called often (every pass of the consumer's loop, whatever the
@@ -103,39 +99,67 @@ impl Sink {
         }
     }
 
-    pub fn into_results(self) -> Results {
-        self.results
-    }
-
-    /// Feeds the event files; records a run that ended and rewrites the
-    /// results files.
-    pub fn handle(&mut self, event: &TrainEvent) -> Handled {
+    /// Feeds the event files; rewrites the results files when `changed`
+    /// (the event ended a run or the plan: `StudyState::apply` recorded it).
+    pub fn handle(&mut self, event: &TrainEvent, changed: bool, results: &mut Results) -> Handled {
         let (warnings, full) = match self.files.on_event(event) {
             Ok(warnings) => (warnings, None),
             Err(e) => (vec![], Some(PublishError::from(e))),
         };
-        match event {
-            TrainEvent::RunFinished { result } => self.results.record(result.clone()),
-            TrainEvent::RunFailed { run_id, error } => self.results.record_failure(run_id.clone(), error.clone()),
-            TrainEvent::PlanFinished { stopped } => self.results.stopped = *stopped,
-            _ => return Handled { warnings, unwritable: full },
+        if !changed {
+            return Handled { warnings, unwritable: full };
         }
         self.unwritten = true;
-        Handled { warnings, unwritable: full.or(self.write().err()) }
+        Handled { warnings, unwritable: full.or(self.write(results).err()) }
     }
 
     /// Writes the results files when something was recorded since they were
     /// last written (what the trainer said after the plan stopped).
-    pub fn flush(&mut self) -> Result<(), PublishError> {
+    pub fn flush(&mut self, results: &mut Results) -> Result<(), PublishError> {
         if self.unwritten {
-            self.write()?;
+            self.write(results)?;
         }
         Ok(())
     }
 
-    fn write(&mut self) -> Result<(), PublishError> {
-        publish_changes(&mut self.results, &self.out, &mut self.written)?;
+    fn write(&mut self, results: &mut Results) -> Result<(), PublishError> {
+        publish_changes(results, &self.out, &mut self.written)?;
         self.unwritten = false;
         Ok(())
     }
+}
+
+/// What a consumer does after feeding an event or a tick.
+#[derive(Debug, Default)]
+pub struct Fed {
+    /// Event files that could not be written (also in the study's log).
+    pub warnings: Vec<String>,
+    /// The results files cannot be written: the plan is told to stop (the
+    /// study's state says why).
+    pub unwritable: Option<PublishError>,
+    /// For the trainer: `Stop` when the results cannot be written.
+    pub control: Option<Control>,
+}
+
+/// One event into the study's state and, for a session that writes, its
+/// files: the one place where a write's failure becomes a log line (training
+/// goes on) or a stop (results nobody would get).
+pub fn feed(study: &mut StudyState, sink: Option<&mut Sink>, event: &TrainEvent) -> Fed {
+    let changed = study.apply(event);
+    let handled = sink.map(|sink| sink.handle(event, changed, &mut study.results)).unwrap_or_default();
+    settle(study, handled)
+}
+
+/// The heartbeats, when due, handled as `feed` handles an event's files.
+pub fn tick(study: &mut StudyState, sink: Option<&mut Sink>) -> Fed {
+    let handled = sink.map(Sink::tick).unwrap_or_default();
+    settle(study, handled)
+}
+
+fn settle(study: &mut StudyState, handled: Handled) -> Fed {
+    for warning in &handled.warnings {
+        study.log(warning.clone());
+    }
+    let control = handled.unwritable.as_ref().and_then(|e| study.on_results_unwritable(e.to_string()));
+    Fed { warnings: handled.warnings, unwritable: handled.unwritable, control }
 }

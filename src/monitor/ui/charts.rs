@@ -8,8 +8,9 @@ use ratatui::text::Line;
 use ratatui::widgets::{Axis, Block, Borders, Chart, Dataset, GraphType, LegendPosition, Paragraph, Sparkline};
 use ratatui::Frame;
 
-use crate::monitor::app::history::History;
-use crate::monitor::app::{App, ChartFocus, RunRow};
+use crate::monitor::app::{App, ChartFocus};
+use crate::outputs::state::history::History;
+use crate::outputs::state::RunRow;
 use crate::outputs::stats::{planned_questions, Family, Sweep};
 use crate::protocol::EpochMetrics;
 use crate::study::Loss;
@@ -30,7 +31,7 @@ fn sparkline_data(points: &[(f64, f64)], width: usize) -> Vec<u64> {
 
 pub fn render_run(app: &App, frame: &mut Frame, area: Rect) {
     // Marked runs take the whole panel: the overlay needs room for its legend.
-    if !app.marked.is_empty() {
+    if !app.table.marked.is_empty() {
         render_compare(app, frame, area);
         return;
     }
@@ -103,7 +104,7 @@ fn render_epochs(app: &App, row: &RunRow, frame: &mut Frame, area: Rect) {
         ChartFocus::Loss => (" loss per epoch (train ·, test ─) ", per_epoch(&|m| Some(m.train_loss))),
     };
     let y_max = y_bounds(app.chart, dotted.iter().chain(&solid).map(|p| p.1));
-    let teacher: Vec<(f64, f64)> = match (app.chart, app.teacher_accuracy()) {
+    let teacher: Vec<(f64, f64)> = match (app.chart, app.study.teacher_accuracy()) {
         (ChartFocus::Accuracy, Some(t)) => vec![(0.0, 100.0 * t), (epochs, 100.0 * t)],
         _ => vec![],
     };
@@ -131,15 +132,17 @@ fn render_compare(app: &App, frame: &mut Frame, area: Rect) {
     // (run id, its points, its colour)
     type Series<'a> = (&'a str, Vec<(f64, f64)>, Color);
     let series: Vec<Series> = app
+        .table
         .marked
         .iter()
         .filter_map(|id| {
-            let row = app.row(id)?;
+            let row = app.study.row(id)?;
             let points = row.history.iter().filter_map(|m| Some((m.epoch as f64, value(m)?))).collect();
-            Some((row.spec.run_id.as_str(), points, app.mark_color(id)?))
+            Some((row.spec.run_id.as_str(), points, app.table.mark_color(id)?))
         })
         .collect();
-    let epochs = app.marked.iter().filter_map(|id| app.row(id)).map(|r| r.epochs.max(r.history.len())).max().unwrap_or(1).max(1) as f64;
+    let epochs =
+        app.table.marked.iter().filter_map(|id| app.study.row(id)).map(|r| r.epochs.max(r.history.len())).max().unwrap_or(1).max(1) as f64;
     let y_max = y_bounds(app.chart, series.iter().flat_map(|s| s.1.iter().map(|p| p.1)));
     let datasets: Vec<Dataset> = series.iter().map(|(name, points, color)| line(name, points, *color)).collect();
     let title = format!(" compare {} runs: {} per epoch (tab: next; m unmarks) ", series.len(), metric_name(app.chart));
@@ -153,17 +156,17 @@ fn render_compare(app: &App, frame: &mut Frame, area: Rect) {
 }
 
 pub fn render_sweep(app: &App, frame: &mut Frame, area: Rect) {
-    let groups = app.results.groups();
+    let groups = app.study.results.groups();
     let mut block = Block::default().borders(Borders::ALL).title(" sweep: test accuracy vs T, log axis (soft ·, the other losses ─) ");
     // The report's verdicts, as they stand: the planned comparisons, Holm-corrected.
     // Short enough for the half-width panel of a 120-column terminal.
-    let family = Family::test(&planned_questions(&app.results.planned), &groups, app.results.test_images);
+    let family = Family::test(&planned_questions(&app.study.results.planned), &groups, app.study.results.test_images);
     if family.size() > 0 {
         let resolved = family.comparisons.iter().filter(|c| c.resolved()).count();
         block =
             block.title_bottom(format!(" {resolved} of {} planned comparisons resolved ({} made, Holm 5%) ", family.size(), family.made()));
     }
-    let mut temps: Vec<f64> = app.runs.iter().filter_map(|r| r.spec.temperature).collect();
+    let mut temps: Vec<f64> = app.study.runs.iter().filter_map(|r| r.spec.temperature).collect();
     temps.sort_by(f64::total_cmp);
     temps.dedup();
     if temps.is_empty() {

@@ -9,7 +9,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Bar, BarChart, BarGroup, Block, Borders, Paragraph};
 use ratatui::Frame;
 
-use crate::monitor::app::{App, RunRow};
+use crate::monitor::app::App;
+use crate::outputs::state::RunRow;
 use crate::protocol::Diagnostics;
 use crate::study::RunKind;
 
@@ -29,7 +30,7 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     frame.render_widget(block, area);
     let [classes, confusion, epochs] =
         Layout::horizontal([Constraint::Length(32), Constraint::Length(34), Constraint::Min(20)]).spacing(1).areas(inner);
-    let teacher = app.runs.iter().find(|r| r.spec.kind == RunKind::Teacher && r.spec.run_id != row.spec.run_id);
+    let teacher = app.study.runs.iter().find(|r| r.spec.kind == RunKind::Teacher && r.spec.run_id != row.spec.run_id);
     per_class(frame, classes, d, teacher.and_then(RunRow::diagnostics));
     heat_map(frame, confusion, d);
     fidelity_per_epoch(frame, epochs, row);

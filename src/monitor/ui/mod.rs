@@ -6,6 +6,7 @@ mod detail;
 mod help;
 mod status;
 mod table;
+pub mod table_view;
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Modifier, Style};
@@ -13,7 +14,8 @@ use ratatui::text::Line;
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 use ratatui::Frame;
 
-use super::app::{App, PlanState, NO_PAUSE_HINT};
+use super::app::{App, NO_PAUSE_HINT};
+use crate::outputs::state::PlanState;
 use crate::util::format::clock;
 
 pub const MIN_WIDTH: u16 = 80;
@@ -30,11 +32,14 @@ pub fn render(app: &App, frame: &mut Frame) {
         return;
     }
     let log_height = if area.height >= 36 { 7 } else { 4 };
-    // The detail view needs the rows of its heat map.
-    let table_share = if app.detail { 30 } else { 45 };
+    // The table takes the lines its rows need (borders, header, a line a
+    // run), up to a share of the screen; the charts get the rest. The detail
+    // view needs the rows of its heat map.
+    let table_share: u16 = if app.detail { 30 } else { 45 };
+    let table_height = (app.study.runs.len() as u16 + 3).clamp(4, (area.height * table_share / 100).max(4));
     let [header, table_area, charts, log, hint] = Layout::vertical([
         Constraint::Length(3),
-        Constraint::Percentage(table_share),
+        Constraint::Length(table_height),
         Constraint::Min(8),
         Constraint::Length(log_height),
         Constraint::Length(1),
@@ -61,17 +66,18 @@ pub fn render(app: &App, frame: &mut Frame) {
 
 fn render_log(app: &App, frame: &mut Frame, area: Rect) {
     let height = area.height.saturating_sub(2) as usize;
-    let lines: Vec<Line> = app.log.iter().rev().take(height).rev().map(|(t, msg)| Line::from(format!("{} {msg}", clock(*t)))).collect();
+    let lines: Vec<Line> =
+        app.study.log.iter().rev().take(height).rev().map(|(t, msg)| Line::from(format!("{} {msg}", clock(*t)))).collect();
     frame.render_widget(Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" log ")), area);
 }
 
 fn render_hint(app: &App, frame: &mut Frame, area: Rect) {
-    let text = if app.typing_filter {
-        format!(" filter: /{}▏ (a run-id prefix) · enter keeps it · esc clears it", app.filter)
-    } else if app.watching.is_some() {
+    let text = if app.table.typing_filter {
+        format!(" filter: /{}▏ (a run-id prefix) · enter keeps it · esc clears it", app.table.filter)
+    } else if app.study.watching.is_some() {
         format!(" s sort · ↑↓ select · m mark · d detail · / filter · ? help · q quit · {}", NO_PAUSE_HINT)
     } else {
-        let pause = if app.state == PlanState::Paused { "p resume" } else { "p pause" };
+        let pause = if app.study.state == PlanState::Paused { "p resume" } else { "p pause" };
         format!(" {pause} · s sort · r reverse · ↑↓/jk select · tab chart · m mark · d detail · / filter · ? help · q quit")
     };
     frame.render_widget(Paragraph::new(text).style(Style::default().add_modifier(Modifier::DIM)), area);

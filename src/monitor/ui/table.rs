@@ -5,7 +5,9 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::widgets::{Block, Borders, Cell, Row, Table, TableState};
 use ratatui::Frame;
 
-use crate::monitor::app::{format_age, status_word, App, Column, RowStatus, RunRow};
+use super::table_view::Column;
+use crate::monitor::app::App;
+use crate::outputs::state::{format_age, status_word, RowStatus, RunRow};
 use crate::outputs::stats::Group;
 use crate::study::format_temperature;
 use crate::util::format::{megabytes_short, points};
@@ -17,7 +19,7 @@ fn pct(x: Option<f64>) -> String {
 fn cell_text(app: &App, groups: &[Group], row: &RunRow, column: Column) -> String {
     match column {
         Column::Run => row.spec.run_id.clone(),
-        Column::Status => match (&row.status, row.lost_for(app.clock)) {
+        Column::Status => match (&row.status, row.lost_for(app.study.clock)) {
             (_, Some(silent)) => format!("lost? {}", format_age(silent)),
             (RowStatus::Running, None) if row.epochs > 0 => format!("run {}/{}", row.epoch.min(row.epochs), row.epochs),
             (other, None) => status_word(other).to_string(),
@@ -25,7 +27,7 @@ fn cell_text(app: &App, groups: &[Group], row: &RunRow, column: Column) -> Strin
         Column::Loss => row.spec.loss.name().to_string(),
         Column::Temperature => row.spec.temperature.map_or("–".into(), format_temperature),
         Column::Seed => row.spec.seed.to_string(),
-        Column::TestAccuracy => match app.seed_spread(groups, row) {
+        Column::TestAccuracy => match app.study.seed_spread(groups, row) {
             Some((m, s, _)) => format!("{}±{:.1}", pct(Some(m)), 100.0 * s),
             None => pct(row.test_accuracy()),
         },
@@ -92,31 +94,31 @@ pub fn visible_columns(inner: u16) -> Vec<Column> {
 
 pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     let order = app.sorted();
-    let arrow = if app.descending { "▼" } else { "▲" };
+    let arrow = if app.table.descending { "▼" } else { "▲" };
     let cols = visible_columns(area.width.saturating_sub(2));
     let header = Row::new(cols.iter().map(|&c| {
-        let title = if c == app.sort { format!("{}{arrow}", c.title()) } else { c.title().to_string() };
-        let style = if c == app.sort {
+        let title = if c == app.table.sort { format!("{}{arrow}", c.title()) } else { c.title().to_string() };
+        let style = if c == app.table.sort {
             Style::default().add_modifier(Modifier::BOLD | Modifier::UNDERLINED)
         } else {
             Style::default().add_modifier(Modifier::BOLD)
         };
         Cell::from(title).style(style)
     }));
-    let groups = app.results.groups();
+    let groups = app.study.results.groups();
     let rows = order.iter().map(|&i| {
-        let row = &app.runs[i];
+        let row = &app.study.runs[i];
         let cells = cols.iter().map(|&c| {
             let cell = Cell::from(cell_text(app, &groups, row, c));
             // A marked run's id in its colour in the compare chart.
-            match (c, app.mark_color(&row.spec.run_id)) {
+            match (c, app.table.mark_color(&row.spec.run_id)) {
                 (Column::Run, Some(color)) => cell.style(Style::default().fg(color).add_modifier(Modifier::BOLD)),
                 _ => cell,
             }
         });
-        Row::new(cells).style(row_style(row, app.clock))
+        Row::new(cells).style(row_style(row, app.study.clock))
     });
-    let selected = app.selected.as_deref().and_then(|id| order.iter().position(|&i| app.runs[i].spec.run_id == id));
+    let selected = app.table.selected.as_deref().and_then(|id| order.iter().position(|&i| app.study.runs[i].spec.run_id == id));
     let mut state = TableState::default().with_selected(selected);
     let table = Table::new(rows, cols.iter().map(|&c| Constraint::Length(width(c))))
         .header(header)
@@ -125,12 +127,12 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         .highlight_symbol("›")
         .block(Block::default().borders(Borders::ALL).title(format!(
             " runs · sorted by {} {}{} ",
-            app.sort.title(),
-            if app.descending { "descending" } else { "ascending" },
-            if app.filter.is_empty() && !app.typing_filter {
+            app.table.sort.title(),
+            if app.table.descending { "descending" } else { "ascending" },
+            if app.table.filter.is_empty() && !app.table.typing_filter {
                 String::new()
             } else {
-                format!(" · filter /{} ({} of {})", app.filter, order.len(), app.runs.len())
+                format!(" · filter /{} ({} of {})", app.table.filter, order.len(), app.study.runs.len())
             }
         )));
     frame.render_stateful_widget(table, area, &mut state);
