@@ -82,7 +82,7 @@ fn a_diverging_teacher_is_marked_and_the_plan_goes_on() {
 fn a_panic_in_training_fails_that_run_only() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "config.toml", TINY);
-    let error = run_in_process(dir.path(), |input| input.inject_panic = Some("soft-T5-s1".into()));
+    let error = run_in_process(dir.path(), |input| input.hooks.panic_in = Some("soft-T5-s1".into()));
     assert!(matches!(&error, BatchError::RunsFailed { list, .. } if list == "soft-T5-s1"), "{error}");
     let json = results_json(dir.path());
     assert_eq!(json["failures"][0]["run_id"], "soft-T5-s1");
@@ -103,7 +103,7 @@ fn a_panic_in_training_fails_that_run_only() {
 fn an_error_the_backend_logs_fails_that_run() {
     kdtui::engine::logger::install();
     let dir = tempfile::tempdir().unwrap();
-    let error = run_in_process(dir.path(), |input| input.inject_device_error = Some("gt_soft-T5-s1".into()));
+    let error = run_in_process(dir.path(), |input| input.hooks.device_error_in = Some("gt_soft-T5-s1".into()));
     assert!(matches!(&error, BatchError::RunsFailed { list, .. } if list == "gt_soft-T5-s1"), "{error}");
     let json = results_json(dir.path());
     let message = json["failures"][0]["error"].as_str().unwrap();

@@ -219,7 +219,7 @@ fn the_diagnostics_of_an_epoch_over_2000_images() {
     let times: Vec<Duration> = (0..20)
         .map(|_| {
             let start = Instant::now();
-            let d = kdtui::engine::fidelity::diagnose(&student, &labels, 10, Some(&teacher), Some(5.0));
+            let d = kdtui::engine::diagnostics::diagnose(&student, &labels, 10, Some(&teacher), Some(5.0));
             let took = start.elapsed();
             assert_eq!(d.bins.iter().map(|b| b.images as usize).sum::<usize>(), n);
             assert_eq!(d.confusion.iter().map(|&c| c as usize).sum::<usize>(), n);

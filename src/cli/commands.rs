@@ -3,7 +3,8 @@
 
 use anyhow::anyhow;
 
-use super::{failed, usage, BenchArgs, DoctorArgs, EvalArgs, ExportArgs, Failure, ReportArgs, WatchArgs};
+use super::args::{BenchArgs, DoctorArgs, EvalArgs, ExportArgs, ReportArgs, WatchArgs};
+use super::failure::{failed, usage, Failure};
 use crate::engine::backend::{self, DeviceChoice};
 use crate::engine::{bench, export};
 use crate::monitor::session::{self as monitor, MonitorError};

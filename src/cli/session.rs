@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
 
-use super::{failed, usage, Cli, Failure};
+use super::args::Cli;
+use super::failure::{failed, usage, Failure};
 use crate::engine::backend::{self, DeviceChoice, Resolved};
 use crate::engine::data;
 use crate::engine::train::checkpoint::RunStore;
-use crate::engine::train::PlanInput;
+use crate::engine::train::{Hooks, PlanInput};
 use crate::monitor::{headless, session as monitor};
 use crate::outputs::directory::{self, MODELS_DIR};
 use crate::outputs::{publish, Results, Sink};
@@ -129,8 +130,7 @@ pub fn study(cli: Cli) -> Result<(), Failure> {
         notes: opened.note.into_iter().chain(session.notes.iter().cloned()).collect(),
         models: Some(out.join(MODELS_DIR)),
         train_teacher: session.shard.is_none(),
-        inject_panic: None,
-        inject_device_error: None,
+        hooks: Hooks::default(),
     };
     quiet_trainer_panics();
     let trainer = backend::spawn(session.device, input);

@@ -16,7 +16,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::anyhow;
 
-use super::{failed, usage, Failure, SlurmArgs};
+use super::args::SlurmArgs;
+use super::failure::{failed, usage, Failure};
 use crate::study::{plan, Config};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use burn::module::Module;
 use crate::engine::data::batcher::Normalizer;
 use crate::engine::data::CLASSES;
 use crate::engine::data::{self, DataError};
-use crate::engine::fidelity;
+use crate::engine::diagnostics;
 use crate::engine::inference::{argmax, predict, score};
 use crate::engine::model::packed::{self, PackedError};
 use crate::engine::model::size::stored_values;
@@ -167,7 +167,7 @@ pub fn eval(
         model: what,
         correct: predictions.iter().zip(&loaded.test.labels).filter(|(p, l)| p == l).count(),
         images: loaded.test.len(),
-        diagnostics: fidelity::diagnose(&logits, &loaded.test.labels, CLASSES, teacher_logits.as_deref(), None),
+        diagnostics: diagnostics::diagnose(&logits, &loaded.test.labels, CLASSES, teacher_logits.as_deref(), None),
         predictions,
         data: loaded.description,
         loss,

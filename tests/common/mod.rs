@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use kdtui::engine::data;
-use kdtui::engine::train::PlanInput;
+use kdtui::engine::train::{Hooks, PlanInput};
 use kdtui::protocol::RunResult;
 use kdtui::study::{Config, RunSpec};
 
@@ -48,8 +48,7 @@ pub fn plan_input(config: &Config, runs: Vec<RunSpec>) -> PlanInput {
         notes: vec![],
         models: None,
         train_teacher: true,
-        inject_panic: None,
-        inject_device_error: None,
+        hooks: Hooks::default(),
     }
 }
 

@@ -9,7 +9,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{Dataset, CHANNELS, CLASSES, PIXELS, SIDE};
+use super::dataset::{Dataset, CHANNELS, CLASSES, PIXELS, SIDE};
 
 #[derive(Debug, Clone)]
 pub struct Normalizer {

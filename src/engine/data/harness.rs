@@ -4,7 +4,8 @@
 //! label a class). Public so that the nightly-only fuzz crate and the stable
 //! test suite run the same checks.
 
-use super::{idx, svhn_mat, Dataset, CLASSES, PIXELS};
+use super::dataset::{Dataset, CLASSES, PIXELS};
+use super::{idx, svhn_mat};
 
 fn check(d: &Dataset) {
     assert_eq!(d.images.len(), d.labels.len() * PIXELS, "images and labels disagree");

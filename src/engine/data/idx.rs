@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use flate2::read::GzDecoder;
 
-use super::{read_file, DataError, Dataset, CHANNELS, CLASSES, PIXELS, SIDE};
+use super::dataset::{read_file, DataError, Dataset, CHANNELS, CLASSES, PIXELS, SIDE};
 
 const FORMAT: &str = "IDX";
 
@@ -82,7 +82,7 @@ fn find(dir: &Path, stem: &str) -> PathBuf {
 /// The bytes of an IDX file, raw or gzipped, as (dims, data).
 pub fn decode(raw: Vec<u8>, rank: usize) -> Result<(Vec<usize>, Vec<u8>), String> {
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        super::inflate(GzDecoder::new(raw.as_slice()), raw.len()).map_err(|e| format!("gzip stream {e}"))?
+        super::dataset::inflate(GzDecoder::new(raw.as_slice()), raw.len()).map_err(|e| format!("gzip stream {e}"))?
     } else {
         raw
     };

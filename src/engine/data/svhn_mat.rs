@@ -7,7 +7,7 @@ use std::path::Path;
 use flate2::read::ZlibDecoder;
 use md5::Digest;
 
-use super::{read_file, DataError, Dataset, CHANNELS, PIXELS, SIDE};
+use super::dataset::{read_file, DataError, Dataset, CHANNELS, PIXELS, SIDE};
 
 const MI_INT8: u32 = 1;
 const MI_UINT8: u32 = 2;
@@ -156,8 +156,8 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Matrix>, String> {
         let data = &bytes[data_at..end];
         match ty {
             MI_COMPRESSED => {
-                let inflated =
-                    super::inflate(ZlibDecoder::new(data), data.len()).map_err(|e| format!("compressed element at byte {pos} {e}"))?;
+                let inflated = super::dataset::inflate(ZlibDecoder::new(data), data.len())
+                    .map_err(|e| format!("compressed element at byte {pos} {e}"))?;
                 let (ity, isize, iat) = r.tag(&inflated, 0)?;
                 if ity == MI_MATRIX {
                     let iend = iat

@@ -19,7 +19,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use super::{Dataset, CHANNELS, CLASSES, PIXELS, SIDE};
+use super::dataset::{Dataset, CHANNELS, CLASSES, PIXELS, SIDE};
 
 /// Fonts: the three stroke styles, then each bent into new shapes.
 pub const FONTS: usize = 300;

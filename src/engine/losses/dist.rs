@@ -11,7 +11,7 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
 use super::kd::hard;
-use super::Objective;
+use super::objective::Objective;
 
 /// Keeps a correlation with a constant vector at 0 instead of 0 / 0.
 const EPS: f64 = 1.0e-8;

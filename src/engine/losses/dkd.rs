@@ -11,7 +11,7 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
 use super::kd::hard;
-use super::Objective;
+use super::objective::Objective;
 
 /// Below every real logit / T: the softmax over the other classes.
 const MASK: f64 = 1.0e4;

@@ -7,7 +7,7 @@
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
-use super::Objective;
+use super::objective::Objective;
 
 /// Mean over the batch of -sum_i target_i * log softmax(logits / temperature)_i.
 ///

@@ -10,7 +10,7 @@
 use burn::prelude::*;
 
 use super::kd::{cross_entropy, hard, soft_targets};
-use super::Objective;
+use super::objective::Objective;
 
 /// Keeps a row of equal logits finite.
 const EPS: f64 = 1.0e-7;

@@ -1,13 +1,19 @@
 //! Training: the plan's orchestration (`orchestrate`), one run's loop
-//! (`run`), one optimisation step (`step`) and the checkpoints that make a
-//! run resumable (`checkpoint`). Runs on the training thread; reports through
+//! (`run`, from its resolved `RunSettings`), one optimisation step (`step`),
+//! the checkpoints that make a run resumable (`checkpoint`), the finished
+//! runs' model files (`model_files`) and the faults tests inject (`hooks`). Runs on the training thread; reports through
 //! `TrainEvent`s and takes `Control`s between steps.
 
 pub mod checkpoint;
+mod hooks;
+mod model_files;
 pub mod optimizer;
 mod orchestrate;
 mod run;
 pub mod step;
 
+pub use hooks::Hooks;
 pub use orchestrate::{run_plan, PlanInput};
-pub use step::{adam, flat_gradients, gradients, host_reads, learning_rate, train_step, Read, Tally};
+#[cfg(feature = "test-hooks")]
+pub use step::host_reads;
+pub use step::{adam, flat_gradients, gradients, learning_rate, train_step, Read, Tally};

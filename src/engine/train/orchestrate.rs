@@ -1,7 +1,7 @@
 //! Runs a plan: the teacher (trained, or loaded from its checkpoint), its
 //! cached logits, then every student run, each in its own training loop
-//! (`run.rs`). Decides what each run needs, what is reused and what a
-//! failure means for the rest of the plan.
+//! (`run::train`, given its resolved `RunSettings`). Decides what each run
+//! needs, what is reused and what a failure means for the rest of the plan.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -11,15 +11,16 @@ use burn::module::{AutodiffModule, Module};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::checkpoint::{decode, Prior, RunStore};
-use super::run::TrainError;
+use super::hooks::Hooks;
+use super::model_files::ModelFiles;
+use super::run::{self, RunContext, RunSettings, TrainError, Trained};
 use crate::engine::data::batcher::Normalizer;
 use crate::engine::data::{Data, CLASSES};
 use crate::engine::inference::predict;
 use crate::engine::losses::{self, Objective};
-use crate::engine::model::{packed, Cnn, CnnConfig, TrainBackend};
+use crate::engine::model::{Cnn, CnnConfig, TrainBackend};
 use crate::protocol::{Control, Controls, RunResult, RunStatus, TrainEvent};
 use crate::study::{Config, RunKind, RunSpec};
-use crate::util::atomic_file::{self, WriteError};
 
 /// Everything a plan needs besides the device.
 pub struct PlanInput {
@@ -38,12 +39,8 @@ pub struct PlanInput {
     /// own job trained it); the plan stops with a clear error otherwise,
     /// rather than have every shard train a teacher of its own.
     pub train_teacher: bool,
-    /// Tests only (no flag or variable sets it): this run panics at its
-    /// first step, to check that a panic fails that run alone.
-    pub inject_panic: Option<String>,
-    /// Tests only, like `inject_panic`: this run logs an error as cubecl's
-    /// device thread does when a kernel fails, at its first step.
-    pub inject_device_error: Option<String>,
+    /// Faults a test injects (empty unless built with `test-hooks`).
+    pub hooks: Hooks,
 }
 
 /// Runs the whole plan on this thread, reporting through `events`.
@@ -59,7 +56,8 @@ pub fn run_plan<B: TrainBackend>(input: PlanInput, device: B::Device, events: Se
     for note in input.notes.iter().chain(&input.data.notes) {
         let _ = events.send(TrainEvent::Log { message: note.clone() });
     }
-    let mut plan = Plan::<B> { controls: Controls::new(control, events.clone()), input: &input, norm, device, events };
+    let models = ModelFiles::new(input.models.clone());
+    let mut plan = PlanRunner::<B> { controls: Controls::new(control, events.clone()), input: &input, norm, device, events, models };
     let stopped = match plan.run_all() {
         Ok(stopped) => stopped,
         Err(error) => {
@@ -70,33 +68,14 @@ pub fn run_plan<B: TrainBackend>(input: PlanInput, device: B::Device, events: Se
     let _ = plan.events.send(TrainEvent::PlanFinished { stopped });
 }
 
-pub(super) struct Plan<'a, B: TrainBackend> {
-    pub(super) input: &'a PlanInput,
-    pub(super) norm: Normalizer,
-    pub(super) device: B::Device,
-    pub(super) events: Sender<TrainEvent>,
-    pub(super) controls: Controls,
-}
-
-/// What one run produced.
-pub(super) struct Trained<B: TrainBackend> {
-    pub(super) model: Cnn<B>,
-    pub(super) result: RunResult,
-}
-
-/// One run to train: what it is, its model, its schedule, its soft targets
-/// (distillation) and where its checkpoints go.
-#[derive(Clone, Copy)]
-pub(super) struct Job<'a> {
-    pub(super) spec: &'a RunSpec,
-    pub(super) shape: &'a CnnConfig,
-    pub(super) epochs: usize,
-    pub(super) lr: f64,
-    pub(super) soft: Option<&'a [f32]>,
-    /// The teacher's test-set logits: the students' fidelity is measured
-    /// against them (none for the teacher itself).
-    pub(super) teacher_test: Option<&'a [f32]>,
-    pub(super) store: &'a RunStore,
+/// A plan on its way through its runs (the training thread's state).
+struct PlanRunner<'a, B: TrainBackend> {
+    input: &'a PlanInput,
+    norm: Normalizer,
+    device: B::Device,
+    events: Sender<TrainEvent>,
+    controls: Controls,
+    models: ModelFiles,
 }
 
 /// What the students need of a finished teacher: its logits over the
@@ -115,8 +94,8 @@ enum RunError {
     Fatal(String),
 }
 
-impl<B: TrainBackend> Plan<'_, B> {
-    pub(super) fn log(&self, message: impl Into<String>) {
+impl<B: TrainBackend> PlanRunner<'_, B> {
+    fn log(&self, message: impl Into<String>) {
         let _ = self.events.send(TrainEvent::Log { message: message.into() });
     }
 
@@ -197,10 +176,10 @@ impl<B: TrainBackend> Plan<'_, B> {
                 continue;
             }
             if let Prior::Finished(result) = prior {
-                if result.status == RunStatus::Done && self.model_file_missing(spec) {
+                if result.status == RunStatus::Done && self.models.missing(spec) {
                     let shape = CnnConfig::student(config);
                     match self.load_model(&shape, store) {
-                        Some(model) => self.write_model_file(spec, &model, &shape).map_err(|e| e.to_string())?,
+                        Some(model) => self.models.write(spec, &model, &shape, &self.norm).map_err(|e| e.to_string())?,
                         None => self.log(format!("{}: its checkpoint does not load; no model file written", spec.run_id)),
                     }
                 }
@@ -215,17 +194,10 @@ impl<B: TrainBackend> Plan<'_, B> {
                     continue;
                 }
             };
-            let student = CnnConfig::student(config);
-            let job = Job {
-                spec,
-                shape: &student,
-                epochs: config.student.epochs,
-                lr: config.student.learning_rate,
-                soft: soft.as_deref(),
-                teacher_test: teacher_logits.as_ref().map(|t| t.test.as_slice()),
-                store,
-            };
-            match self.train_caught(job) {
+            let student = (CnnConfig::student(config), config.student.epochs, config.student.learning_rate);
+            let teacher_test = teacher_logits.as_ref().map(|t| t.test.as_slice());
+            let settings = RunSettings::resolve(config, spec, student, self.input.data.train.len(), soft.as_deref(), teacher_test, store);
+            match self.train_caught(&settings) {
                 Ok(trained) => {
                     let _ = self.events.send(TrainEvent::RunFinished { result: trained.result });
                 }
@@ -236,10 +208,20 @@ impl<B: TrainBackend> Plan<'_, B> {
         Ok(self.controls.stopped())
     }
 
-    /// `train`, with a panic turned into a failed run.
-    fn train_caught(&mut self, job: Job) -> Result<Trained<B>, RunError> {
-        let spec = job.spec;
-        match catch_unwind(AssertUnwindSafe(|| self.train(job))) {
+    /// `run::train`, with a panic turned into a failed run.
+    fn train_caught(&mut self, settings: &RunSettings) -> Result<Trained<B>, RunError> {
+        let spec = settings.spec;
+        let context = RunContext {
+            data: &self.input.data,
+            norm: &self.norm,
+            device: &self.device,
+            device_name: &self.input.device_name,
+            events: &self.events,
+            models: &self.models,
+            hooks: &self.input.hooks,
+        };
+        let controls = &mut self.controls;
+        match catch_unwind(AssertUnwindSafe(|| run::train(&context, controls, settings))) {
             Ok(Ok(trained)) => Ok(trained),
             Ok(Err(TrainError::Write(e))) => {
                 Err(RunError::Fatal(format!("{}: cannot save its checkpoint or model file: {e}", spec.run_id)))
@@ -285,22 +267,16 @@ impl<B: TrainBackend> Plan<'_, B> {
         let teacher: Cnn<B::InnerBackend> = match finished {
             Some((model, result)) => {
                 self.log(format!("teacher reused from {}", store.dir.display()));
-                if self.model_file_missing(spec) {
-                    self.write_model_file(spec, &model, &shape).map_err(|e| RunError::Fatal(e.to_string()))?;
+                if self.models.missing(spec) {
+                    self.models.write(spec, &model, &shape, &self.norm).map_err(|e| RunError::Fatal(e.to_string()))?;
                 }
                 self.replay(result);
                 model
             }
             None => {
-                let trained = self.train_caught(Job {
-                    spec,
-                    shape: &shape,
-                    epochs: config.teacher.epochs,
-                    lr: config.teacher.learning_rate,
-                    soft: None,
-                    teacher_test: None,
-                    store,
-                })?;
+                let teacher = (shape.clone(), config.teacher.epochs, config.teacher.learning_rate);
+                let settings = RunSettings::resolve(config, spec, teacher, self.input.data.train.len(), None, None, store);
+                let trained = self.train_caught(&settings)?;
                 let status = trained.result.status;
                 let _ = self.events.send(TrainEvent::RunFinished { result: trained.result });
                 match status {
@@ -342,21 +318,5 @@ impl<B: TrainBackend> Plan<'_, B> {
         let saved = store.load()?;
         let record: <Cnn<B> as Module<B>>::Record = decode::<B, _>(saved.model, &self.device)?;
         Some(shape.init::<B>(&self.device).load_record(record).valid())
-    }
-
-    fn model_file(&self, spec: &RunSpec) -> Option<PathBuf> {
-        Some(self.input.models.as_ref()?.join(format!("{}.safetensors", spec.run_id)))
-    }
-
-    fn model_file_missing(&self, spec: &RunSpec) -> bool {
-        self.model_file(spec).is_some_and(|path| !path.exists())
-    }
-
-    /// A finished run's model file (its size is the run's `model_bytes`).
-    pub(super) fn write_model_file(&self, spec: &RunSpec, model: &Cnn<B::InnerBackend>, shape: &CnnConfig) -> Result<(), WriteError> {
-        match self.model_file(spec) {
-            Some(path) => atomic_file::write(&path, &packed::pack(model, shape, &self.norm)),
-            None => Ok(()),
-        }
     }
 }

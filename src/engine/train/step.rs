@@ -1,8 +1,6 @@
 //! One optimisation step (forward, loss, backward, Adam) and the schedule it
 //! follows: what a run repeats, and what `kdtui bench` times.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsParams, Optimizer};
 
@@ -89,10 +87,12 @@ impl Read {
 
 /// Reads of training metrics from the device since the process started:
 /// a test checks that steps between two reads make none.
-static HOST_READS: AtomicUsize = AtomicUsize::new(0);
+#[cfg(feature = "test-hooks")]
+static HOST_READS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+#[cfg(feature = "test-hooks")]
 pub fn host_reads() -> usize {
-    HOST_READS.load(Ordering::Relaxed)
+    HOST_READS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 impl<B: Backend> Tally<B> {
@@ -113,7 +113,8 @@ impl<B: Backend> Tally<B> {
     pub fn read(&mut self) -> Read {
         let (loss_sum, hits) = match self.sum.take() {
             Some(sum) => {
-                HOST_READS.fetch_add(1, Ordering::Relaxed);
+                #[cfg(feature = "test-hooks")]
+                HOST_READS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let v = sum.into_data().convert::<f32>().into_vec::<f32>().expect("f32 metrics");
                 (f64::from(v[0]), v[1].round() as usize)
             }

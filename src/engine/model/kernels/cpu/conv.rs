@@ -5,33 +5,12 @@
 //! images (gemm, AVX-512 where the CPU has it), groups spread over rayon's
 //! threads.
 
-use std::cell::RefCell;
-use std::ops::Range;
-
-use rayon::prelude::*;
-
 use super::filled;
+use super::shared::{images_per_group, matmul, sum_over_tasks, with_scratch};
 use super::simd::multiversion;
 use super::winograd;
 
-#[derive(Debug, Clone, Copy)]
-pub struct Shape {
-    pub batch: usize,
-    pub cin: usize,
-    pub cout: usize,
-    pub h: usize,
-    pub w: usize,
-}
-
-impl Shape {
-    fn pixels(&self) -> usize {
-        self.h * self.w
-    }
-    /// Rows of an image's column matrix: (input channel, ky, kx).
-    fn taps(&self) -> usize {
-        self.cin * 9
-    }
-}
+pub use super::shared::Shape;
 
 /// cols [cin * 9, h * w] of one image [cin, h, w]: row (c, ky, kx) holds
 /// the image shifted by (ky - 1, kx - 1), zero outside it. Rows start `ld`
@@ -84,39 +63,6 @@ multiversion! {
     }
 }
 
-/// dst [m, n] (= or +=) lhs [m, k] · rhs [k, n], all row-major with the
-/// given row strides; `lhs_t` / `rhs_t` read the operand transposed.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn matmul(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: &[f32], lhs_t: bool, rhs: &[f32], rhs_t: bool) {
-    assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
-    let (lhs_cs, lhs_rs) = if lhs_t { (m as isize, 1) } else { (1, k as isize) };
-    let (rhs_cs, rhs_rs) = if rhs_t { (k as isize, 1) } else { (1, n as isize) };
-    // SAFETY: the assert above keeps every index the strides reach inside the slices.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.as_ptr(),
-            lhs_cs,
-            lhs_rs,
-            rhs.as_ptr(),
-            rhs_cs,
-            rhs_rs,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-}
-
 /// Columns (images x pixels) of one matrix product: enough that gemm runs
 /// near its peak on the small late layers (8x8 pixels: 8 images a product)
 /// and packs the weights once for all of them, few enough that a group's
@@ -126,17 +72,6 @@ const COLUMNS: usize = 512;
 /// Images per product.
 fn group(s: &Shape) -> usize {
     images_per_group(COLUMNS, s.pixels())
-}
-
-/// Images of `per_image` columns each that make about `columns` columns;
-/// at most `IMAGES_PER_TASK`, and dividing it, so the weight gradient's
-/// groups never straddle two of `sum_over_tasks`' tasks.
-pub(super) fn images_per_group(columns: usize, per_image: usize) -> usize {
-    let mut g = (columns / per_image).clamp(1, IMAGES_PER_TASK);
-    while !IMAGES_PER_TASK.is_multiple_of(g) {
-        g -= 1;
-    }
-    g
 }
 
 /// Image `j` of a group's [c, images * p] matrix is its columns j*p..(j+1)*p;
@@ -157,29 +92,6 @@ fn scatter(matrix: &[f32], c: usize, p: usize, images: usize, block: &mut [f32])
             block[(j * c + ch) * p..][..p].copy_from_slice(&matrix[ch * n + j * p..][..p]);
         }
     }
-}
-
-thread_local! {
-    /// Each thread's column and product matrices, kept from one call to the
-    /// next: a step convolves the same shapes every time, and a fresh
-    /// zeroed buffer per task cost 5% of a training step in memset alone.
-    static SCRATCH: RefCell<[Vec<f32>; 2]> = const { RefCell::new([Vec::new(), Vec::new()]) };
-}
-
-/// `f` with two of this thread's scratch buffers, `a` and `b` values long.
-/// Their contents are whatever the last call left: callers write before
-/// they read.
-pub(super) fn with_scratch<T>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> T) -> T {
-    SCRATCH.with(|scratch| {
-        let mut scratch = scratch.borrow_mut();
-        let [first, second] = &mut *scratch;
-        for (buffer, len) in [(&mut *first, a), (&mut *second, b)] {
-            if buffer.len() < len {
-                buffer.resize(len, 0.0);
-            }
-        }
-        f(&mut first[..a], &mut second[..b])
-    })
 }
 
 /// out [b, cout, h, w] = conv(x [b, cin, h, w], weight [cout, cin, 3, 3]):
@@ -233,11 +145,6 @@ pub fn x_grad(s: &Shape, weight: &[f32], grad: &[f32]) -> Vec<f32> {
     forward(&swapped, grad, &flipped)
 }
 
-/// Images per task of `weight_grad`: a fixed split, so the sum over the
-/// batch is added in the same order whatever the threads do, and a
-/// resumed run repeats an uninterrupted one exactly.
-pub(super) const IMAGES_PER_TASK: usize = 16;
-
 /// dweight [cout, cin, 3, 3] from x [b, cin, h, w] and the output gradient
 /// g [b, cout, h, w]: Winograd's products where the layer suits them, else
 /// im2col's.
@@ -273,27 +180,6 @@ pub(super) fn weight_grad_im2col(s: &Shape, x: &[f32], grad: &[f32]) -> Vec<f32>
             }
         })
     })
-}
-
-/// The sum over the batch of what `task` adds into a zeroed buffer of `len`
-/// values for each task of `IMAGES_PER_TASK` images (the last may have
-/// fewer), tasks on rayon's threads and their buffers added in task order:
-/// the same sum, bit for bit, however the threads ran.
-pub(super) fn sum_over_tasks(batch: usize, len: usize, task: impl Fn(Range<usize>, &mut [f32]) + Sync) -> Vec<f32> {
-    let partial: Vec<Vec<f32>> = (0..batch.div_ceil(IMAGES_PER_TASK))
-        .into_par_iter()
-        .map(|i| {
-            let mut sum = vec![0f32; len];
-            task(i * IMAGES_PER_TASK..((i + 1) * IMAGES_PER_TASK).min(batch), &mut sum);
-            sum
-        })
-        .collect();
-    let mut parts = partial.into_iter();
-    let mut sum = parts.next().unwrap_or_else(|| vec![0f32; len]);
-    for part in parts {
-        sum.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
-    }
-    sum
 }
 
 /// What this machine's matrix products reach: every thread of rayon's pool

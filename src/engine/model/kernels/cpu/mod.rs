@@ -5,6 +5,7 @@
 mod adam;
 mod conv;
 mod norm;
+mod shared;
 pub mod simd;
 mod winograd;
 

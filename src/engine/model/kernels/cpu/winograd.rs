@@ -16,8 +16,8 @@
 //! differs from the direct sum's by a few ulps of the terms: the tests hold
 //! both paths to an exact sum at the same tolerance.
 
-use super::conv::{images_per_group, matmul, sum_over_tasks, with_scratch, Shape};
 use super::filled;
+use super::shared::{images_per_group, matmul, sum_over_tasks, with_scratch, Shape};
 use super::simd::multiversion;
 
 /// Positions of a 4x4 input tile: the matrix products of a group.
