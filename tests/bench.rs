@@ -85,8 +85,8 @@ fn reference_script() -> (std::path::PathBuf, String) {
 #[test]
 fn reference_script_takes_kdtuis_arguments() {
     let (_, text) = reference_script();
-    assert_eq!(text, kdtui::engine::bench::REFERENCE_SCRIPT, "the compiled-in copy is the file");
-    let source = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/engine/bench.rs")).unwrap();
+    assert_eq!(text, kdtui::cli::bench::REFERENCE_SCRIPT, "the compiled-in copy is the file");
+    let source = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cli/bench.rs")).unwrap();
     // The flags kdtui passes: the string literals of `reference_child`.
     let body = &source[source.find("fn reference_child").unwrap()..source.find("fn one_json_line").unwrap()];
     let flags: Vec<&str> = body.split('"').filter(|s| s.starts_with("--") && s.len() > 2 && !s.contains(' ')).collect();
@@ -107,4 +107,21 @@ fn reference_script_is_valid_python() {
         .output()
         .expect("python3 runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A learning rate that makes the benchmark's training diverge is a
+/// one-line error naming it (it was a panic in the measuring child).
+#[test]
+fn a_diverging_learning_rate_is_a_clear_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "config.toml", &TINY.replace("[teacher]\nepochs = 2", "[teacher]\nepochs = 2\nlearning_rate = 1e30"));
+    let out = kdtui(dir.path())
+        .args(["bench", "--device", "cpu", "--seconds", "0.3", "--rounds", "1", "--threads", "2", "--no-reference"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("the teacher's benchmark training diverged") && stderr.contains("lower it in the config"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().filter(|l| l.starts_with("kdtui:")).count(), 1, "{stderr}");
 }

@@ -90,7 +90,7 @@ fn pause_holds_the_trainer_still_and_stop_ends_the_plan() {
     let runs = plan::select(&config, &[]).unwrap();
     // Lockstep: each control lands within a step of the event it answers,
     // however fast the machine runs this tiny plan.
-    let trainer = backend::spawn_lockstep(Resolved::Cpu, PlanInput { fresh: true, ..common::plan_input(&config, runs) });
+    let trainer = backend::spawn_lockstep(Resolved::Cpu, PlanInput { fresh: true, ..common::plan_input(&config, runs) }).unwrap();
     let wait = Duration::from_secs(60);
     // Run until a few steps have happened.
     let mut steps = 0;

@@ -1,4 +1,4 @@
-//! The monitor's real event loop (`monitor::session::event_loop`) driven by a
+//! The monitor's real event loop (`monitor::screen::event_loop`) driven by a
 //! scripted trainer thread and scripted keys, on a `TestBackend`, writing
 //! real results files: the path a training session takes, without a
 //! terminal or a model.
@@ -13,10 +13,10 @@ use ratatui::crossterm::event::{Event, KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 
 use kdtui::monitor::app::App;
-use kdtui::monitor::session::event_loop;
+use kdtui::monitor::screen::event_loop;
 use kdtui::outputs::state::PlanState;
 use kdtui::outputs::{Results, Sink};
-use kdtui::protocol::{Control, EpochMetrics, RunResult, RunStatus, TrainEvent, Trainer};
+use kdtui::protocol::{Control, EpochMetrics, EventSource, RunResult, RunStatus, TrainEvent};
 use kdtui::study::{RunKind, RunSpec, WatchConfig};
 
 fn spec(run_id: &str, kind: RunKind, seed: u64) -> RunSpec {
@@ -56,7 +56,7 @@ fn result(spec: &RunSpec, status: RunStatus, epochs: usize) -> RunResult {
 
 /// A trainer thread that trains `runs[0]` and starts `runs[1]`; when
 /// `stop_first`, it waits for `Stop` before saying how that run ended.
-fn scripted(runs: Vec<RunSpec>, stop_first: bool, done: Arc<AtomicBool>) -> Trainer {
+fn scripted(runs: Vec<RunSpec>, stop_first: bool, done: Arc<AtomicBool>) -> EventSource {
     let (events, events_rx): (Sender<TrainEvent>, _) = unbounded();
     let (control, control_rx) = unbounded();
     let thread = std::thread::spawn(move || {
@@ -88,7 +88,7 @@ fn scripted(runs: Vec<RunSpec>, stop_first: bool, done: Arc<AtomicBool>) -> Trai
         say(TrainEvent::PlanFinished { stopped });
         done.store(true, Ordering::SeqCst);
     });
-    Trainer { events: events_rx, control, thread }
+    EventSource { events: events_rx, control, thread }
 }
 
 fn key(c: char) -> Event {

@@ -34,7 +34,7 @@ fn run_in_process(dir: &Path, inject: impl FnOnce(&mut PlanInput)) -> BatchError
     let mut input = common::plan_input(&config, plan::full_plan(&config));
     let results = Results { study_hash: config.study_hash(&input.data.digest), planned: input.runs.clone(), ..Results::default() };
     inject(&mut input);
-    let trainer = backend::spawn(Resolved::Cpu, input);
+    let trainer = backend::spawn(Resolved::Cpu, input).unwrap();
     let sink = Sink::new(&dir.join("results"), config.watch.clone());
     headless::run(trainer, sink, results, None).unwrap_err()
 }

@@ -30,7 +30,7 @@ fn reads_of_tiny_plan(log_every: usize) -> (usize, Vec<TrainEvent>) {
     config.plan.checkpoints = dir.path().join("checkpoints");
     config.train.log_every = log_every;
     let before = host_reads();
-    let trainer = backend::spawn(Resolved::Cpu, common::plan_input(&config, plan::full_plan(&config)));
+    let trainer = backend::spawn(Resolved::Cpu, common::plan_input(&config, plan::full_plan(&config))).unwrap();
     let events: Vec<TrainEvent> = trainer.events.iter().collect();
     trainer.thread.join().unwrap();
     (host_reads() - before, events)

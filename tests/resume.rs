@@ -31,7 +31,7 @@ fn run(config: &Config, stop_when: impl Fn(&TrainEvent) -> bool) -> BTreeMap<Str
     let runs = plan::select(config, &["soft-T5".to_string()]).unwrap();
     // Lockstep: the Stop sent in answer to an event lands within a step of
     // it, not after the run has finished on a fast machine.
-    let trainer = backend::spawn_lockstep(Resolved::Cpu, common::plan_input(config, runs));
+    let trainer = backend::spawn_lockstep(Resolved::Cpu, common::plan_input(config, runs)).unwrap();
     let mut results = BTreeMap::new();
     for event in trainer.events.iter() {
         if stop_when(&event) {

@@ -4,10 +4,12 @@
 use anyhow::anyhow;
 
 use super::args::{BenchArgs, DoctorArgs, EvalArgs, ExportArgs, ReportArgs, WatchArgs};
-use super::failure::{failed, usage, Failure};
+use super::bench;
+use super::failure::{failed, stopping, usage, Failure};
 use crate::engine::backend::{self, DeviceChoice};
-use crate::engine::{bench, export};
-use crate::monitor::session::{self as monitor, MonitorError};
+use crate::engine::bench as engine_bench;
+use crate::engine::export;
+use crate::monitor::screen::{self as monitor, MonitorError};
 use crate::outputs::directory::MODELS_DIR;
 use crate::outputs::publish::write_report;
 use crate::outputs::Results;
@@ -28,9 +30,9 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
     }
     let choice: DeviceChoice = args.device.parse().map_err(usage)?;
     let resolved = backend::resolve(choice).map_err(usage)?;
-    let timing = bench::Timing { seconds: args.seconds };
+    let timing = engine_bench::Timing { seconds: args.seconds };
     if let Some(model) = args.measure {
-        let measurement = bench::measure_on(resolved, &config, model, timing);
+        let measurement = engine_bench::measure_on(resolved, &config, model, timing).map_err(failed)?;
         println!("{}", serde_json::to_string(&measurement).expect("a measurement serialises"));
         return Ok(());
     }
@@ -51,14 +53,13 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
 }
 
 pub fn doctor(args: DoctorArgs) -> Result<(), Failure> {
-    use crate::engine::model::kernels::cpu::simd;
     let choice: DeviceChoice = args.device.parse().map_err(usage)?;
     println!(
         "CPU: {}, {} threads; kdtui's kernels run {} (the CPU has {})",
-        bench::cpu_name(),
+        engine_bench::cpu_name(),
         rayon::current_num_threads(),
-        simd::level().name(),
-        simd::detected().name()
+        engine_bench::kernel_levels().0,
+        engine_bench::kernel_levels().1
     );
     let n = match choice {
         DeviceChoice::Cpu => {
@@ -127,7 +128,7 @@ pub fn eval(args: EvalArgs) -> Result<(), Failure> {
 
 pub fn watch(args: WatchArgs) -> Result<(), Failure> {
     let stop = signals::install().map_err(|e| failed(anyhow!("cannot install signal handlers: {e}")))?;
-    monitor::watch(&args.dir, Some(stop)).map_err(|e| {
+    monitor::watch(&args.dir, Some(stopping(stop))).map_err(|e| {
         let code = if matches!(e, MonitorError::WatchNotATerminal(_) | MonitorError::Watch(_)) { 2 } else { 1 };
         Failure { code, error: e.into() }
     })

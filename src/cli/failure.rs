@@ -16,3 +16,17 @@ pub(super) fn usage(error: impl Into<anyhow::Error>) -> Failure {
 pub(super) fn failed(error: impl Into<anyhow::Error>) -> Failure {
     Failure { code: 1, error: error.into() }
 }
+
+/// The exit status after the terminal hung up (SIGHUP) while the monitor
+/// was open and could not close itself: training was stopped after saving
+/// its checkpoint (README, "Exit status": 129 = 128 + SIGHUP).
+pub(super) const HANGUP: i32 = 129;
+
+/// How the monitor stops from outside: `request`, and the exit status above
+/// when the screen cannot end the session itself.
+pub(super) fn stopping(request: crate::util::signals::StopRequest) -> crate::monitor::screen::Stopping {
+    fn exit_after_hangup() -> ! {
+        std::process::exit(HANGUP)
+    }
+    crate::monitor::screen::Stopping { request, exit_after_hangup }
+}

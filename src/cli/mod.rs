@@ -1,5 +1,6 @@
-//! The command line: the arguments (clap), the study session they start
-//! (`session`) and the subcommands (`commands`, `slurm`). The top of the
+//! The command line: the arguments (`args`, clap), the study session they
+//! start (`study`), the subcommands (`commands`, `bench`, `slurm`) and how
+//! a command fails (`failure`: exit status and one-line reason). The top of the
 //! layering: it may use every other part, and nothing uses it but `main`.
 //!
 //! Exit status: 0 when the plan finished or the user stopped it (q or ctrl-c
@@ -9,10 +10,11 @@
 //! that cannot be written), always with a one-line reason on stderr.
 
 pub mod args;
+pub mod bench;
 mod commands;
 mod failure;
-mod session;
 pub mod slurm;
+mod study;
 
 use std::process::ExitCode;
 
@@ -61,6 +63,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Slurm(args)) => slurm::run(args),
         Some(Command::Watch(args)) => commands::watch(args),
         Some(Command::Doctor(args)) => commands::doctor(args),
-        None => session::study(cli),
+        None => study::study(cli),
     }
 }

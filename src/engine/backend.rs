@@ -8,8 +8,8 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::model::TrainBackend;
 use super::train::{run_plan, PlanInput};
-use crate::protocol::trainer::TRAIN_THREAD;
-use crate::protocol::{Control, TrainEvent, Trainer};
+use crate::protocol::source::TRAIN_THREAD;
+use crate::protocol::{Control, EventSource, TrainEvent};
 
 /// The CPU backend: burn's pure-Rust `flex` (SIMD gemm, rayon). Chosen by
 /// measurement over `ndarray`; see README.
@@ -147,8 +147,13 @@ pub fn dispatch<W: OnBackend>(resolved: Resolved, work: W) -> W::Output {
     }
 }
 
+/// The training thread could not be started (the system's thread limit).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the training thread: {0}")]
+pub struct SpawnError(#[from] std::io::Error);
+
 /// Starts the plan on a background thread on the resolved device.
-pub fn spawn(resolved: Resolved, input: PlanInput) -> Trainer {
+pub fn spawn(resolved: Resolved, input: PlanInput) -> Result<EventSource, SpawnError> {
     spawn_with(resolved, input, crossbeam_channel::unbounded())
 }
 
@@ -156,11 +161,15 @@ pub fn spawn(resolved: Resolved, input: PlanInput) -> Trainer {
 /// a control sent in answer to an event then arrives before the training
 /// has gone more than one step further, whatever the machine's speed. For
 /// tests that stop a run at a chosen moment.
-pub fn spawn_lockstep(resolved: Resolved, input: PlanInput) -> Trainer {
+pub fn spawn_lockstep(resolved: Resolved, input: PlanInput) -> Result<EventSource, SpawnError> {
     spawn_with(resolved, input, crossbeam_channel::bounded(0))
 }
 
-fn spawn_with(resolved: Resolved, input: PlanInput, (events_tx, events): (Sender<TrainEvent>, Receiver<TrainEvent>)) -> Trainer {
+fn spawn_with(
+    resolved: Resolved,
+    input: PlanInput,
+    (events_tx, events): (Sender<TrainEvent>, Receiver<TrainEvent>),
+) -> Result<EventSource, SpawnError> {
     struct Plan {
         input: PlanInput,
         events: Sender<TrainEvent>,
@@ -175,11 +184,8 @@ fn spawn_with(resolved: Resolved, input: PlanInput, (events_tx, events): (Sender
     }
     let (control, control_rx) = crossbeam_channel::unbounded();
     let plan = Plan { input, events: events_tx, control: control_rx };
-    let thread = std::thread::Builder::new()
-        .name(TRAIN_THREAD.into())
-        .spawn(move || dispatch(resolved, plan))
-        .expect("spawning the training thread");
-    Trainer { events, control, thread }
+    let thread = std::thread::Builder::new().name(TRAIN_THREAD.into()).spawn(move || dispatch(resolved, plan))?;
+    Ok(EventSource { events, control, thread })
 }
 
 // The library's own unit tests leave CUDA out: instantiating the training

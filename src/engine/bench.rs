@@ -1,14 +1,8 @@
-//! `kdtui bench`: training and inference throughput and peak memory of the
-//! teacher and the student, beside the same network in PyTorch.
-//!
-//! Each figure is measured in a child process (`kdtui bench --measure ...`)
-//! so that its peak memory is its own; the PyTorch reference
-//! (`benches/reference/torch_bench.py`, compiled in) runs the same way, one
-//! model at a time, alternating with kdtui so both see the same machine.
+//! What `kdtui bench` measures, in this process: the training and inference
+//! throughput and the peak memory of the teacher or the student, and the
+//! machine's matrix-product peak. Which processes measure what, and the
+//! PyTorch reference beside them, are the command line's (`cli::bench`).
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use burn::module::AutodiffModule;
@@ -27,10 +21,6 @@ use crate::engine::model::{Cnn, CnnConfig, TrainBackend};
 use crate::engine::train::{adam, train_step, Tally};
 use crate::study::config::Config;
 use crate::study::Loss;
-use crate::util::format::mebibytes;
-
-/// The PyTorch reference, run as `python - <args>` with this on stdin.
-pub const REFERENCE_SCRIPT: &str = include_str!("../../benches/reference/torch_bench.py");
 
 /// Inference batch of the benchmark (the figure, not the config's
 /// evaluation batch, so runs on different configs compare).
@@ -39,7 +29,7 @@ pub const INFER_BATCH: usize = 256;
 /// and both cross-entropies, the most work any study loss does.
 pub const STUDENT_TEMPERATURE: f64 = 15.0;
 /// Images the timing loops cycle through: 2,048, or one batch when larger.
-fn bench_images(config: &Config) -> usize {
+pub fn bench_images(config: &Config) -> usize {
     2048usize.max(INFER_BATCH).max(config.train.batch_size)
 }
 const WARMUP_STEPS: usize = 3;
@@ -90,18 +80,30 @@ pub struct Measurement {
     pub peak_device_bytes: Option<u64>,
 }
 
+/// Why a measurement gave no figure.
 #[derive(Debug, thiserror::Error)]
-pub enum BenchError {
-    #[error("cannot start {what}: {source}")]
-    Spawn { what: String, source: std::io::Error },
-    #[error("{what} failed ({status}): {stderr}")]
-    Failed { what: String, status: String, stderr: String },
-    #[error("{what} printed no measurement (expected one JSON line, got {got:?})")]
-    Garbled { what: String, got: String },
-    #[error("the plan run failed ({0}); its output is above")]
-    Plan(String),
-    #[error("cannot write {path}: {source}")]
-    Scratch { path: PathBuf, source: std::io::Error },
+pub enum MeasureError {
+    #[error("the {model}'s benchmark training diverged (loss not finite by step {steps}) at learning rate {learning_rate}; lower it in the config")]
+    Diverged { model: &'static str, steps: usize, learning_rate: f64 },
+    #[error("cannot start a thread pool of {threads} threads: {reason}")]
+    ThreadPool { threads: usize, reason: String },
+}
+
+/// This machine's fp32 matrix-product throughput on `threads` threads, for
+/// about `seconds` (`kernels::cpu::gemm_peak_gflops`): what training speed
+/// is set against.
+pub fn peak_gflops(threads: usize, seconds: f64) -> Result<f64, MeasureError> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| MeasureError::ThreadPool { threads, reason: e.to_string() })?;
+    Ok(pool.install(|| cpu::gemm_peak_gflops(seconds)))
+}
+
+/// The CPU kernels' level as they run, and the best this CPU offers
+/// (`KDTUI_SIMD` caps the first).
+pub fn kernel_levels() -> (&'static str, &'static str) {
+    (simd::level().name(), simd::detected().name())
 }
 
 /// How long each figure is measured, at least.
@@ -137,7 +139,13 @@ fn images_per_sec(n: usize, size: usize, timing: Timing, mut step: impl FnMut(&[
 /// uses (batch assembly from bytes included), then inference in batches of
 /// `INFER_BATCH` without autodiff. Each step ends in a read of its result, so
 /// asynchronous backends are timed to completion.
-pub fn measure<B: TrainBackend>(config: &Config, model: Model, timing: Timing, device: B::Device, device_name: &str) -> Measurement {
+pub fn measure<B: TrainBackend>(
+    config: &Config,
+    model: Model,
+    timing: Timing,
+    device: B::Device,
+    device_name: &str,
+) -> Result<Measurement, MeasureError> {
     let batch_size = config.train.batch_size;
     let data = synthetic::generate(bench_images(config), 7, synthetic::Split::Train);
     let norm = Normalizer::fit(&data);
@@ -158,22 +166,26 @@ pub fn measure<B: TrainBackend>(config: &Config, model: Model, timing: Timing, d
     // Metrics are read as a training run reads them: every `log_every` steps.
     let mut tally = Tally::new();
     let mut steps = 0;
+    let mut diverged = None;
     let train = images_per_sec(data.len(), batch_size, timing, |indices| {
         let batch = make_batch::<B>(&data, &norm, indices, &targets, &device);
         let (next, metrics) = train_step(net.take().expect("model"), &mut optim, batch, objective, lr);
         tally.add(metrics, indices.len());
         steps += 1;
-        if steps % config.train.log_every == 0 {
-            assert!(tally.read().loss_sum.is_finite(), "benchmark training diverged");
+        if steps % config.train.log_every == 0 && diverged.is_none() && !tally.read().loss_sum.is_finite() {
+            diverged = Some(steps);
         }
         net = Some(next);
     });
+    if let Some(steps) = diverged {
+        return Err(MeasureError::Diverged { model: model.name(), steps, learning_rate: lr });
+    }
     let inference = net.take().expect("model").valid();
     let infer = images_per_sec(data.len(), INFER_BATCH, timing, |indices| {
         let predicted = inference.forward(images::<B::InnerBackend>(&data, &norm, indices, &device)).argmax(1);
         let _ = predicted.into_data();
     });
-    Measurement {
+    Ok(Measurement {
         side: "kdtui".into(),
         model: model.name().into(),
         device: device_name.into(),
@@ -183,19 +195,19 @@ pub fn measure<B: TrainBackend>(config: &Config, model: Model, timing: Timing, d
         infer_images_per_sec: infer,
         peak_rss_bytes: peak_rss_bytes().unwrap_or(0),
         peak_device_bytes: None,
-    }
+    })
 }
 
 /// `kdtui bench --measure`: one model's figures on the resolved device, in this process.
-pub fn measure_on(resolved: Resolved, config: &Config, model: Model, timing: Timing) -> Measurement {
+pub fn measure_on(resolved: Resolved, config: &Config, model: Model, timing: Timing) -> Result<Measurement, MeasureError> {
     struct Measure<'a> {
         config: &'a Config,
         model: Model,
         timing: Timing,
     }
     impl OnBackend for Measure<'_> {
-        type Output = Measurement;
-        fn run<B: TrainBackend>(self, device: B::Device, name: &str) -> Measurement {
+        type Output = Result<Measurement, MeasureError>;
+        fn run<B: TrainBackend>(self, device: B::Device, name: &str) -> Self::Output {
             measure::<B>(self.config, self.model, self.timing, device, name)
         }
     }
@@ -210,332 +222,10 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// What `kdtui bench` was asked for.
-#[derive(Debug, Clone)]
-pub struct Request {
-    pub config_path: PathBuf,
-    /// The device the parent resolved (`cpu`, `cuda:N`), passed on to the children.
-    pub device: String,
-    pub threads: usize,
-    pub timing: Timing,
-    /// Rounds, each measuring every model on both sides in turn; the report
-    /// gives each figure's median, so a noisy moment on a shared machine
-    /// does not decide a ratio.
-    pub rounds: usize,
-    /// Python with torch for the reference; None skips it.
-    pub python: Option<String>,
-    /// Also time the whole plan of the config, end to end.
-    pub plan: bool,
-}
-
-/// One model's row: kdtui's figures and the reference's, when it ran.
-#[derive(Debug, Clone)]
-pub struct Row {
-    pub kdtui: Measurement,
-    pub reference: Option<Measurement>,
-}
-
-/// The whole report.
-#[derive(Debug, Clone, Default)]
-pub struct Report {
-    pub rows: Vec<Row>,
-    /// Why the reference did not run, when it did not.
-    pub reference_skipped: Option<String>,
-    pub plan_seconds: Option<f64>,
-    /// The matrix-product limit training is compared with (CPU only).
-    pub peak: Option<Peak>,
-}
-
-/// This machine's fp32 gemm throughput on `threads` threads
-/// (`kernels::cpu::gemm_peak_gflops`), and the training work of each model.
-#[derive(Debug, Clone)]
-pub struct Peak {
-    pub gflops: f64,
-    /// Training FLOP per image of the teacher and the student (`CnnConfig::training_flops`).
-    pub training_flops: [u64; 2],
-}
-
-/// Runs the measurements in child processes and, when asked, the whole plan.
-/// `progress` gets a line as each step starts.
-pub fn run(request: &Request, config: &Config, mut progress: impl FnMut(&str)) -> Result<Report, BenchError> {
-    let exe = std::env::current_exe().map_err(|source| BenchError::Spawn { what: "kdtui itself".into(), source })?;
-    let mut report = Report::default();
-    let python = match &request.python {
-        Some(python) => match torch_version(python) {
-            Ok(_) => Some(python.clone()),
-            Err(why) => {
-                report.reference_skipped = Some(why);
-                None
-            }
-        },
-        None => {
-            report.reference_skipped = Some("--no-reference".into());
-            None
-        }
-    };
-    let models = [Model::Teacher, Model::Student];
-    if request.device == "cpu" {
-        progress("measuring this machine's matrix-product peak...");
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(request.threads).build().expect("a thread pool");
-        report.peak = Some(Peak {
-            gflops: pool.install(|| cpu::gemm_peak_gflops(3.0)),
-            training_flops: models.map(|m| m.shape(config).training_flops()),
-        });
-    }
-    let mut ours: Vec<Vec<Measurement>> = vec![Vec::new(); models.len()];
-    let mut theirs: Vec<Vec<Measurement>> = vec![Vec::new(); models.len()];
-    for round in 1..=request.rounds {
-        for (i, &model) in models.iter().enumerate() {
-            let what = format!("round {round}/{}: {}", request.rounds, model.name());
-            progress(&format!("{what}, kdtui ({:.0} s per figure)...", request.timing.seconds));
-            ours[i].push(measure_child(&exe, request, model)?);
-            if let Some(python) = &python {
-                progress(&format!("{what}, PyTorch..."));
-                theirs[i].push(reference_child(python, request, config, model)?);
-            }
-        }
-    }
-    for (ours, theirs) in ours.iter().zip(&theirs) {
-        report.rows.push(Row { kdtui: median(ours), reference: (!theirs.is_empty()).then(|| median(theirs)) });
-    }
-    if request.plan {
-        progress("running the whole plan of the config (--plan)...");
-        report.plan_seconds = Some(time_plan(&exe, request, config)?);
-    }
-    Ok(report)
-}
-
-/// Each throughput's median over the rounds, the largest peak memory.
-fn median(rounds: &[Measurement]) -> Measurement {
-    let mid = |f: fn(&Measurement) -> f64| {
-        let mut v: Vec<f64> = rounds.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        match v.len() % 2 {
-            1 => v[v.len() / 2],
-            _ => (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0,
-        }
-    };
-    Measurement {
-        train_images_per_sec: mid(|m| m.train_images_per_sec),
-        infer_images_per_sec: mid(|m| m.infer_images_per_sec),
-        peak_rss_bytes: rounds.iter().map(|m| m.peak_rss_bytes).max().unwrap_or(0),
-        peak_device_bytes: rounds.iter().filter_map(|m| m.peak_device_bytes).max(),
-        ..rounds[0].clone()
-    }
-}
-
-/// Whether `python` imports torch; the reason in a sentence when not.
-pub fn torch_version(python: &str) -> Result<String, String> {
-    let out = Command::new(python).args(["-c", "import torch; print(torch.__version__)"]).stdin(Stdio::null()).output();
-    match out {
-        Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).trim().to_string()),
-        Ok(_) => Err(format!("`{python}` cannot import torch")),
-        Err(e) => Err(format!("cannot run `{python}`: {e}")),
-    }
-}
-
-fn measure_child(exe: &Path, request: &Request, model: Model) -> Result<Measurement, BenchError> {
-    let mut cmd = Command::new(exe);
-    cmd.arg("bench")
-        .arg("--measure")
-        .arg(model.name())
-        .arg("--config")
-        .arg(&request.config_path)
-        .arg("--device")
-        .arg(&request.device)
-        .arg("--seconds")
-        .arg(request.timing.seconds.to_string())
-        .env("RAYON_NUM_THREADS", request.threads.to_string());
-    one_json_line(cmd, &format!("kdtui's {} measurement", model.name()), None)
-}
-
-fn reference_child(python: &str, request: &Request, config: &Config, model: Model) -> Result<Measurement, BenchError> {
-    let shape = model.shape(config);
-    let widths = shape.widths.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(",");
-    let device = if request.device.starts_with("cuda") { "cuda" } else { "cpu" };
-    let s = &config.student;
-    let mut cmd = Command::new(python);
-    cmd.arg("-")
-        .args(["--model", model.name(), "--device", device])
-        .args(["--threads", &request.threads.to_string()])
-        .args(["--widths", &widths, "--hidden", &shape.hidden.to_string()])
-        .args(["--w-bits", &s.w_bits.to_string(), "--a-bits", &s.a_bits.to_string()])
-        .args(["--first-last-bits", &s.first_last_bits.to_string(), "--a-range", &s.a_range.to_string()])
-        .args(["--temperature", &STUDENT_TEMPERATURE.to_string()])
-        .args(["--soft-weight", &config.soft_weight(Loss::HardSoft, STUDENT_TEMPERATURE).to_string()])
-        .args(["--batch-size", &config.train.batch_size.to_string()])
-        .args(["--eval-batch-size", &INFER_BATCH.to_string()])
-        .args(["--lr", &model.learning_rate(config).to_string(), "--weight-decay", &config.train.weight_decay.to_string()])
-        .args(["--weight-decay-mode", config.train.weight_decay_mode.name(), "--adam-epsilon", &config.train.adam_epsilon.to_string()])
-        .args(["--train-images", &bench_images(config).to_string()])
-        .args(["--seconds", &request.timing.seconds.to_string()])
-        // Both sides get the same threads: torch reads these besides set_num_threads.
-        .env("OMP_NUM_THREADS", request.threads.to_string())
-        .env("MKL_NUM_THREADS", request.threads.to_string());
-    one_json_line(cmd, &format!("the PyTorch {} reference", model.name()), Some(REFERENCE_SCRIPT))
-}
-
-/// Runs `cmd` and reads the last line of its stdout as a Measurement.
-fn one_json_line(mut cmd: Command, what: &str, stdin: Option<&str>) -> Result<Measurement, BenchError> {
-    cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| BenchError::Spawn { what: what.into(), source })?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        // A child that dies early closes the pipe; its exit status says why.
-        let _ = pipe.write_all(text.as_bytes());
-    }
-    let out = child.wait_with_output().map_err(|source| BenchError::Spawn { what: what.into(), source })?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
-        return Err(BenchError::Failed {
-            what: what.into(),
-            status: out.status.to_string(),
-            stderr: tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
-        });
-    }
-    let last = stdout.lines().last().unwrap_or("").to_string();
-    serde_json::from_str(&last).map_err(|_| BenchError::Garbled { what: what.into(), got: last.chars().take(200).collect() })
-}
-
-/// Runs the config's whole plan, fresh, in a scratch directory (its own
-/// results and checkpoints, so the user's are untouched); wall seconds.
-fn time_plan(exe: &Path, request: &Request, config: &Config) -> Result<f64, BenchError> {
-    let scratch = std::env::temp_dir().join(format!("kdtui-bench-plan-{}", std::process::id()));
-    let mut plan = config.clone();
-    plan.plan.out = scratch.join("results");
-    plan.plan.checkpoints = scratch.join("checkpoints");
-    if plan.data.dir.is_relative() {
-        plan.data.dir = std::env::current_dir().unwrap_or_default().join(&plan.data.dir);
-    }
-    let config_path = scratch.join("config.toml");
-    std::fs::create_dir_all(&scratch)
-        .and_then(|_| std::fs::write(&config_path, plan.to_toml()))
-        .map_err(|source| BenchError::Scratch { path: config_path.clone(), source })?;
-    let started = Instant::now();
-    let status = Command::new(exe)
-        .arg("--batch")
-        .arg("--config")
-        .arg(&config_path)
-        .arg("--device")
-        .arg(&request.device)
-        .env("RAYON_NUM_THREADS", request.threads.to_string())
-        .status();
-    let seconds = started.elapsed().as_secs_f64();
-    let _ = std::fs::remove_dir_all(&scratch);
-    match status {
-        Ok(s) if s.success() => Ok(seconds),
-        Ok(s) => Err(BenchError::Plan(s.to_string())),
-        Err(source) => Err(BenchError::Spawn { what: "the plan run".into(), source }),
-    }
-}
-
-/// The report as a table: one line per model and figure, with kdtui/PyTorch.
-pub fn render(report: &Report) -> String {
-    let mut out = String::new();
-    let header = format!("{:<8} {:<22} {:>12} {:>12} {:>14}\n", "model", "figure", "kdtui", "PyTorch", "kdtui/PyTorch");
-    out.push_str(&header);
-    for (i, row) in report.rows.iter().enumerate() {
-        let k = &row.kdtui;
-        let r = row.reference.as_ref();
-        let ratio = |a: f64, b: Option<f64>| b.map_or("-".to_string(), |b| format!("{:.2}", a / b));
-        let figure = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
-        let lines = [
-            ("train images/s", k.train_images_per_sec, r.map(|r| r.train_images_per_sec)),
-            ("inference images/s", k.infer_images_per_sec, r.map(|r| r.infer_images_per_sec)),
-        ];
-        for (name, ours, theirs) in lines {
-            out.push_str(&format!(
-                "{:<8} {:<22} {:>12} {:>12} {:>14}\n",
-                k.model,
-                name,
-                figure(Some(ours)),
-                figure(theirs),
-                ratio(ours, theirs)
-            ));
-        }
-        if let Some(peak) = &report.peak {
-            let share = |images_per_sec: f64| format!("{:.0}%", 100.0 * images_per_sec * peak.training_flops[i] as f64 / 1e9 / peak.gflops);
-            out.push_str(&format!(
-                "{:<8} {:<22} {:>12} {:>12} {:>14}\n",
-                k.model,
-                "train, share of peak",
-                share(k.train_images_per_sec),
-                r.map_or("-".into(), |r| share(r.train_images_per_sec)),
-                "-"
-            ));
-        }
-        out.push_str(&format!(
-            "{:<8} {:<22} {:>12} {:>12} {:>14}\n",
-            k.model,
-            "peak memory (RSS)",
-            mebibytes(k.peak_rss_bytes),
-            r.map_or("-".into(), |r| mebibytes(r.peak_rss_bytes)),
-            "-"
-        ));
-        if let Some(gpu) = r.and_then(|r| r.peak_device_bytes) {
-            out.push_str(&format!("{:<8} {:<22} {:>12} {:>12} {:>14}\n", k.model, "peak GPU memory", "-", mebibytes(gpu), "-"));
-        }
-    }
-    if let Some(seconds) = report.plan_seconds {
-        out.push_str(&format!("whole plan, end to end: {:.0} min {:.0} s\n", (seconds / 60.0).floor(), seconds % 60.0));
-    }
-    out
-}
-
 /// The CPU's model name, as Linux tells it.
 pub fn cpu_name() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
         .unwrap_or_else(|| "unknown CPU".into())
-}
-
-/// The header lines: what was measured where.
-pub fn describe(report: &Report, request: &Request, config: &Config) -> String {
-    let cpu = cpu_name();
-    let mut out = String::new();
-    if let Some(k) = report.rows.first().map(|r| &r.kdtui) {
-        out.push_str(&format!("kdtui:   {} on {} ({cpu})\n", k.version, k.device));
-    }
-    if request.device == "cpu" {
-        out.push_str(&format!(
-            "CPU kernels: {} (this CPU: {}; KDTUI_SIMD caps it); gemm AVX-512 kernels {}\n",
-            simd::level().name(),
-            simd::detected().name(),
-            if cfg!(feature = "avx512") { "built in" } else { "left out (built without the avx512 feature)" }
-        ));
-    }
-    if let Some(peak) = &report.peak {
-        out.push_str(&format!(
-            "peak: {:.0} GFLOP/s, fp32 gemm of 384x384 matrices on every thread; training per image: teacher {:.3} GFLOP, student {:.3} GFLOP (forward, input and weight gradients of the convs and linear layers)\n",
-            peak.gflops,
-            peak.training_flops[0] as f64 / 1e9,
-            peak.training_flops[1] as f64 / 1e9
-        ));
-    }
-    match (report.rows.first().and_then(|r| r.reference.as_ref()), &report.reference_skipped) {
-        (Some(r), _) => out.push_str(&format!("PyTorch: {} on {}, {} threads (eager)\n", r.version, r.device, r.threads)),
-        (None, Some(why)) => {
-            out.push_str(&format!("PyTorch: not measured: {why}. README, \"Benchmark\", says how to set up the reference.\n"))
-        }
-        (None, None) => {}
-    }
-    let s = &config.student;
-    out.push_str(&format!(
-        "models from {}: teacher widths {:?} hidden {}; student widths {:?} hidden {}, {}-bit weights, {}-bit activations (hard_soft, T = {})\n",
-        request.config_path.display(),
-        config.teacher.widths,
-        config.teacher.hidden,
-        s.widths,
-        s.hidden,
-        s.w_bits,
-        s.a_bits,
-        STUDENT_TEMPERATURE
-    ));
-    out.push_str(&format!(
-        "training batch {}, inference batch {INFER_BATCH}; medians of {} alternating rounds, at least {:.0} s per figure each\n",
-        config.train.batch_size, request.rounds, request.timing.seconds
-    ));
-    out
 }

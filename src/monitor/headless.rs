@@ -12,8 +12,8 @@ use crossbeam_channel::RecvTimeoutError;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::outputs::{feed, tick, Fed, PublishError, Results, Sink, StudyState};
-use crate::protocol::trainer::join_message;
-use crate::protocol::{Control, RunStatus, TrainEvent, Trainer};
+use crate::protocol::source::join_message;
+use crate::protocol::{Control, EventSource, RunStatus, TrainEvent};
 use crate::util::format::{megabytes, percent};
 use crate::util::signals::StopRequest;
 
@@ -33,7 +33,7 @@ pub enum BatchError {
 /// until the plan finishes or stops; returns the results (`stopped` set when
 /// a stop request ended it early). A stop request (Ctrl-C, SIGTERM, SIGHUP)
 /// stops the plan between steps.
-pub fn run(trainer: Trainer, mut sink: Sink, results: Results, stop: Option<StopRequest>) -> Result<Results, BatchError> {
+pub fn run(trainer: EventSource, mut sink: Sink, results: Results, stop: Option<StopRequest>) -> Result<Results, BatchError> {
     let out = sink.out().to_path_buf();
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(

@@ -11,7 +11,7 @@ use crossbeam_channel::RecvTimeoutError;
 
 use crate::outputs::runlog::Follower;
 use crate::outputs::Results;
-use crate::protocol::{Control, TrainEvent, Trainer};
+use crate::protocol::{Control, EventSource, TrainEvent};
 use crate::study::RunSpec;
 
 /// How often the metric files are read.
@@ -23,15 +23,18 @@ const RELOAD: Duration = Duration::from_secs(2);
 pub enum WatchError {
     #[error("{0} is not a directory; kdtui watch takes the results directory of a study (its [plan] out or --out, `results` by default)")]
     NotADirectory(PathBuf),
+    #[error("cannot start the thread that reads {0}: {1}")]
+    Thread(PathBuf, std::io::Error),
 }
 
 /// Starts the reader; stops when sent `Control::Stop` or when the receiver goes.
-pub fn spawn(dir: PathBuf) -> Result<Trainer, WatchError> {
+pub fn spawn(dir: PathBuf) -> Result<EventSource, WatchError> {
     if !dir.is_dir() {
         return Err(WatchError::NotADirectory(dir));
     }
     let (events_tx, events) = crossbeam_channel::unbounded();
     let (control, control_rx) = crossbeam_channel::unbounded();
+    let name = dir.clone();
     let thread = std::thread::Builder::new()
         .name("kdtui-watch".into())
         .spawn(move || {
@@ -50,8 +53,8 @@ pub fn spawn(dir: PathBuf) -> Result<Trainer, WatchError> {
                 }
             }
         })
-        .expect("spawning the watch thread");
-    Ok(Trainer { events, control, thread })
+        .map_err(|e| WatchError::Thread(name, e))?;
+    Ok(EventSource { events, control, thread })
 }
 
 /// The study a results directory holds, read step by step.
@@ -148,7 +151,7 @@ mod tests {
     use crate::outputs::runlog::RunLog;
 
     /// Events until `pred` holds for one, within a few seconds.
-    fn wait_for(source: &Trainer, pred: impl Fn(&TrainEvent) -> bool) -> Vec<TrainEvent> {
+    fn wait_for(source: &EventSource, pred: impl Fn(&TrainEvent) -> bool) -> Vec<TrainEvent> {
         let mut seen = vec![];
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {

@@ -8,15 +8,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context};
 
 use super::args::Cli;
-use super::failure::{failed, usage, Failure};
+use super::failure::{failed, stopping, usage, Failure};
 use crate::engine::backend::{self, DeviceChoice, Resolved};
 use crate::engine::data;
 use crate::engine::train::checkpoint::RunStore;
 use crate::engine::train::{Hooks, PlanInput};
-use crate::monitor::{headless, session as monitor};
+use crate::monitor::{headless, screen as monitor};
 use crate::outputs::directory::{self, MODELS_DIR};
 use crate::outputs::{publish, Results, Sink};
-use crate::protocol::trainer::quiet_trainer_panics;
+use crate::protocol::source::quiet_trainer_panics;
 use crate::study::plan::{self, Shard};
 use crate::study::{Config, RunKind, RunSpec};
 use crate::util::{atomic_file, signals};
@@ -133,14 +133,14 @@ pub fn study(cli: Cli) -> Result<(), Failure> {
         hooks: Hooks::default(),
     };
     quiet_trainer_panics();
-    let trainer = backend::spawn(session.device, input);
+    let trainer = backend::spawn(session.device, input).map_err(failed)?;
     let sink = Sink::new(out, session.config.watch.clone());
     let results = if session.batch {
         headless::run(trainer, sink, results, Some(stop))
             .with_context(|| format!("plan in {}", session.config_path.display()))
             .map_err(failed)?
     } else {
-        let results = monitor::run(trainer, sink, results, Some(stop)).map_err(failed)?;
+        let results = monitor::run(trainer, sink, results, Some(stopping(stop))).map_err(failed)?;
         println!("{} runs recorded; results in {} (report.md, figures/, models/, tensorboard/)", results.runs.len(), out.display());
         results
     };

@@ -18,7 +18,7 @@ use super::terminal::{is_terminal, Tui};
 use super::{keys, ui, watch};
 use crate::outputs::state::PlanState;
 use crate::outputs::{feed, tick, Fed, PublishError, Results, Sink};
-use crate::protocol::{Control, Trainer};
+use crate::protocol::{Control, EventSource};
 use crate::util::signals::StopRequest;
 
 const FRAME: Duration = Duration::from_millis(100);
@@ -51,7 +51,7 @@ pub fn check_terminal() -> Result<(), MonitorError> {
 /// Runs a training session on the real terminal until the user quits; the
 /// results files are written (by `sink`) as runs end. A stop request
 /// (SIGTERM, SIGHUP) quits as the `Q` key does. Returns the results as written.
-pub fn run(trainer: Trainer, mut sink: Sink, results: Results, stop: Option<StopRequest>) -> Result<Results, MonitorError> {
+pub fn run(trainer: EventSource, mut sink: Sink, results: Results, stop: Option<Stopping>) -> Result<Results, MonitorError> {
     check_terminal()?;
     let mut app = App::new(results);
     let outcome = show(&mut app, &trainer, Some(&mut sink), stop);
@@ -75,7 +75,7 @@ pub fn run(trainer: Trainer, mut sink: Sink, results: Results, stop: Option<Stop
 
 /// `kdtui watch`: the same screen over a results directory that other
 /// processes write (`watch::spawn` reads it); writes nothing.
-pub fn watch(dir: &Path, stop: Option<StopRequest>) -> Result<(), MonitorError> {
+pub fn watch(dir: &Path, stop: Option<Stopping>) -> Result<(), MonitorError> {
     let source = watch::spawn(dir.to_path_buf())?;
     if !is_terminal() {
         let _ = source.control.send(Control::Stop);
@@ -89,17 +89,18 @@ pub fn watch(dir: &Path, stop: Option<StopRequest>) -> Result<(), MonitorError> 
 }
 
 /// The screen from entering the terminal to restoring it.
-fn show(app: &mut App, source: &Trainer, sink: Option<&mut Sink>, stop: Option<StopRequest>) -> Result<(), MonitorError> {
+fn show(app: &mut App, source: &EventSource, sink: Option<&mut Sink>, stop: Option<Stopping>) -> Result<(), MonitorError> {
     let mut tui = Tui::enter()?;
     if sink.is_some() {
         // Only a panic of the UI itself must restore the terminal (ratatui's hook) and print.
-        crate::protocol::trainer::quiet_trainer_panics();
+        crate::protocol::source::quiet_trainer_panics();
     }
     let ui_done = Arc::new(AtomicBool::new(false));
     if let Some(stop) = &stop {
         watch_for_hangup(source, stop.clone(), Arc::clone(&ui_done));
     }
-    let outcome = event_loop(&mut tui.terminal, app, source, sink, stop.as_ref(), read_input);
+    let request = stop.as_ref().map(|s| &s.request);
+    let outcome = event_loop(&mut tui.terminal, app, source, sink, request, read_input);
     ui_done.store(true, Ordering::Relaxed);
     outcome
 }
@@ -112,17 +113,26 @@ fn read_input() -> std::io::Result<Option<Event>> {
     }
 }
 
+/// How the monitor stops from outside: the stop signals' request, and how
+/// to end the process if the screen cannot (the command line decides the
+/// exit status: 129 in README's table).
+#[derive(Clone)]
+pub struct Stopping {
+    pub request: StopRequest,
+    pub exit_after_hangup: fn() -> !,
+}
+
 /// After SIGHUP (the terminal closed) crossterm's input poll spins on end of
 /// file and never returns to the event loop, which then never sees the stop
 /// request. When the loop has not ended a few seconds after a stop signal,
 /// this stops the trainer itself, waits for it to save its checkpoint (its
 /// results are in the checkpoints; the next session rebuilds the table from
-/// them) and ends the process.
-fn watch_for_hangup(trainer: &Trainer, stop: StopRequest, ui_done: Arc<AtomicBool>) {
+/// them) and ends the process as `stop.exit_after_hangup` does.
+fn watch_for_hangup(trainer: &EventSource, stop: Stopping, ui_done: Arc<AtomicBool>) {
     let control = trainer.control.clone();
     let events = trainer.events.clone();
     std::thread::spawn(move || {
-        while !stop.requested() {
+        while !stop.request.requested() {
             if ui_done.load(Ordering::Relaxed) {
                 return;
             }
@@ -135,7 +145,7 @@ fn watch_for_hangup(trainer: &Trainer, stop: StopRequest, ui_done: Arc<AtomicBoo
         let _ = control.send(Control::Stop);
         // Until the trainer is gone (its sender dropped): the UI takes no more events.
         while events.recv().is_ok() {}
-        std::process::exit(129);
+        (stop.exit_after_hangup)();
     });
 }
 
@@ -151,7 +161,7 @@ where
 pub fn event_loop<B: Backend, F>(
     terminal: &mut Terminal<B>,
     app: &mut App,
-    trainer: &Trainer,
+    trainer: &EventSource,
     mut sink: Option<&mut Sink>,
     stop: Option<&StopRequest>,
     mut next_input: F,

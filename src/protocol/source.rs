@@ -8,7 +8,7 @@ use super::{Control, TrainEvent};
 
 /// The events of a source, its control channel and its thread: a consumer
 /// sees the source end as a disconnected channel or a finished thread.
-pub struct Trainer {
+pub struct EventSource {
     pub events: Receiver<TrainEvent>,
     pub control: Sender<Control>,
     pub thread: JoinHandle<()>,
