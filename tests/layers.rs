@@ -252,3 +252,19 @@ fn the_cycle_check_reads_paths_as_rust_does() {
     let shown: Vec<String> = paths.iter().map(|p| p.join("::")).collect();
     assert_eq!(shown, ["super::conv::matmul", "super::conv::Shape", "crate::util::format::percent", "kd::hard"]);
 }
+
+/// A file a newcomer reads in one sitting: none in src/ passes 450 lines
+/// (a unit test module too long for its file goes to `<file>/tests.rs`).
+#[test]
+fn no_file_in_src_is_over_450_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = vec![];
+    rust_files(&src, &mut files);
+    let long: Vec<String> = files
+        .iter()
+        .map(|f| (f, std::fs::read_to_string(f).unwrap().lines().count()))
+        .filter(|(_, lines)| *lines > 450)
+        .map(|(f, lines)| format!("{} ({lines} lines)", f.strip_prefix(&src).unwrap().display()))
+        .collect();
+    assert!(long.is_empty(), "files of src/ over 450 lines: {}", long.join(", "));
+}
