@@ -2,7 +2,7 @@
 //! files are rewritten after every run; what that costs must not grow with
 //! the number of finished runs until it dominates a run. The monitor and
 //! `kdtui watch` keep up with 306 rows and metric files. The figures behind
-//! README's "Big studies" come from this file (`-- --nocapture` prints them).
+//! docs/CLUSTER.md's "Big studies" come from this file (`-- --nocapture` prints them).
 
 use std::time::{Duration, Instant};
 
@@ -204,7 +204,7 @@ fn the_monitor_with_306_rows_keeps_the_selection_in_view() {
     );
 }
 
-/// What the per-epoch diagnostics cost (README, "Fidelity and
+/// What the per-epoch diagnostics cost (docs/OUTPUTS.md, "Fidelity and
 /// calibration"): `diagnose` over 2,000 test images with a teacher and a T,
 /// the median of 20 calls, printed. It checks what it times: every image
 /// lands in one bin and one confusion cell.

@@ -51,7 +51,7 @@ pub enum Command {
     /// results.json, without training.
     Report(ReportArgs),
     /// Write a run's model file: a student with its weights packed at their
-    /// bit width, or the float teacher (safetensors; README, "The packed model file").
+    /// bit width, or the float teacher (safetensors; docs/MODEL_FORMAT.md).
     Export(ExportArgs),
     /// Test accuracy of a model file (kdtui export) or a checkpoint, on the
     /// whole test set.

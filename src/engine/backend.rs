@@ -11,8 +11,8 @@ use super::train::{run_plan, PlanInput};
 use crate::protocol::source::TRAIN_THREAD;
 use crate::protocol::{Control, EventSource, TrainEvent};
 
-/// The CPU backend: burn's pure-Rust `flex` (SIMD gemm, rayon). Chosen by
-/// measurement over `ndarray`; see README.
+/// The CPU backend: burn's pure-Rust `flex` (SIMD gemm, rayon), with
+/// kdtui's own convolution, norm and Adam kernels (docs/KERNELS.md).
 pub type CpuBackend = burn::backend::Flex;
 pub type CpuTrainBackend = burn::backend::Autodiff<CpuBackend>;
 

@@ -2,7 +2,7 @@
 //! in every results directory): a safetensors file that holds a quantized
 //! student at its bit width, or a float teacher, with what it takes to run it.
 //!
-//! Format `kdtui-cnn`, version 1 (README, "The packed model file"):
+//! Format `kdtui-cnn`, version 1 (docs/MODEL_FORMAT.md):
 //! - Metadata (strings): `format`, `format_version`, `network` (JSON: widths,
 //!   hidden, precision: w_bits, a_bits, first_last_bits, a_range), `quantized`
 //!   (JSON: name -> {bits, shape} of every packed tensor) and `encoding`.

@@ -6,7 +6,7 @@
 //! Why both: with `l2`, the decay term takes part in Adam's per-parameter
 //! normalisation, and where the loss's own gradient is tiny (the `soft` loss
 //! at high T, whose gradient shrinks as 1/T^2) the decay dominates it and the
-//! student learns little (README, "The study"). burn's `Adam` has only the
+//! student learns little (docs/STUDY.md). burn's `Adam` has only the
 //! first, its `AdamW` only the second, and a run's checkpoint must hold one
 //! optimizer type whichever the config picks: hence this one.
 //!

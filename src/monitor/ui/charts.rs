@@ -157,7 +157,7 @@ fn render_compare(app: &App, frame: &mut Frame, area: Rect) {
 
 pub fn render_sweep(app: &App, frame: &mut Frame, area: Rect) {
     let groups = app.study.results.groups();
-    let mut block = Block::default().borders(Borders::ALL).title(" sweep: test accuracy vs T, log axis (soft ·, the other losses ─) ");
+    let mut block = Block::default().borders(Borders::ALL).title(" sweep: test accuracy vs T, log axis (soft ·) ");
     // The report's verdicts, as they stand: the planned comparisons, Holm-corrected.
     // Short enough for the half-width panel of a 120-column terminal.
     let family = Family::test(&planned_questions(&app.study.results.planned), &groups, app.study.results.test_images);
