@@ -11,7 +11,7 @@
 //! monitor   the interactive screen, the headless writer, kdtui watch
 //! outputs   results, statistics, report, figures, TensorBoard, metric files
 //! engine    backend choice, data, model and kernels, losses, training, inference, export, bench
-//! protocol  TrainEvent, Control, the trainer handle
+//! protocol  TrainEvent, Control, EventSource (the consumers' end of a trainer or of watch's reader)
 //! study     config, plan, loss names, the original study's numbers
 //! util      crash-safe files, signals, formatting
 //! ```

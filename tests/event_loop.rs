@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Sender};
 use ratatui::backend::TestBackend;
@@ -127,12 +127,15 @@ fn a_finished_plan_is_on_screen_and_in_the_files_and_q_quits() {
     let mut app = App::new(Results { plan: "scripted".into(), study_hash: "h".into(), planned: planned.clone(), ..Results::default() });
     let mut sink = Sink::new(&out, WatchConfig::default());
     let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
-    let mut quit_sent = false;
+    // q on the pass after the one that first saw the trainer done: that
+    // pass drained PlanFinished, so q finds the plan over and quits at once.
+    let (mut seen_done, deadline) = (false, Instant::now() + Duration::from_secs(60));
     event_loop(&mut terminal, &mut app, &trainer, Some(&mut sink), None, || {
-        if done.load(Ordering::SeqCst) && !quit_sent {
-            quit_sent = true;
+        assert!(Instant::now() < deadline, "the loop did not end");
+        if seen_done {
             return Ok(Some(key('q')));
         }
+        seen_done = done.load(Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(5));
         Ok(None)
     })
@@ -162,8 +165,9 @@ fn q_then_y_stops_the_trainer_and_the_files_say_so() {
     let mut sink = Sink::new(&out, WatchConfig::default());
     let mut terminal = Terminal::new(TestBackend::new(120, 40)).unwrap();
     let mut keys = vec![key('y'), key('q')];
-    let mut waited = 0;
+    let (mut waited, deadline) = (0, Instant::now() + Duration::from_secs(60));
     event_loop(&mut terminal, &mut app, &trainer, Some(&mut sink), None, || {
+        assert!(Instant::now() < deadline, "the loop did not end");
         // Some passes first, so the student is under way when q comes.
         waited += 1;
         std::thread::sleep(Duration::from_millis(5));

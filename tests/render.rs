@@ -532,3 +532,30 @@ fn the_header_says_kernels_compile_until_the_first_step_on_a_gpu() {
         assert!(!said(&app), "{device}: a step came back");
     }
 }
+
+/// The table takes the lines its rows need (borders, header, a line a run)
+/// and leaves the rest to the charts; a long plan stops at 45% of the screen.
+#[test]
+fn the_table_takes_the_height_its_rows_need() {
+    let table_lines = |runs: usize| -> usize {
+        let mut config = Config::default();
+        config.plan.seeds = vec![1];
+        let mut planned = plan::full_plan(&config);
+        planned.truncate(runs);
+        let mut app = App::new(Results { plan: "study".into(), ..Results::default() });
+        app.on_event(TrainEvent::PlanStarted {
+            plan: "study".into(),
+            runs: planned,
+            device: "cpu".into(),
+            data: "d".into(),
+            test_images: 10,
+        });
+        let s = screen(&app, 120, 40);
+        let lines: Vec<&str> = s.lines().collect();
+        let top = lines.iter().position(|l| l.starts_with("┌ runs")).unwrap();
+        let bottom = top + lines[top..].iter().position(|l| l.starts_with('└')).unwrap();
+        bottom - top + 1
+    };
+    assert_eq!(table_lines(5), 5 + 3, "a 5-run plan: borders, header and 5 rows");
+    assert_eq!(table_lines(16), 40 * 45 / 100, "16 runs need 19 lines; the table stops at 45% of 40");
+}

@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| kdtui::data::harness::mat(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| kdtui::engine::data::harness::mat(data));

@@ -63,7 +63,8 @@ pub fn run(trainer: EventSource, mut sink: Sink, results: Results, stop: Option<
     let _ = trainer.thread.join();
     // What it said after the screen closed (the stopped run's result) still counts.
     while let Ok(event) = trainer.events.try_recv() {
-        feed(&mut app.study, Some(&mut sink), &event);
+        let changed = app.study.apply(&event);
+        sink.late(&event, changed, &mut app.study.results);
     }
     outcome?;
     sink.flush(&mut app.study.results)?;

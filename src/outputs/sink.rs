@@ -99,18 +99,30 @@ impl Sink {
         }
     }
 
-    /// Feeds the event files; rewrites the results files when `changed`
-    /// (the event ended a run or the plan: `StudyState::apply` recorded it).
-    pub fn handle(&mut self, event: &TrainEvent, changed: bool, results: &mut Results) -> Handled {
-        let (warnings, full) = match self.files.on_event(event) {
-            Ok(warnings) => (warnings, None),
-            Err(e) => (vec![], Some(PublishError::from(e))),
-        };
+    /// Feeds the event files.
+    fn files(&mut self, event: &TrainEvent) -> Handled {
+        match self.files.on_event(event) {
+            Ok(warnings) => Handled { warnings, unwritable: None },
+            Err(e) => Handled { warnings: vec![], unwritable: Some(PublishError::from(e)) },
+        }
+    }
+
+    /// Rewrites the results files when `changed` (the event ended a run or
+    /// the plan: `StudyState::apply` recorded it).
+    fn results(&mut self, changed: bool, results: &mut Results) -> Option<PublishError> {
         if !changed {
-            return Handled { warnings, unwritable: full };
+            return None;
         }
         self.unwritten = true;
-        Handled { warnings, unwritable: full.or(self.write(results).err()) }
+        self.write(results).err()
+    }
+
+    /// An event that arrived after the session ended (the stopped run's
+    /// result): its files written as far as they can be; `flush` then says
+    /// whether the results files could be.
+    pub fn late(&mut self, event: &TrainEvent, changed: bool, results: &mut Results) {
+        let _ = self.files(event);
+        let _ = self.results(changed, results);
     }
 
     /// Writes the results files when something was recorded since they were
@@ -145,19 +157,29 @@ pub struct Fed {
 /// files: the one place where a write's failure becomes a log line (training
 /// goes on) or a stop (results nobody would get).
 pub fn feed(study: &mut StudyState, sink: Option<&mut Sink>, event: &TrainEvent) -> Fed {
+    let Some(sink) = sink else {
+        study.apply(event);
+        return Fed::default();
+    };
+    // The event files first, their warnings in the log before the event's own line.
+    let mut handled = sink.files(event);
+    for warning in &handled.warnings {
+        study.log(warning.clone());
+    }
     let changed = study.apply(event);
-    let handled = sink.map(|sink| sink.handle(event, changed, &mut study.results)).unwrap_or_default();
-    settle(study, handled)
+    handled.unwritable = handled.unwritable.or(sink.results(changed, &mut study.results));
+    settle(study, handled, false)
 }
 
 /// The heartbeats, when due, handled as `feed` handles an event's files.
 pub fn tick(study: &mut StudyState, sink: Option<&mut Sink>) -> Fed {
     let handled = sink.map(Sink::tick).unwrap_or_default();
-    settle(study, handled)
+    settle(study, handled, true)
 }
 
-fn settle(study: &mut StudyState, handled: Handled) -> Fed {
-    for warning in &handled.warnings {
+/// `log`: the warnings still go into the study's log.
+fn settle(study: &mut StudyState, handled: Handled, log: bool) -> Fed {
+    for warning in handled.warnings.iter().filter(|_| log) {
         study.log(warning.clone());
     }
     let control = handled.unwritable.as_ref().and_then(|e| study.on_results_unwritable(e.to_string()));

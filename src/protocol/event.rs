@@ -113,7 +113,7 @@ pub struct EpochMetrics {
 }
 
 /// Fidelity to the teacher and calibration, from the logits of one pass
-/// over the whole test set (`engine::fidelity` computes them).
+/// over the whole test set (`engine::diagnostics` computes them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Diagnostics {
     /// Share of test images whose top-1 class is the teacher's (students only).

@@ -13,7 +13,8 @@ use burn::tensor::activation::softmax;
 use super::kd::hard;
 use super::objective::Objective;
 
-/// Keeps a correlation with a constant vector at 0 instead of 0 / 0.
+/// Keeps a correlation with a constant vector at 0 instead of 0 / 0, and
+/// its gradient finite.
 const EPS: f64 = 1.0e-8;
 
 /// logits, onehot, teacher (softmax of the teacher's logits / T): [batch, classes].
@@ -31,19 +32,20 @@ fn pearson<B: Backend>(a: Tensor<B, 2>, b: Tensor<B, 2>, dim: usize) -> Tensor<B
     let a = a.clone() - a.mean_dim(dim);
     let b = b.clone() - b.mean_dim(dim);
     let cov = (a.clone() * b.clone()).sum_dim(dim);
-    let norms = ((a.clone() * a).sum_dim(dim) * (b.clone() * b).sum_dim(dim)).sqrt();
-    (cov / norms.add_scalar(EPS)).mean()
+    // Each norm's square root taken apart and off 0: a constant row (a
+    // collapsed 2-bit student) then has a finite gradient, not 0 * inf.
+    let norm = |x: Tensor<B, 2>| (x.clone() * x).sum_dim(dim).add_scalar(EPS * EPS).sqrt();
+    (cov / (norm(a) * norm(b))).mean()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::check::{gradient_matches_finite_differences, value};
+    use super::super::check::{self, gradient_matches_finite_differences, value};
     use super::super::Objective;
-    use crate::study::config::DistillConfig;
     use crate::study::Loss;
 
     fn objective(temperature: f64, soft_weight: f64) -> Objective {
-        Objective { loss: Loss::Dist, temperature, soft_weight, distill: DistillConfig::default() }
+        check::objective(Loss::Dist, temperature, soft_weight)
     }
 
     fn rows(values: [[f32; 3]; 3]) -> Vec<Vec<f32>> {

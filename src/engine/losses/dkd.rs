@@ -44,13 +44,12 @@ pub fn loss<B: Backend>(o: &Objective, logits: Tensor<B, 2>, onehot: Tensor<B, 2
 
 #[cfg(test)]
 mod tests {
-    use super::super::check::{gradient_matches_finite_differences, value};
+    use super::super::check::{self, gradient_matches_finite_differences, value};
     use super::super::Objective;
-    use crate::study::config::DistillConfig;
     use crate::study::Loss;
 
     fn objective(temperature: f64, soft_weight: f64) -> Objective {
-        Objective { loss: Loss::Dkd, temperature, soft_weight, distill: DistillConfig::default() }
+        check::objective(Loss::Dkd, temperature, soft_weight)
     }
 
     // z = (1, 2, 3), label 2, T = 2, c = 4, alpha 1, beta 8. The teacher's

@@ -66,7 +66,7 @@ mod tests {
     }
 
     fn obj(loss: Loss, temperature: f64, soft_weight: f64) -> Objective {
-        Objective { loss, temperature, soft_weight, distill: Default::default() }
+        super::super::check::objective(loss, temperature, soft_weight)
     }
 
     fn scalar(x: Tensor<B, 1>) -> f64 {

@@ -37,13 +37,12 @@ pub fn targets(o: &Objective, logits: &[f32], classes: usize) -> Vec<f32> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::check::{gradient_matches_finite_differences, value};
+    use super::super::check::{self, gradient_matches_finite_differences, value};
     use super::super::Objective;
-    use crate::study::config::DistillConfig;
     use crate::study::Loss;
 
     fn objective(temperature: f64, soft_weight: f64) -> Objective {
-        Objective { loss: Loss::LogitStd, temperature, soft_weight, distill: DistillConfig::default() }
+        check::objective(Loss::LogitStd, temperature, soft_weight)
     }
 
     // z = (1, 2, 3), label 2, T = 2, c = 4; teacher logits t = (3, 1, 0.5).

@@ -60,8 +60,16 @@ pub(crate) mod check {
     use burn::prelude::*;
 
     use super::{loss, Objective};
+    use crate::study::config::DistillConfig;
+    use crate::study::Loss;
 
     type AD = Autodiff<Flex>;
+
+    /// `loss` at `temperature`, its teacher term weighted by `soft_weight`,
+    /// the `[distill]` parameters at their defaults.
+    pub fn objective(loss: Loss, temperature: f64, soft_weight: f64) -> Objective {
+        Objective { loss, temperature, soft_weight, distill: DistillConfig::default() }
+    }
 
     pub fn tensor<B: Backend>(rows: &[Vec<f32>]) -> Tensor<B, 2> {
         let flat: Vec<f32> = rows.iter().flatten().copied().collect();

@@ -36,7 +36,8 @@ pub fn render(app: &App, frame: &mut Frame) {
     // run), up to a share of the screen; the charts get the rest. The detail
     // view needs the rows of its heat map.
     let table_share: u16 = if app.detail { 30 } else { 45 };
-    let table_height = (app.study.runs.len() as u16 + 3).clamp(4, (area.height * table_share / 100).max(4));
+    let rows = u16::try_from(app.study.runs.len()).unwrap_or(u16::MAX);
+    let table_height = rows.saturating_add(3).clamp(4, (area.height * table_share / 100).max(4));
     let [header, table_area, charts, log, hint] = Layout::vertical([
         Constraint::Length(3),
         Constraint::Length(table_height),

@@ -185,8 +185,9 @@ impl SortKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outputs::fixtures::finished;
     use crate::outputs::{Results, StudyState};
-    use crate::protocol::{RunResult, RunStatus, TrainEvent};
+    use crate::protocol::TrainEvent;
     use crate::study::{plan, Config};
 
     /// A one-seed default plan with two runs finished: soft-T5 at 90%, the
@@ -196,22 +197,6 @@ mod tests {
         config.plan.seeds = vec![1];
         let runs = plan::full_plan(&config);
         let mut study = StudyState::new(Results::default());
-        let finished = |spec: &crate::study::RunSpec, acc: f64| RunResult {
-            run_id: spec.run_id.clone(),
-            kind: spec.kind,
-            loss: spec.loss,
-            temperature: spec.temperature,
-            seed: spec.seed,
-            status: RunStatus::Done,
-            epochs: 1,
-            final_test_accuracy: acc,
-            final_train_loss: 0.1,
-            model_bytes: 1000,
-            wall_seconds: 1.0,
-            reused: false,
-            device: String::new(),
-            history: vec![],
-        };
         let events = [
             TrainEvent::PlanStarted { plan: "p".into(), runs: runs.clone(), device: "cpu".into(), data: "d".into(), test_images: 10 },
             TrainEvent::RunFinished { result: finished(&runs[2], 0.90) },

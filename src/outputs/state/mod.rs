@@ -140,8 +140,9 @@ impl StudyState {
                 // What the sweep panel's verdicts need; `kdtui watch` starts
                 // from empty results and learns them only here. A session's
                 // results already plan the whole study, which a selection
-                // or a shard (`runs`) is only part of.
-                if self.results.planned.is_empty() {
+                // or a shard (`runs`) is only part of. `kdtui watch` takes
+                // each study the directory says it holds.
+                if self.results.planned.is_empty() || self.watching.is_some() {
                     self.results.planned.clone_from(&runs);
                 }
                 self.results.test_images = test_images;
