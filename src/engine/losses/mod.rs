@@ -82,6 +82,16 @@ pub(crate) mod check {
         f64::from(v.into_scalar())
     }
 
+    /// `gradient_matches_finite_differences` on three images of four
+    /// classes, teacher targets not the student's (three rows: DIST's
+    /// intra-class term correlates each class over the batch).
+    pub fn gradient_on_three_images(o: &Objective) {
+        let z = [vec![1.0, 2.0, 3.0, -0.5], vec![0.5, -1.0, 2.0, 0.0], vec![0.0, 1.0, -1.0, 0.5]];
+        let gt = [vec![0.0, 0.0, 1.0, 0.0], vec![1.0, 0.0, 0.0, 0.0], vec![0.0, 1.0, 0.0, 0.0]];
+        let q = [vec![0.5, 0.2, 0.2, 0.1], vec![0.1, 0.3, 0.4, 0.2], vec![0.25, 0.25, 0.1, 0.4]];
+        gradient_matches_finite_differences(o, &z, &gt, &q);
+    }
+
     /// The gradient with respect to the logits from autodiff equals a
     /// central finite difference of the loss's value, entry by entry.
     pub fn gradient_matches_finite_differences(o: &Objective, z: &[Vec<f32>], onehot: &[Vec<f32>], teacher: &[Vec<f32>]) {
