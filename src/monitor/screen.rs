@@ -92,6 +92,7 @@ pub fn watch(dir: &Path, stop: Option<Stopping>) -> Result<(), MonitorError> {
 /// The screen from entering the terminal to restoring it.
 fn show(app: &mut App, source: &EventSource, sink: Option<&mut Sink>, stop: Option<Stopping>) -> Result<(), MonitorError> {
     let mut tui = Tui::enter()?;
+    let _stderr = take_stderr();
     if sink.is_some() {
         // Only a panic of the UI itself must restore the terminal (ratatui's hook) and print.
         crate::protocol::source::quiet_trainer_panics();
@@ -104,6 +105,26 @@ fn show(app: &mut App, source: &EventSource, sink: Option<&mut Sink>, stop: Opti
     let outcome = event_loop(&mut tui.terminal, app, source, sink, request, read_input);
     ui_done.store(true, Ordering::Relaxed);
     outcome
+}
+
+/// Takes native code's stderr lines (a driver's) off the screen into the
+/// log: the training thread's collector shows `log` warnings there. Its
+/// panic hook comes after the terminal's, so it runs first: a panic of the
+/// screen's own thread, which closes the screen, gets the terminal back for
+/// its message; other threads' panics stay off the screen (the engine's
+/// logger keeps a backend thread's). Without it the screen still works;
+/// such lines would only scribble over it.
+fn take_stderr() -> Option<crate::util::stderr::Taken> {
+    let taken = crate::util::stderr::take(|line| log::warn!(target: "stderr", "{line}")).ok()?;
+    let screen = std::thread::current().id();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() == screen {
+            crate::util::stderr::give_back();
+        }
+        previous(info)
+    }));
+    Some(taken)
 }
 
 fn read_input() -> std::io::Result<Option<Event>> {

@@ -4,6 +4,7 @@
 pub mod atomic_file;
 pub mod format;
 pub mod signals;
+pub mod stderr;
 
 use sha2::{Digest, Sha256};
 
