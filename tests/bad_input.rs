@@ -82,7 +82,7 @@ fn bad_command_lines_are_refused_with_exit_2() {
     let cuda = if cfg!(feature = "cuda") { "no usable CUDA device" } else { "--features cuda" };
     let cases: [(&[&str], &str); 4] = [
         (&["--bacth"], "--batch"),
-        (&["--batch", "--device", "tpu"], "unknown device \"tpu\": expected cpu, cuda, cuda:N or auto"),
+        (&["--batch", "--device", "tpu"], "unknown device \"tpu\": expected cpu, cuda, cuda:N, wgpu, wgpu:N or auto"),
         // No machine has a 100th GPU: the same answer on a GPU host as on CI.
         (&["--batch", "--device", "cuda:99"], cuda),
         (&["--batch", "--only", "sotf-T5"], "--only [\"sotf-T5\"] names no run of the plan"),

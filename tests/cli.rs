@@ -225,7 +225,8 @@ fn doctor_names_what_a_cuda_run_lacks() {
 }
 
 /// `--device auto` that finds no GPU says why it trains on the CPU (a build
-/// with CUDA); on a host whose GPU answers it takes it and says nothing.
+/// with a GPU backend): why not CUDA, each software adapter it skipped; on
+/// a host whose GPU answers it takes it and says nothing of the CPU.
 #[test]
 fn auto_says_why_it_trains_on_the_cpu() {
     let dir = tempfile::tempdir().unwrap();
@@ -234,8 +235,11 @@ fn auto_says_why_it_trains_on_the_cpu() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     let on_cpu = stdout.lines().next().is_some_and(|l| l.contains("runs on cpu"));
-    let said = stdout.contains("--device auto: no usable GPU (") && stdout.contains("training on the CPU");
-    assert_eq!(said, on_cpu && cfg!(feature = "cuda"), "{stdout}");
+    let said = stdout.contains("--device auto: no usable GPU; training on the CPU");
+    assert_eq!(said, on_cpu && (cfg!(feature = "cuda") || cfg!(feature = "wgpu")), "{stdout}");
+    if said && cfg!(feature = "cuda") {
+        assert!(stdout.contains("--device auto: CUDA is not usable ("), "{stdout}");
+    }
 }
 
 /// A stop the user asks for (ctrl-c, here SIGINT) ends `--batch` with status

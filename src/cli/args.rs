@@ -23,7 +23,8 @@ pub struct Cli {
     /// Results directory (default: [plan] out from the config).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// cpu, cuda, cuda:N or auto (CUDA when this build has it and a GPU answers).
+    /// cpu, cuda, cuda:N, wgpu, wgpu:N or auto: CUDA where a GPU answers,
+    /// then a hardware wgpu adapter (Vulkan; Metal on macOS), then the CPU.
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Run only these runs (comma-separated ids or prefixes: soft, soft-T5, baseline, ...).
@@ -62,9 +63,10 @@ pub enum Command {
     /// Follow a study that runs elsewhere (Slurm shards, another session) or
     /// browse a finished one: the monitor over a results directory, read-only.
     Watch(WatchArgs),
-    /// What this machine offers kdtui: the CPU kernels, and each piece a
-    /// CUDA run needs (driver, device, NVRTC, headers), checked in order.
-    /// Exits 0 when `--device` would work, 2 when not.
+    /// What this machine offers kdtui: the CPU kernels, each piece a CUDA
+    /// run needs (driver, device, NVRTC, headers) checked in order, and the
+    /// wgpu (Vulkan; Metal on macOS) adapters. Exits 0 when `--device` would
+    /// work, 2 when not.
     Doctor(DoctorArgs),
 }
 
@@ -119,8 +121,9 @@ pub struct ExportArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct DoctorArgs {
-    /// The device to check: cuda, cuda:N or cpu.
-    #[arg(long, default_value = "cuda")]
+    /// The device to check: auto (everything, and what auto would take),
+    /// cuda, cuda:N, wgpu, wgpu:N or cpu.
+    #[arg(long, default_value = "auto")]
     pub device: String,
 }
 
@@ -147,7 +150,8 @@ pub struct BenchArgs {
     /// Config file (model sizes, bits, batch size, learning rates).
     #[arg(long, default_value = "config.toml")]
     pub config: PathBuf,
-    /// cpu, cuda, cuda:N or auto; the reference runs on the same kind.
+    /// cpu, cuda, cuda:N, wgpu, wgpu:N or auto; the reference runs on the
+    /// same kind (none for wgpu: PyTorch has no such backend).
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Threads for both sides on the CPU (default: the cores this process may use).

@@ -39,7 +39,7 @@ pub enum BenchError {
 #[derive(Debug, Clone)]
 pub struct Request {
     pub config_path: PathBuf,
-    /// The device the parent resolved (`cpu`, `cuda:N`), passed on to the children.
+    /// The device the parent resolved (`cpu`, `cuda:N`, `wgpu:N`), passed on to the children.
     pub device: String,
     pub threads: usize,
     pub timing: Timing,
@@ -86,6 +86,11 @@ pub fn run(request: &Request, config: &Config, mut progress: impl FnMut(&str)) -
     let exe = std::env::current_exe().map_err(|source| BenchError::Spawn { what: "kdtui itself".into(), source })?;
     let mut report = Report::default();
     let python = match &request.python {
+        // PyTorch has no Vulkan, Metal or DX12 backend to run beside it.
+        Some(_) if request.device.starts_with("wgpu") => {
+            report.reference_skipped = Some("PyTorch has no wgpu backend to compare with".into());
+            None
+        }
         Some(python) => match torch_version(python) {
             Ok(_) => Some(python.clone()),
             Err(why) => {
@@ -330,6 +335,7 @@ pub fn describe(report: &Report, request: &Request, config: &Config) -> String {
     }
     match (report.rows.first().and_then(|r| r.reference.as_ref()), &report.reference_skipped) {
         (Some(r), _) => out.push_str(&format!("PyTorch: {} on {}, {} threads (eager)\n", r.version, r.device, r.threads)),
+        (None, Some(why)) if request.device.starts_with("wgpu") => out.push_str(&format!("PyTorch: not measured: {why}.\n")),
         (None, Some(why)) => {
             out.push_str(&format!("PyTorch: not measured: {why}. README, \"Benchmark\", says how to set up the reference.\n"))
         }

@@ -61,23 +61,41 @@ pub fn doctor(args: DoctorArgs) -> Result<(), Failure> {
         engine_bench::kernel_levels().0,
         engine_bench::kernel_levels().1
     );
-    let n = match choice {
-        DeviceChoice::Cpu => {
-            println!("--device cpu works");
-            return Ok(());
-        }
-        DeviceChoice::Cuda(n) => n,
-        DeviceChoice::Auto => 0,
+    let cuda = match choice {
+        DeviceChoice::Cuda(n) => Some(n),
+        DeviceChoice::Auto => Some(0),
+        _ => None,
     };
-    println!("cuda:{n} needs, in order:");
-    for (what, outcome) in backend::cuda_requirements(n) {
-        match outcome {
-            Ok(found) => println!("  ok       {what}: {found}"),
-            Err(why) => println!("  missing  {what}: {why}"),
+    if let Some(n) = cuda {
+        println!("cuda:{n} needs, in order:");
+        for (what, outcome) in backend::cuda_requirements(n) {
+            match outcome {
+                Ok(found) => println!("  ok       {what}: {found}"),
+                Err(why) => println!("  missing  {what}: {why}"),
+            }
         }
     }
-    backend::resolve(DeviceChoice::Cuda(n)).map_err(usage)?;
-    println!("--device cuda:{n} works (a test sum on the GPU gave the right answer)");
+    if let DeviceChoice::Wgpu(_) | DeviceChoice::Auto = choice {
+        match backend::wgpu_adapters() {
+            Ok(adapters) => {
+                println!("wgpu adapters:");
+                for (i, adapter) in adapters.iter().enumerate() {
+                    let software = if adapter.is_software() { "  (software: only when asked for by name)" } else { "" };
+                    println!("  wgpu:{i}   {}{software}", adapter.describe());
+                }
+            }
+            Err(why) => println!("wgpu adapters: none ({why})"),
+        }
+    }
+    let (resolved, notes) = backend::resolve_saying_why(choice).map_err(usage)?;
+    for note in notes {
+        println!("{note}");
+    }
+    match choice {
+        DeviceChoice::Cpu => println!("--device cpu works"),
+        DeviceChoice::Auto => println!("--device auto takes {}", resolved.describe()),
+        _ => println!("--device {choice} works: {} (a test sum on it gave the right answer)", resolved.describe()),
+    }
     Ok(())
 }
 

@@ -6,7 +6,7 @@
 //! panics with "CUDA installation not found", and an NVRTC newer than the
 //! driver produces PTX the driver refuses (`CUDA_ERROR_UNSUPPORTED_PTX_VERSION`)
 //! at the first kernel. These are the pure halves of those checks (the
-//! `cuda` module of `backend.rs` asks the libraries), so tests can simulate
+//! `backend/cuda.rs` asks the libraries), so tests can simulate
 //! each missing piece on a machine without a GPU.
 
 use std::ffi::OsString;

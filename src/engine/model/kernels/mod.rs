@@ -385,8 +385,11 @@ pub fn affine_act_pool<B: CnnBackend>(x: Tensor<B, 4>, scale: Tensor<B, 1>, shif
     float(B::affine_act_pool(prim(x), prim(scale), prim(shift), act))
 }
 
+// The GPU backends run burn's ops (the defaults above): cubecl fuses them.
 #[cfg(feature = "cuda")]
 impl CnnBackend for burn::backend::Cuda {}
+#[cfg(feature = "wgpu")]
+impl CnnBackend for burn::backend::Wgpu {}
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,31 @@
+//! What the device modules share with the dispatcher above them: the work
+//! a backend runs, and how a probe of a device fails.
+
+use crate::engine::model::TrainBackend;
+
+/// Work that runs on whichever backend `--device` resolved to.
+pub trait OnBackend {
+    type Output;
+    /// `name` describes the device, for the header and the report.
+    fn run<B: TrainBackend>(self, device: B::Device, name: &str) -> Self::Output;
+}
+
+/// Why a GPU backend cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeError {
+    /// This kdtui was built without the backend.
+    NotBuilt,
+    /// Built in, but the machine cannot run it: why, in words.
+    Failed(String),
+}
+
+/// Runs `probe` with panics turned into `Err`: cubecl panics (on the
+/// calling thread or its device thread) where a driver, a library or an
+/// adapter is missing, and a person should read a message instead.
+pub fn without_panicking<T>(probe: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result<T, String> {
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let outcome = std::panic::catch_unwind(probe);
+    std::panic::set_hook(quiet);
+    outcome.map_err(|p| crate::util::panic_message(&p))
+}
