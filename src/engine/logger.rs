@@ -7,6 +7,11 @@
 //! errors until the training thread collects them (`drain`): it turns
 //! warnings into log lines (the TUI's log, `--batch`'s output) and an error
 //! into the failure of the run that was training, with its message.
+//!
+//! Some failures are panics on cubecl's own threads instead (a buffer the
+//! device cannot allocate): the training thread then only sees "the
+//! channel with the server is down". A panic hook keeps such a panic's
+//! message as an error that marks the device lost: the plan stops with it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -15,6 +20,9 @@ use std::sync::{Mutex, OnceLock};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub error: bool,
+    /// A thread of the backend panicked: its device is of no further use
+    /// in this process.
+    pub device_lost: bool,
     /// `target: message`, on one line.
     pub text: String,
 }
@@ -41,17 +49,22 @@ impl log::Log for Collector {
         }
         let error = record.level() == log::Level::Error;
         let text = format!("{}: {}", record.target(), record.args()).replace('\n', " ");
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.len() >= KEEP {
-            pending.remove(0);
-        }
-        pending.push(Record { error, text });
-        if error {
-            self.error.store(true, Ordering::Release);
-        }
+        push(Record { error, device_lost: false, text });
     }
 
     fn flush(&self) {}
+}
+
+fn push(record: Record) {
+    let error = record.error;
+    let mut pending = collector().pending.lock().unwrap_or_else(|p| p.into_inner());
+    if pending.len() >= KEEP {
+        pending.remove(0);
+    }
+    pending.push(record);
+    if error {
+        collector().error.store(true, Ordering::Release);
+    }
 }
 
 fn collector() -> &'static Collector {
@@ -59,12 +72,34 @@ fn collector() -> &'static Collector {
     COLLECTOR.get_or_init(|| Collector { pending: Mutex::new(Vec::new()), error: AtomicBool::new(false) })
 }
 
-/// Makes kdtui's collector the process's logger (once; later calls, or
-/// another logger already installed, leave things as they are).
+/// Makes kdtui's collector the process's logger, and keeps the panics of
+/// threads other than the main and training threads (once; later calls,
+/// or another logger already installed, leave things as they are).
 pub fn install() {
     if log::set_logger(collector()).is_ok() {
         log::set_max_level(log::LevelFilter::Warn);
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let thread = std::thread::current();
+            if let Some(name) = thread.name().filter(|n| is_backend_thread(n)) {
+                let message = info
+                    .payload()
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "unknown panic".into());
+                let at = info.location().map(|l| format!(" (at {}:{})", l.file(), l.line())).unwrap_or_default();
+                push(Record { error: true, device_lost: true, text: format!("thread {name} panicked: {message}{at}").replace('\n', " ") });
+            }
+            previous(info)
+        }));
     }
+}
+
+/// The threads whose panics are the backend's: not the main thread, not
+/// the training thread (its panics fail its run), not a test's own.
+fn is_backend_thread(name: &str) -> bool {
+    name != "main" && name != crate::protocol::source::TRAIN_THREAD && !name.contains("::") && !name.starts_with("kdtui")
 }
 
 /// Whether an error has been logged since the last `drain`.
@@ -96,8 +131,8 @@ mod tests {
         assert_eq!(
             records,
             vec![
-                Record { error: false, text: "cubecl_runtime: tuning took long".into() },
-                Record { error: true, text: "cubecl_cuda: kernel failed".into() }
+                Record { error: false, device_lost: false, text: "cubecl_runtime: tuning took long".into() },
+                Record { error: true, device_lost: false, text: "cubecl_cuda: kernel failed".into() }
             ]
         );
         assert!(!error_pending() && drain().is_empty());

@@ -25,7 +25,8 @@ use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Record, Recorde
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::engine::data::CLASSES;
+use crate::engine::data::{CHANNELS, CLASSES, SIDE};
+use crate::engine::model::{Cnn, CnnConfig, TrainBackend};
 use crate::protocol::{EpochMetrics, RunResult};
 use crate::study::config::TRAINING_VERSION;
 use crate::study::Config;
@@ -279,6 +280,24 @@ pub fn encode<B: Backend, R: Record<B>>(record: R) -> Vec<u8> {
 
 pub fn decode<B: Backend, R: Record<B>>(bytes: Vec<u8>, device: &B::Device) -> Option<R> {
     NamedMpkBytesRecorder::<FullPrecisionSettings>::new().load(bytes, device).ok()
+}
+
+/// A run's initial weights, drawn by the CPU backend whatever `B` is: a
+/// seed means the same starting network on every device, so a GPU run can
+/// be compared with a CPU run of the same plan (tests/gpu_path.rs).
+pub(super) fn initial_model<B: TrainBackend>(shape: &CnnConfig, seed: u64, device: &B::Device) -> Cnn<B> {
+    let cpu = Default::default();
+    burn::backend::Flex::seed(&cpu, seed);
+    let drawn: Cnn<burn::backend::Flex> = shape.init(&cpu);
+    // burn draws a parameter when it is first read: read them in the order
+    // a training step's forward pass does, so that a seed keeps the network
+    // it has always drawn on the CPU (without autodiff nothing else changes).
+    let _ = drawn.forward(Tensor::zeros([1, CHANNELS, SIDE, SIDE], &cpu));
+    // Full precision both ways: the same numbers arrive on the device.
+    match decode::<B, _>(encode::<burn::backend::Flex, _>(drawn.into_record()), device) {
+        Some(record) => shape.init::<B>(device).load_record(record),
+        None => unreachable!("a record encoded in memory decodes into the same module"),
+    }
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {

@@ -17,6 +17,7 @@ use super::run::{self, RunContext, RunSettings, TrainError, Trained};
 use crate::engine::data::batcher::Normalizer;
 use crate::engine::data::{Data, CLASSES};
 use crate::engine::inference::predict;
+use crate::engine::logger;
 use crate::engine::losses::{self, Objective};
 use crate::engine::model::{Cnn, CnnConfig, TrainBackend};
 use crate::protocol::{Control, Controls, RunResult, RunStatus, TrainEvent};
@@ -227,7 +228,17 @@ impl<B: TrainBackend> PlanRunner<'_, B> {
                 Err(RunError::Fatal(format!("{}: cannot save its checkpoint or model file: {e}", spec.run_id)))
             }
             Ok(Err(TrainError::Device(e))) => Err(RunError::Failed(format!("the device reported an error: {e}"))),
-            Err(panic) => Err(RunError::Failed(format!("training panicked: {}", crate::util::panic_message(&panic)))),
+            Ok(Err(TrainError::DeviceLost(lost))) => Err(device_lost(&spec.run_id, &lost)),
+            Err(panic) => {
+                let panic = crate::util::panic_message(&panic);
+                // The training thread often panics only because a backend
+                // thread did first ("the server is down"): name that cause.
+                let lost: Vec<String> = logger::drain().into_iter().filter(|r| r.device_lost).map(|r| r.text).collect();
+                match lost.first() {
+                    None => Err(RunError::Failed(format!("training panicked: {panic}"))),
+                    Some(_) => Err(device_lost(&spec.run_id, &lost)),
+                }
+            }
         }
     }
 
@@ -319,4 +330,19 @@ impl<B: TrainBackend> PlanRunner<'_, B> {
         let record: <Cnn<B> as Module<B>>::Record = decode::<B, _>(saved.model, &self.device)?;
         Some(shape.init::<B>(&self.device).load_record(record).valid())
     }
+}
+
+/// A backend thread panicked while `run_id` trained: cubecl's device server
+/// is down for the rest of the process, so every later run would fail too.
+/// The first panic is the cause; the others follow from it.
+fn device_lost(run_id: &str, panics: &[String]) -> RunError {
+    let first = panics.first().map_or("", |p| p.as_str()).replace(" No backtrace available", "");
+    let more = match panics.len() {
+        0 | 1 => String::new(),
+        n => format!(" ({} more panics followed)", n - 1),
+    };
+    RunError::Fatal(format!(
+        "{run_id}: the GPU backend failed: {first}{more}. Its device cannot be used again in this process: the plan stops \
+         (finished runs and checkpoints are kept; run kdtui again to go on)"
+    ))
 }

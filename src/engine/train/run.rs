@@ -11,7 +11,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::optim::Optimizer;
 use crossbeam_channel::Sender;
 
-use super::checkpoint::{decode, encode, PartialEpoch, Progress, RunStore};
+use super::checkpoint::{decode, encode, initial_model, PartialEpoch, Progress, RunStore};
 use super::hooks::Hooks;
 use super::model_files::ModelFiles;
 use super::optimizer::StudyAdam;
@@ -108,12 +108,16 @@ impl<B: TrainBackend> RunContext<'_, B> {
     /// What the backend logged since the last look: warnings become log
     /// lines, errors this run's failure.
     fn backend_log(&self) -> Result<(), TrainError> {
-        let mut errors = Vec::new();
+        let (mut errors, mut lost) = (Vec::new(), Vec::new());
         for record in logger::drain() {
-            match record.error {
-                true => errors.push(record.text),
-                false => self.log(format!("backend: {}", record.text)),
+            match (record.device_lost, record.error) {
+                (true, _) => lost.push(record.text),
+                (false, true) => errors.push(record.text),
+                (false, false) => self.log(format!("backend: {}", record.text)),
             }
+        }
+        if !lost.is_empty() {
+            return Err(TrainError::DeviceLost(lost));
         }
         match errors.is_empty() {
             true => Ok(()),
@@ -129,6 +133,9 @@ pub(super) enum TrainError {
     /// The backend logged an error (a GPU kernel that failed on cubecl's
     /// device thread): this run fails with it.
     Device(String),
+    /// A thread of the backend panicked (cubecl's device server): the
+    /// device is of no further use in this process, and the plan stops.
+    DeviceLost(Vec<String>),
 }
 
 impl From<WriteError> for TrainError {
@@ -196,8 +203,7 @@ struct Run<B: TrainBackend, O> {
 /// checkpoint's when that loads.
 fn resume<B: TrainBackend>(ctx: &RunContext<B>, s: &RunSettings) -> Run<B, impl Optimizer<Cnn<B>, B>> {
     let spec = s.spec;
-    B::seed(ctx.device, spec.seed);
-    let mut model: Cnn<B> = s.shape.init(ctx.device);
+    let mut model: Cnn<B> = initial_model(&s.shape, spec.seed, ctx.device);
     let mut optim = s.adam.init::<B>();
     let mut progress = Progress {
         hash: s.store.hash.clone(),
@@ -275,7 +281,7 @@ impl<B: TrainBackend, O: Optimizer<Cnn<B>, B>> Run<B, O> {
                 return Ok(Steps::Ended(RunStatus::Interrupted));
             }
             if self.progress.step == self.loaded_at_step {
-                ctx.hooks.at_first_step(&s.spec.run_id);
+                ctx.hooks.at_first_step::<B>(&s.spec.run_id, ctx.device);
             }
             if logger::error_pending() {
                 ctx.backend_log()?;
