@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The first run of kdtui on a GPU, as one command (README, "Running on a GPU").
 #
-#   benches/gpu_smoke.sh [--device cuda:N|cpu] [--bin PATH] [--python PATH]
+#   benches/gpu_smoke.sh [--device cuda:N|wgpu:N|cpu] [--bin PATH] [--python PATH]
 #
 # From the repository root, with a release binary already built (default
 # target/release/kdtui; the GPU machine needs no Rust). Everything goes to
 # $OUT (default: a new directory under /tmp); the last line is the verdict.
 # About 5-9 minutes on one GPU. `--device cpu` runs the same flow on the CPU,
-# to check the script itself on a machine without a GPU.
+# to check the script itself on a machine without a GPU; `--device wgpu` runs
+# it on the wgpu backend (on an NVIDIA GPU, run it with both).
 #
 # Steps: the environment (nvidia-smi, kdtui doctor); a short plan (teacher 2
 # epochs, the student without a teacher, one distilled student) with the GPU's
@@ -25,7 +26,7 @@ while [ $# -gt 0 ]; do
         --device) device=$2; shift 2 ;;
         --bin) bin=$2; shift 2 ;;
         --python) python=$2; shift 2 ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
         *) echo "gpu_smoke.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done

@@ -96,8 +96,9 @@ pub fn install() {
     }
 }
 
-/// The threads whose panics are the backend's: not the main thread, not
-/// the training thread (its panics fail its run), not a test's own.
+/// The threads whose panics are the backend's (cubecl names its device
+/// threads): not the main thread, not kdtui's own threads (the training
+/// thread's panics fail its run), not a unit test's (`module::test`).
 fn is_backend_thread(name: &str) -> bool {
     name != "main" && name != crate::protocol::source::TRAIN_THREAD && !name.contains("::") && !name.starts_with("kdtui")
 }

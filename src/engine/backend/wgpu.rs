@@ -73,7 +73,9 @@ pub fn selector(adapters: &[Adapter], i: usize) -> Result<Selector, String> {
         Kind::Virtual => Ok(Selector::Virtual(before)),
         Kind::Cpu if before == 0 => Ok(Selector::Cpu),
         Kind::Cpu => Err(format!("wgpu:{i} is the second software adapter on this machine; burn's wgpu backend can only use the first")),
-        Kind::Other => Err(format!("wgpu:{i} ({}) reports no device type; burn's wgpu backend cannot select it", adapters[i].name)),
+        Kind::Other => {
+            Err(format!("wgpu:{i} ({}) reports no device type; burn's wgpu backend cannot be told to take it", adapters[i].name))
+        }
     }
 }
 

@@ -1,0 +1,411 @@
+//! The GPU code path, run for real on a wgpu adapter: in CI, Mesa's lavapipe,
+//! a software Vulkan device. What only a GPU backend executes (kdtui's
+//! `CnnBackend` ops composed from burn's tensor ops, device-side targets and
+//! gathers, the tally read once per step event, cubecl's autotune cache under
+//! checkpoints/, errors raised on cubecl's threads) runs here end to end.
+//!
+//! Ignored by default: it needs a Vulkan device. `.ci/run` installs lavapipe
+//! (`mesa-vulkan-drivers`, `libvulkan1`) and runs
+//! `cargo test --release --test gpu_path -- --ignored --test-threads=1`; so
+//! can anyone with a Vulkan GPU or lavapipe. One test at a time: the device
+//! failure test leaves its process's device unusable, and runs last (tests
+//! run in the order of their names).
+
+#![cfg(feature = "wgpu")]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command as StdCommand, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use burn::backend::{Autodiff, Flex, Wgpu};
+use burn::prelude::*;
+use kdtui::engine::backend::{self, DeviceChoice, Resolved};
+use kdtui::engine::model::kernels::{self, Activation, AdamHyper, CnnBackend};
+use kdtui::protocol::TrainEvent;
+use kdtui::study::{plan, Config};
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+const WHY: &str = "needs a Vulkan device (lavapipe: apt install mesa-vulkan-drivers libvulkan1); .ci/run runs it";
+
+/// Four runs that learn something in a few epochs on 1,536 synthetic images,
+/// with a step event after every step (so the first step's loss is kept).
+const PLAN: &str = r#"
+[plan]
+name = "gpu-path"
+seeds = [1]
+losses = ["hard_soft", "soft"]
+temperatures = [5.0]
+baseline = true
+out = "results"
+checkpoints = "checkpoints"
+[data]
+train_size = 1536
+test_size = 512
+[train]
+batch_size = 128
+eval_batch_size = 256
+log_every = 1
+[teacher]
+epochs = 4
+widths = [8, 16, 32]
+hidden = 32
+[student]
+epochs = 3
+widths = [8, 16, 32]
+hidden = 32
+"#;
+
+const RUNS: [&str; 4] = ["teacher", "baseline-s1", "hard_soft-T5-s1", "soft-T5-s1"];
+
+fn kdtui(dir: &Path) -> Command {
+    let mut cmd = Command::cargo_bin("kdtui").unwrap();
+    cmd.current_dir(dir);
+    cmd
+}
+
+fn wgpu() -> Resolved {
+    backend::resolve(DeviceChoice::Wgpu(None)).unwrap_or_else(|e| panic!("{e} ({WHY})"))
+}
+
+/// Trains the plan in `dir` on `device`; its results.json.
+fn train(dir: &Path, device: &str) -> Value {
+    std::fs::create_dir_all(dir).unwrap();
+    common::write(dir, "gpu.toml", PLAN);
+    let out = kdtui(dir).args(["--batch", "--config", "gpu.toml", "--device", device]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{device}: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&std::fs::read(dir.join("results/results.json")).unwrap()).unwrap()
+}
+
+fn run<'a>(results: &'a Value, id: &str) -> &'a Value {
+    results["runs"].as_array().unwrap().iter().find(|r| r["run_id"] == id).unwrap_or_else(|| panic!("no run {id}"))
+}
+
+fn train_losses(run: &Value) -> Vec<f64> {
+    run["history"].as_array().unwrap().iter().map(|e| e["train_loss"].as_f64().unwrap()).collect()
+}
+
+/// The loss of a run's first step, from its metrics log.
+fn first_step_loss(dir: &Path, id: &str) -> f64 {
+    let log = std::fs::read_to_string(dir.join(format!("results/metrics/{id}.jsonl"))).unwrap();
+    log.lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["event"] == "step" && e["step"] == 1)
+        .unwrap_or_else(|| panic!("{id}: no step 1 in its metrics"))["loss"]
+        .as_f64()
+        .unwrap()
+}
+
+fn relative(a: f64, b: f64) -> f64 {
+    (a - b).abs() / b.abs().max(1e-12)
+}
+
+/// The plan on wgpu against the same plan on the CPU, then its models
+/// evaluated on the CPU, then a stop in the middle of a run and the resume
+/// on the same device.
+///
+/// A seed draws the same initial network on every device, and the batches
+/// are the same, so the first step of every run agrees to float rounding.
+/// After that they part: the two backends sum in other orders (1e-7
+/// relative per op), and Adam, then the students' quantizers (a value
+/// rounding across a threshold moves by a whole level), amplify it. The
+/// float teacher stays close for the whole run (its per-epoch losses within
+/// 1%, its accuracy within 3 points: measured 0.2% and 0.2 points); the
+/// 2-bit students trained at 2e-2 drift apart by several points of
+/// accuracy either way (measured: up to 13 points), so for them only the
+/// first step is compared tightly, and the accuracy only loosely.
+#[test]
+#[ignore = "needs a Vulkan device (lavapipe: apt install mesa-vulkan-drivers libvulkan1); .ci/run runs it"]
+fn a_plan_on_wgpu_tracks_the_cpu_run_and_resumes_on_its_device() {
+    let root = tempfile::tempdir().unwrap();
+    let (cpu_dir, gpu_dir) = (root.path().join("cpu"), root.path().join("gpu"));
+    let cpu = train(&cpu_dir, "cpu");
+    let started = Instant::now();
+    let gpu = train(&gpu_dir, "wgpu");
+    eprintln!("the plan on wgpu: {:.0} s", started.elapsed().as_secs_f64());
+    assert!(gpu["device"].as_str().unwrap().starts_with("wgpu:"), "{}", gpu["device"]);
+
+    for id in RUNS {
+        let (c, g) = (run(&cpu, id), run(&gpu, id));
+        assert_eq!(g["status"], "done", "{id} on wgpu: {g}");
+        let (first_c, first_g) = (first_step_loss(&cpu_dir, id), first_step_loss(&gpu_dir, id));
+        // The distilled students learn from the teacher each device trained
+        // (measured: 4e-7 relative without a teacher, 1.5e-5 with one).
+        let tolerance = if id.contains("-T") { 2e-4 } else { 1e-5 };
+        assert!(relative(first_g, first_c) < tolerance, "{id}: first step's loss {first_g} on wgpu, {first_c} on the CPU");
+        let (acc_c, acc_g) = (c["final_test_accuracy"].as_f64().unwrap(), g["final_test_accuracy"].as_f64().unwrap());
+        eprintln!("{id}: test accuracy {acc_g:.4} on wgpu, {acc_c:.4} on the CPU; first step's loss {first_g:.6} / {first_c:.6}");
+        if id == "teacher" {
+            for (e, (a, b)) in train_losses(g).iter().zip(train_losses(c)).enumerate() {
+                assert!(relative(*a, b) < 0.01, "teacher epoch {}: train loss {a} on wgpu, {b} on the CPU", e + 1);
+            }
+            assert!((acc_g - acc_c).abs() <= 0.03, "teacher: {acc_g} on wgpu, {acc_c} on the CPU");
+        } else {
+            assert!((acc_g - acc_c).abs() <= 0.2, "{id}: {acc_g} on wgpu, {acc_c} on the CPU");
+        }
+        // It learnt: chance is 10%.
+        assert!(acc_g > 0.18, "{id}: {acc_g} on wgpu");
+    }
+
+    // Each model trained on the GPU, evaluated on the CPU: the same test
+    // set, and as many right answers but for images within rounding of a
+    // decision (at most 1% of them).
+    for id in RUNS {
+        let out = kdtui(&gpu_dir).args(["eval", &format!("results/models/{id}.safetensors"), "--config", "gpu.toml"]).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        let line = stdout.lines().find(|l| l.starts_with("test accuracy")).unwrap();
+        let counts = line.split('(').nth(1).unwrap().split(' ').next().unwrap();
+        let (correct, images): (f64, f64) = match counts.split_once('/') {
+            Some((c, n)) => (c.parse().unwrap(), n.parse().unwrap()),
+            None => panic!("{line}"),
+        };
+        let on_device = run(&gpu, id)["final_test_accuracy"].as_f64().unwrap() * images;
+        assert!((correct - on_device).abs() <= images / 100.0, "{id}: {correct} right on the CPU, {on_device} on wgpu");
+    }
+
+    // SIGTERM once the teacher's metrics show step 14 (of 12 a epoch): it
+    // stops within its second epoch (a step takes a large fraction of a
+    // second on lavapipe), saving a checkpoint in the middle of the epoch;
+    // the same command resumes it on the same device, to the same losses as
+    // the uninterrupted run (one device, one order of sums: the same numbers).
+    let resume = ["--batch", "--config", "gpu.toml", "--device", "wgpu", "--only", "teacher", "--out", "resumed"];
+    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("kdtui"))
+        .current_dir(&gpu_dir)
+        .args(resume)
+        .arg("--fresh")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let metrics = gpu_dir.join("resumed/metrics/teacher.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let reached = |step: u64| {
+        std::fs::read_to_string(&metrics)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| serde_json::from_str::<Value>(l).is_ok_and(|e| e["event"] == "step" && e["step"].as_u64().is_some_and(|s| s >= step)))
+    };
+    while !reached(14) {
+        assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "the teacher never reached step 14");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: signals a child this test started and has not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let seen: String = BufReader::new(child.stdout.take().unwrap()).lines().map(|l| l.unwrap() + "\n").collect();
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{seen}");
+    assert!(seen.contains("teacher stopped:") && seen.contains("checkpoint saved"), "{seen}");
+    let out = kdtui(&gpu_dir).args(resume).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let at = "teacher: resumed from its checkpoint at epoch 2, step ";
+    let step: usize = match stdout.split_once(at) {
+        Some((_, rest)) => rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap(),
+        None => panic!("not resumed in epoch 2: {stdout}"),
+    };
+    assert!((14..24).contains(&step), "resumed at step {step}, not within the epoch: {stdout}");
+    let resumed: Value = serde_json::from_slice(&std::fs::read(gpu_dir.join("resumed/results.json")).unwrap()).unwrap();
+    let (a, b) = (run(&resumed, "teacher"), run(&gpu, "teacher"));
+    assert_eq!(a["device"], b["device"]);
+    assert_eq!(train_losses(a).len(), 4);
+    assert_eq!(train_losses(a).len(), train_losses(b).len());
+    for (x, y) in train_losses(a).iter().zip(train_losses(b)) {
+        assert!((x - y).abs() < 1e-5, "resumed {:?}\nwhole   {:?}", train_losses(a), train_losses(b));
+    }
+    assert_eq!(a["final_test_accuracy"], b["final_test_accuracy"]);
+}
+
+/// `kdtui bench --device wgpu` measures both models on the adapter.
+#[test]
+#[ignore = "needs a Vulkan device (lavapipe: apt install mesa-vulkan-drivers libvulkan1); .ci/run runs it"]
+fn the_benchmark_runs_on_wgpu() {
+    let dir = tempfile::tempdir().unwrap();
+    common::write(dir.path(), "gpu.toml", PLAN);
+    let out =
+        kdtui(dir.path()).args(["bench", "--config", "gpu.toml", "--device", "wgpu", "--seconds", "1", "--rounds", "1"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("on wgpu:") && stdout.contains("PyTorch: not measured: PyTorch has no wgpu backend"), "{stdout}");
+    for model in ["teacher", "student"] {
+        assert!(stdout.lines().any(|l| l.starts_with(model) && l.contains("train")), "{model}: {stdout}");
+    }
+    eprintln!("{stdout}");
+}
+
+/// A failure of the backend itself (one buffer larger than the device
+/// allows, asked for at a run's first step: cubecl's device thread panics
+/// and its server is down for good) stops the plan with the backend's own
+/// message in its `Fatal` event (which the monitor's log and `--batch`'s
+/// stderr show as they show any fatal error): no hang, no string of later
+/// runs failing on a dead device. Named to run last: its process's device
+/// is unusable afterwards.
+#[test]
+#[ignore = "needs a Vulkan device (lavapipe: apt install mesa-vulkan-drivers libvulkan1); .ci/run runs it"]
+fn when_a_device_allocation_fails_the_plan_stops_with_the_backends_message() {
+    kdtui::engine::logger::install();
+    let dir = tempfile::tempdir().unwrap();
+    let paths = format!("[plan]\nout = {:?}\ncheckpoints = {:?}", dir.path().join("out"), dir.path().join("ck"));
+    common::write(dir.path(), "config.toml", &common::TINY.replace("[plan]", &paths));
+    let config = Config::load(&dir.path().join("config.toml")).unwrap();
+    let runs = plan::select(&config, &[]).unwrap();
+    let mut input = common::plan_input(&config, runs);
+    input.hooks.oversized_in = Some("soft-T5-s1".into());
+    let trainer = backend::spawn(wgpu(), input).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let (mut fatal, mut ended) = (None, vec![]);
+    loop {
+        assert!(Instant::now() < deadline, "the plan did not end within 5 minutes: {fatal:?} {ended:?}");
+        match trainer.events.recv_timeout(Duration::from_secs(1)) {
+            Ok(TrainEvent::Fatal { error }) => fatal = Some(error),
+            Ok(TrainEvent::RunFinished { result }) => ended.push(format!("{} {:?}", result.run_id, result.status)),
+            Ok(TrainEvent::RunFailed { run_id, error }) => ended.push(format!("{run_id} failed: {error}")),
+            Ok(_) | Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    trainer.thread.join().unwrap();
+    let error = fatal.unwrap_or_else(|| panic!("the plan did not stop: {ended:?}"));
+    eprintln!("the plan stopped with: {error}");
+    assert!(error.starts_with("soft-T5-s1: the GPU backend failed: thread "), "{error}");
+    assert!(error.contains("can't allocate buffer of size: 4398046511104"), "{error}");
+    assert!(error.contains("run kdtui again to go on"), "{error}");
+    assert!(!error.contains("autotune"), "the first panic is the cause; the rest are counted, not listed: {error}");
+    assert_eq!(ended, ["teacher Done", "baseline-s1 Done"], "the runs before it ended, none after it");
+}
+
+/// Host-side inputs from a seeded generator: the same numbers for both
+/// backends and on every run.
+fn host<B: Backend, const D: usize>(shape: [usize; D], seed: u64, device: &B::Device) -> Tensor<B, D> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let n = shape.iter().product();
+    let values: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
+    Tensor::from_data(TensorData::new(values, shape), device)
+}
+
+fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().to_vec().unwrap()
+}
+
+/// Compares two outputs element by element, relative to magnitude; with a
+/// quantized activation, an element may sit a whole level away where its
+/// pre-activation rounds the other way on the other device: those are
+/// counted and at most 1% of the elements.
+fn compare(what: &str, gpu: &[f32], cpu: &[f32], level: Option<f32>) -> usize {
+    assert_eq!(gpu.len(), cpu.len(), "{what}");
+    let scale = cpu.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let mut flips = 0;
+    for (i, (a, b)) in gpu.iter().zip(cpu).enumerate() {
+        // 1e-4 of the element, and 1e-5 of the tensor's largest for those near zero.
+        let close = (a - b).abs() <= 1e-4 * b.abs() + 1e-5 * scale;
+        let one_level = level.is_some_and(|l| ((a - b).abs() - l).abs() <= 1e-3 * (1.0 + l));
+        match (close, one_level) {
+            (true, _) => {}
+            (false, true) => flips += 1,
+            (false, false) => panic!("{what}[{i}]: {a} on wgpu, {b} on the CPU"),
+        }
+    }
+    assert!(flips * 100 <= gpu.len(), "{what}: {flips} of {} elements a level apart", gpu.len());
+    flips
+}
+
+/// One layer's forward and gradients on backend `B`: conv3x3, then the
+/// BatchNorm + activation (+ pool) op, against a fixed weighting of the output.
+fn layer<B: kdtui::engine::model::TrainBackend>(
+    shape: [usize; 4],
+    cout: usize,
+    act: Activation,
+    pool: bool,
+    device: &B::Device,
+) -> Vec<Vec<f32>> {
+    let x = host::<B, 4>(shape, 1, device).require_grad();
+    let w = host::<B, 4>([cout, shape[1], 3, 3], 2, device).require_grad();
+    let gamma = host::<B, 1>([cout], 3, device).require_grad();
+    let beta = host::<B, 1>([cout], 4, device).require_grad();
+    let y = kernels::conv3x3(x.clone(), w.clone());
+    let (out, mean, var) = if pool {
+        kernels::norm_act_pool(y, gamma.clone(), beta.clone(), 1e-5, act)
+    } else {
+        kernels::norm_act(y, gamma.clone(), beta.clone(), 1e-5, act)
+    };
+    let weights = host::<B, 4>(out.dims(), 5, device);
+    let grads = (out.clone() * weights).sum().backward();
+    let g = |t: &Tensor<B, 4>| values(t.grad(&grads).unwrap());
+    let g1 = |t: &Tensor<B, 1>| values(t.grad(&grads).unwrap());
+    vec![values(out), values(mean), values(var), g(&x), g(&w), g1(&gamma), g1(&beta)]
+}
+
+/// kdtui's ops as the GPU backends run them (burn's tensor ops, composed in
+/// `CnnBackend`'s defaults, with kdtui's autodiff) against the CPU kernels,
+/// which the unit tests hold to burn's own ops: outputs and every gradient,
+/// for odd sizes, a batch of one and each activation; then inference's
+/// affine op and three Adam steps.
+#[test]
+#[ignore = "needs a Vulkan device (lavapipe: apt install mesa-vulkan-drivers libvulkan1); .ci/run runs it"]
+fn kernels_on_wgpu_match_the_cpu_kernels() {
+    let Resolved::Wgpu(target) = wgpu() else { unreachable!() };
+    let gpu = backend::wgpu::device(target.selector);
+    let cpu = Default::default();
+    type G = Autodiff<Wgpu>;
+    type C = Autodiff<Flex>;
+    let activations = [
+        (Activation::Identity, None),
+        (Activation::Relu, None),
+        (Activation::Quantized { bits: 2, range: 3.0 }, Some(1.0)),
+        (Activation::Quantized { bits: 4, range: 1.0 }, Some(1.0 / 15.0)),
+    ];
+    let parts = ["output", "mean", "var", "x grad", "weight grad", "gamma grad", "beta grad"];
+    let mut compared = 0;
+    for (shape, cout, pool) in [([2, 3, 6, 8], 4, true), ([1, 5, 5, 7], 3, false), ([3, 16, 8, 8], 16, true), ([4, 8, 1, 1], 6, false)] {
+        for (act, level) in activations {
+            let (g, c) = (layer::<G>(shape, cout, act, pool, &gpu), layer::<C>(shape, cout, act, pool, &cpu));
+            let flips = compare(&format!("{shape:?} {act:?} output"), &g[0], &c[0], level);
+            compare(&format!("{shape:?} mean"), &g[1], &c[1], None);
+            compare(&format!("{shape:?} var"), &g[2], &c[2], None);
+            // A flipped level moves the gradients with it (the straight-through
+            // mask): compare them only where every output agrees.
+            if flips == 0 {
+                for i in 3..parts.len() {
+                    compare(&format!("{shape:?} {act:?} {}", parts[i]), &g[i], &c[i], None);
+                }
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared >= 12, "gradients compared in only {compared} of 16 cases");
+
+    // Inference: BatchNorm folded into a per-channel affine op, then the activation and pool.
+    for (act, level) in activations {
+        let run = |device: &burn::backend::wgpu::WgpuDevice| {
+            let x = host::<Wgpu, 4>([3, 4, 6, 8], 6, device);
+            let (scale, shift) = (host::<Wgpu, 1>([4], 7, device), host::<Wgpu, 1>([4], 8, device));
+            values(kernels::affine_act_pool(x, scale, shift, act))
+        };
+        let x = host::<Flex, 4>([3, 4, 6, 8], 6, &cpu);
+        let (scale, shift) = (host::<Flex, 1>([4], 7, &cpu), host::<Flex, 1>([4], 8, &cpu));
+        compare(&format!("inference {act:?}"), &run(&gpu), &values(kernels::affine_act_pool(x, scale, shift, act)), level);
+    }
+
+    // Adam over three steps, both weight decay modes, more elements than one CPU chunk.
+    for decoupled in [false, true] {
+        let h = AdamHyper { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-8, weight_decay: 0.05, decoupled };
+        fn steps<B: CnnBackend>(h: AdamHyper, device: &B::Device) -> Vec<Vec<f32>> {
+            let mut state = (host::<B, 2>([130, 257], 9, device), None);
+            for time in 1..=3 {
+                let grad = host::<B, 2>([130, 257], 10 + time as u64, device).mul_scalar(10f32.powi(-(time as i32)));
+                let (p, m, v) = B::adam_step(state.0, grad, state.1, time, 1e-2, h);
+                state = (p, Some((m, v)));
+            }
+            let (m, v) = state.1.unwrap();
+            vec![values(state.0), values(m), values(v)]
+        }
+        let (g, c) = (steps::<Wgpu>(h, &gpu), steps::<Flex>(h, &cpu));
+        for (i, what) in ["parameter", "first moment", "second moment"].iter().enumerate() {
+            compare(&format!("adam {what} decoupled={decoupled}"), &g[i], &c[i], None);
+        }
+    }
+}
