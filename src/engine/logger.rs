@@ -82,12 +82,7 @@ pub fn install() {
         std::panic::set_hook(Box::new(move |info| {
             let thread = std::thread::current();
             if let Some(name) = thread.name().filter(|n| is_backend_thread(n)) {
-                let message = info
-                    .payload()
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".into());
+                let message = crate::util::panic_message(info.payload());
                 let at = info.location().map(|l| format!(" (at {}:{})", l.file(), l.line())).unwrap_or_default();
                 push(Record { error: true, device_lost: true, text: format!("thread {name} panicked: {message}{at}").replace('\n', " ") });
             }

@@ -19,7 +19,7 @@ pub struct EventSource {
 pub fn join_message(thread: JoinHandle<()>) -> String {
     match thread.join() {
         Ok(()) => "it exited early".into(),
-        Err(p) => format!("it panicked: {}", crate::util::panic_message(&p)),
+        Err(p) => format!("it panicked: {}", crate::util::panic_message(&*p)),
     }
 }
 

@@ -18,8 +18,10 @@ pub fn short_digest(digest: &[u8]) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// What a caught panic said, as text.
-pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+/// What a panic said, as text: a caught panic's payload (`&*boxed`) or a
+/// panic hook's (`info.payload()`). Callers pass the payload itself, never
+/// the box: a `&Box` would coerce to a `&dyn Any` of the box.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<String>()
         .cloned()

@@ -13,11 +13,10 @@ pub use built::*;
 
 #[cfg(all(feature = "cuda", not(test)))]
 mod built {
-    use crate::engine::backend::work::{without_panicking, OnBackend, ProbeError};
+    use crate::engine::backend::work::{probe_sum, OnBackend, ProbeError};
     use crate::engine::cuda_setup;
     use burn::backend::cuda::CudaDevice;
     use burn::backend::{Autodiff, Cuda};
-    use burn::prelude::*;
 
     /// What a run on cuda:n needs, checked in order, each with what was
     /// found; the list ends at the first piece missing.
@@ -88,15 +87,7 @@ mod built {
         if let Some((_, Err(why))) = requirements(n).pop() {
             return Err(ProbeError::Failed(why));
         }
-        match without_panicking(|| {
-            let device = CudaDevice::new(n);
-            let t = Tensor::<Cuda, 1>::from_floats([1.0, 2.0], &device);
-            t.sum().into_scalar()
-        }) {
-            Ok(3.0) => Ok(()),
-            Ok(v) => Err(ProbeError::Failed(format!("a test sum gave {v}, not 3"))),
-            Err(why) => Err(ProbeError::Failed(why)),
-        }
+        probe_sum::<Cuda>(move || CudaDevice::new(n))
     }
 
     pub fn dispatch<W: OnBackend>(n: usize, work: W, name: &str) -> W::Output {

@@ -129,11 +129,10 @@ pub use built::*;
 #[cfg(all(feature = "wgpu", not(test)))]
 mod built {
     use crate::engine::backend::wgpu::{Adapter, Kind, Selector};
-    use crate::engine::backend::work::{without_panicking, OnBackend, ProbeError};
+    use crate::engine::backend::work::{probe_sum, without_panicking, OnBackend, ProbeError};
     use burn::backend::wgpu::graphics::{AutoGraphicsApi, GraphicsApi};
     use burn::backend::wgpu::WgpuDevice;
     use burn::backend::{Autodiff, Wgpu};
-    use burn::prelude::*;
 
     /// The adapters of the platform's graphics API, in wgpu's order (the
     /// order cubecl numbers them in).
@@ -191,17 +190,7 @@ mod built {
     /// Runs one tiny op on the adapter: cubecl panics when the driver
     /// cannot create a device or compile a kernel, and we want a message.
     pub fn probe(selector: Selector) -> Result<(), ProbeError> {
-        match without_wayland_noise(|| {
-            without_panicking(move || {
-                let device = device(selector);
-                let t = Tensor::<Wgpu, 1>::from_floats([1.0, 2.0], &device);
-                t.sum().into_scalar()
-            })
-        }) {
-            Ok(3.0) => Ok(()),
-            Ok(v) => Err(ProbeError::Failed(format!("a test sum gave {v}, not 3"))),
-            Err(why) => Err(ProbeError::Failed(why)),
-        }
+        without_wayland_noise(|| probe_sum::<Wgpu>(move || device(selector)))
     }
 
     pub fn dispatch<W: OnBackend>(selector: Selector, work: W, name: &str) -> W::Output {

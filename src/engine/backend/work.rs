@@ -19,6 +19,21 @@ pub enum ProbeError {
     Failed(String),
 }
 
+/// Runs one tiny op on a device of backend `B` (`device` makes it): cubecl
+/// panics where a driver, a library or an adapter is missing, or a kernel
+/// cannot be compiled, and a person should read a message instead. Only
+/// where a GPU backend is built (the unit tests leave them out).
+#[cfg(all(any(feature = "cuda", feature = "wgpu"), not(test)))]
+pub fn probe_sum<B: burn::tensor::backend::Backend>(device: impl FnOnce() -> B::Device + std::panic::UnwindSafe) -> Result<(), ProbeError> {
+    use burn::tensor::{ElementConversion, Tensor};
+    let sum = without_panicking(|| Tensor::<B, 1>::from_floats([1.0, 2.0], &device()).sum().into_scalar().elem::<f32>());
+    match sum {
+        Ok(3.0) => Ok(()),
+        Ok(v) => Err(ProbeError::Failed(format!("a test sum gave {v}, not 3"))),
+        Err(why) => Err(ProbeError::Failed(why)),
+    }
+}
+
 /// Runs `probe` with panics turned into `Err`: cubecl panics (on the
 /// calling thread or its device thread) where a driver, a library or an
 /// adapter is missing, and a person should read a message instead.
@@ -27,5 +42,5 @@ pub fn without_panicking<T>(probe: impl FnOnce() -> T + std::panic::UnwindSafe) 
     std::panic::set_hook(Box::new(|_| {}));
     let outcome = std::panic::catch_unwind(probe);
     std::panic::set_hook(quiet);
-    outcome.map_err(|p| crate::util::panic_message(&p))
+    outcome.map_err(|p| crate::util::panic_message(&*p))
 }

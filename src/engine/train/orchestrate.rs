@@ -230,7 +230,7 @@ impl<B: TrainBackend> PlanRunner<'_, B> {
             Ok(Err(TrainError::Device(e))) => Err(RunError::Failed(format!("the device reported an error: {e}"))),
             Ok(Err(TrainError::DeviceLost(lost))) => Err(device_lost(&spec.run_id, &lost)),
             Err(panic) => {
-                let panic = crate::util::panic_message(&panic);
+                let panic = crate::util::panic_message(&*panic);
                 // The training thread often panics only because a backend
                 // thread did first ("the server is down"): name that cause.
                 let lost: Vec<String> = logger::drain().into_iter().filter(|r| r.device_lost).map(|r| r.text).collect();
