@@ -63,6 +63,15 @@ impl Session {
     fn keys(&self, keys: &str) {
         self.tmux(&["send-keys", "-t", &self.0, keys]);
     }
+    /// The teacher's epoch once the screen shows it running at epoch `from`
+    /// or later (of 40). Waiting for one exact epoch raced the training: on
+    /// a fast machine under load a half-second epoch could pass unseen.
+    fn wait_for_teacher_epoch(&self, from: usize, timeout: Duration) -> usize {
+        let screen = self.wait_until(&format!("the teacher at epoch {from} or later"), timeout, |s| {
+            teacher_epoch(s).is_some_and(|e| e >= from) || s.contains("FINISHED")
+        });
+        teacher_epoch(&screen).unwrap_or_else(|| panic!("the plan ended before the teacher was seen at epoch {from}:\n{screen}"))
+    }
     fn wait_for(&self, needle: &str, timeout: Duration) -> String {
         self.wait_until(&format!("`{needle}`"), timeout, |s| s.contains(needle))
     }
@@ -86,6 +95,13 @@ impl Drop for Session {
     }
 }
 
+/// The epoch the screen shows the teacher running at (`run 7/40`).
+fn teacher_epoch(screen: &str) -> Option<usize> {
+    let row = screen.lines().find(|l| l.contains("teacher") && l.contains("/40"))?;
+    let at = row.find("run ")? + 4;
+    row[at..].split('/').next()?.trim().parse().ok()
+}
+
 /// The screen without its first line (the header clock ticks every second).
 fn body(screen: &str) -> String {
     screen.lines().skip(1).collect::<Vec<_>>().join("\n")
@@ -100,7 +116,7 @@ fn pause_resume_and_quit_in_a_real_terminal() {
     let name = session.0.clone();
 
     let wait = Duration::from_secs(60);
-    session.wait_for("run 1/40", wait);
+    session.wait_for_teacher_epoch(1, wait);
     session.keys("p");
     let paused = session.wait_for("PAUSED", Duration::from_secs(5));
     assert!(paused.contains("p resume"), "{paused}");
@@ -166,16 +182,18 @@ fn a_second_session_resumes_and_fresh_asks_before_removing_anything() {
     );
     let wait = Duration::from_secs(60);
 
-    session.wait_for("run 1/40", wait);
-    session.wait_for("run 2/40", wait);
+    // From epoch 2 on, the first epoch's checkpoint is on disk.
+    let quit_at = session.wait_for_teacher_epoch(2, wait);
     session.keys("q");
     session.wait_for("Stop training and quit?", Duration::from_secs(5));
     session.keys("y");
     // The second session opens at once and says what it resumed.
     let screen = session.wait_for("resuming: 0 of 3 runs already finished", wait);
     assert!(screen.contains("continuing teacher"), "{screen}");
-    let screen = session.wait_for("resumed from its checkpoint", wait);
-    assert!(!screen.contains("run 1/40"), "the teacher started over: {screen}");
+    let screen = session.wait_for("resumed from its checkpoint at epoch", wait);
+    let said = screen.split("resumed from its checkpoint at epoch ").nth(1).and_then(|s| s.split(',').next());
+    let resumed_at: usize = said.and_then(|e| e.trim().parse().ok()).unwrap_or(0);
+    assert!(resumed_at >= 2, "the teacher started over (quit at epoch {quit_at}): {screen}");
     session.keys("q");
     session.wait_for("Stop training and quit?", Duration::from_secs(5));
     session.keys("y");
@@ -197,7 +215,7 @@ fn closing_the_terminal_saves_the_run_and_ends_the_process() {
     let bin = env!("CARGO_BIN_EXE_kdtui");
     let session = Session::start(dir.path(), "hangup", &format!("echo $$ > kdtui.pid && exec {bin} --device cpu"));
     let name = session.0.clone();
-    session.wait_for("run 2/40", Duration::from_secs(60));
+    session.wait_for_teacher_epoch(2, Duration::from_secs(60));
     let pid = std::fs::read_to_string(dir.path().join("kdtui.pid")).unwrap().trim().to_string();
     // The terminal goes away (SIGHUP), as when an SSH connection drops.
     session.tmux(&["kill-session", "-t", &name]);
@@ -261,8 +279,11 @@ fn watch_follows_shards_that_run_elsewhere_live() {
     let mut shards = [batch(&["--shard", "0/2"]), batch(&["--shard", "1/2"])];
     // The shards' runs train while the screen follows them: a running row
     // says its epoch (`run 2/6`) and the header the summed images/s.
-    let screen = session.wait_until("a running row", wait, |s| (1..=6).any(|e| s.contains(&format!("run {e}/6"))));
-    assert!(screen.contains("img/s"), "{screen}");
+    // A row says `run 1/6` from its start, before any step has landed, so
+    // both are waited for together.
+    session.wait_until("a running row and the summed rate", wait, |s| {
+        (1..=6).any(|e| s.contains(&format!("run {e}/6"))) && s.contains("img/s")
+    });
     session.keys("p");
     session.wait_for("no pause in kdtui watch: the runs train in other processes", Duration::from_secs(5));
     assert!(!session.screen().contains("PAUSED"));
