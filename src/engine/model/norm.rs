@@ -105,14 +105,20 @@ mod tests {
 
     type AD = Autodiff<Flex>;
 
-    /// Same outputs, gradients and running statistics as burn's BatchNorm.
+    /// Same outputs, gradients and running statistics as burn's BatchNorm,
+    /// to a few parts in a million: swapping the biased and unbiased
+    /// variance (0.42% on the outputs at these 120 values a channel, 0.08%
+    /// on the running variance after one step) fails it.
     #[test]
     fn matches_burns_batchnorm() {
+        use crate::engine::model::kernels::tests::{assert_close, normal, values};
         let device = Default::default();
         let ours = BatchNorm2d::<AD>::new(3, &device);
         let theirs = BatchNormConfig::new(3).init::<AD>(&device);
-        let x = Tensor::<AD, 4>::random([4, 3, 5, 6], burn::tensor::Distribution::Normal(1.0, 2.0), &device);
-        let weights = Tensor::<AD, 4>::random([4, 3, 5, 6], burn::tensor::Distribution::Default, &device);
+        let shape = [4, 3, 5, 6];
+        let tensor = |seed| Tensor::<AD, 4>::from_data(burn::tensor::TensorData::new(normal(360, seed), shape), &device);
+        let x = tensor(1) * 2.0 + 1.0;
+        let weights = tensor(2);
 
         let xa = x.clone().require_grad();
         let ya = ours.forward(xa.clone());
@@ -121,15 +127,15 @@ mod tests {
         let yb = theirs.forward(xb.clone());
         let gb = (yb.clone() * weights).sum().backward();
 
-        ya.into_data().assert_approx_eq::<f32>(&yb.into_data(), Default::default());
-        xa.grad(&ga).unwrap().into_data().assert_approx_eq::<f32>(&xb.grad(&gb).unwrap().into_data(), Default::default());
-        ours.running_mean.value().into_data().assert_approx_eq::<f32>(&theirs.running_mean.value().into_data(), Default::default());
-        ours.running_var.value().into_data().assert_approx_eq::<f32>(&theirs.running_var.value().into_data(), Default::default());
+        assert_close(&values(ya), &values(yb), 1e-5, "outputs");
+        assert_close(&values(xa.grad(&ga).unwrap()), &values(xb.grad(&gb).unwrap()), 1e-4, "dx");
+        assert_close(&values(ours.running_mean.value()), &values(theirs.running_mean.value()), 1e-5, "running mean");
+        assert_close(&values(ours.running_var.value()), &values(theirs.running_var.value()), 1e-5, "running var");
 
         // Inference mode uses the running statistics, as burn's does.
         let x_inner = x.inner();
         let yi = ours.valid().forward(x_inner.clone());
         let yj = theirs.valid().forward(x_inner);
-        yi.into_data().assert_approx_eq::<f32>(&yj.into_data(), Default::default());
+        assert_close(&values(yi), &values(yj), 1e-5, "inference outputs");
     }
 }

@@ -392,4 +392,4 @@ impl CnnBackend for burn::backend::Cuda {}
 impl CnnBackend for burn::backend::Wgpu {}
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -325,11 +325,13 @@ mod tests {
             .collect()
     }
 
-    /// The convolution and its weight gradient summed in f64, with the sums
-    /// of the terms' magnitudes that bound a float sum's rounding.
-    fn exact(s: &Shape, x: &[f32], weight: &[f32], grad: &[f32]) -> [(Vec<f64>, Vec<f64>); 2] {
+    /// The convolution and its weight and input gradients summed in f64,
+    /// with the sums of the terms' magnitudes that bound a float sum's
+    /// rounding.
+    fn exact(s: &Shape, x: &[f32], weight: &[f32], grad: &[f32]) -> [(Vec<f64>, Vec<f64>); 3] {
         let mut out = (vec![0f64; s.batch * s.cout * s.h * s.w], vec![0f64; s.batch * s.cout * s.h * s.w]);
         let mut dw = (vec![0f64; s.cout * s.cin * 9], vec![0f64; s.cout * s.cin * 9]);
+        let mut dx = (vec![0f64; x.len()], vec![0f64; x.len()]);
         for b in 0..s.batch {
             for co in 0..s.cout {
                 for y in 0..s.h {
@@ -341,8 +343,11 @@ mod tests {
                                 if sy < 0 || sx < 0 || sy >= s.h as isize || sx >= s.w as isize {
                                     continue;
                                 }
-                                let input = x[((b * s.cin + ci) * s.h + sy as usize) * s.w + sx as usize] as f64;
+                                let xi = ((b * s.cin + ci) * s.h + sy as usize) * s.w + sx as usize;
+                                let input = x[xi] as f64;
                                 let wi = (co * s.cin + ci) * 9 + k;
+                                dx.0[xi] += grad[o] as f64 * weight[wi] as f64;
+                                dx.1[xi] += (grad[o] as f64 * weight[wi] as f64).abs();
                                 out.0[o] += weight[wi] as f64 * input;
                                 out.1[o] += (weight[wi] as f64 * input).abs();
                                 dw.0[wi] += grad[o] as f64 * input;
@@ -353,7 +358,7 @@ mod tests {
                 }
             }
         }
-        [out, dw]
+        [out, dw, dx]
     }
 
     /// Every element within 1e-5 of the magnitude of its terms: float
@@ -367,6 +372,7 @@ mod tests {
 
     #[test]
     fn both_paths_equal_the_exact_sums() {
+        let mut winograd_dx = 0;
         for (batch, cin, cout, h, w) in [
             (2, 3, 4, 5, 7),
             (1, 16, 8, 8, 8),
@@ -377,17 +383,24 @@ mod tests {
             (37, 2, 3, 16, 16),
             (5, 7, 9, 3, 3),
             (2, 32, 16, 32, 32),
+            (3, 5, 16, 7, 5),
+            (1, 16, 24, 4, 6),
         ] {
             let s = Shape { batch, cin, cout, h, w };
             let x = values(batch * cin * h * w, 1);
             let weight = values(cout * cin * 9, 2);
             let grad = values(batch * cout * h * w, 3);
             let what = format!("{s:?}");
-            let [out, dw] = exact(&s, &x, &weight, &grad);
+            let [out, dw, dx] = exact(&s, &x, &weight, &grad);
             close(&forward(&s, &x, &weight), &out, &format!("{what} forward"));
             close(&weight_grad(&s, &x, &grad), &dw, &format!("{what} weight gradient"));
             close(&conv::forward_im2col(&s, &x, &weight), &out, &format!("{what} forward, im2col"));
             close(&conv::weight_grad_im2col(&s, &x, &grad), &dw, &format!("{what} weight gradient, im2col"));
+            // The input gradient is a forward pass of the swapped layer:
+            // Winograd's where 16 or more channels come out of this one.
+            winograd_dx += usize::from(suits(&Shape { cin: cout, cout: cin, ..s }));
+            close(&conv::x_grad(&s, &weight, &grad), &dx, &format!("{what} input gradient"));
         }
+        assert_eq!(winograd_dx, 3, "input gradients through Winograd");
     }
 }
