@@ -205,7 +205,7 @@ fn impossible_requests_are_refused_before_training() {
         .stderr(predicate::str::contains(expected).and(predicate::str::contains("panicked").not()));
     let missing = TINY.replace("[data]\ntrain_size = 192\ntest_size = 64", "[data]\nsource = \"svhn\"\ndir = \"nowhere\"");
     write(dir.path(), "config.toml", &missing);
-    kdtui(dir.path()).args(["--batch", "--device", "cpu"]).assert().failure().stderr(predicate::str::contains("nowhere"));
+    kdtui(dir.path()).args(["--batch", "--device", "cpu"]).assert().code(1).stderr(predicate::str::contains("nowhere"));
     assert!(!dir.path().join("results").exists(), "no results for a plan that never ran");
 }
 

@@ -47,20 +47,26 @@ fn mutate(rng: &mut ChaCha8Rng, input: &mut Vec<u8>) {
     }
 }
 
-fn fuzz(target: &str, run: fn(&[u8]), rounds: usize) {
+/// Mutated inputs through `run`; how many of them still gave a dataset.
+fn fuzz(target: &str, run: fn(&[u8]) -> bool, rounds: usize) -> usize {
     let seeds = corpus(target);
     let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);
+    let mut parsed = 0;
     for round in 0..rounds {
         let mut input = seeds[round % seeds.len()].clone();
         for _ in 0..rng.random_range(1..8) {
             mutate(&mut rng, &mut input);
         }
-        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| run(&input))) {
-            let path = std::env::temp_dir().join(format!("kdtui-fuzz-{target}-{round}.bin"));
-            std::fs::write(&path, &input).unwrap();
-            panic!("{target} panicked on round {round} (input saved to {}): {panic:?}", path.display());
+        match catch_unwind(AssertUnwindSafe(|| run(&input))) {
+            Ok(ok) => parsed += usize::from(ok),
+            Err(panic) => {
+                let path = std::env::temp_dir().join(format!("kdtui-fuzz-{target}-{round}.bin"));
+                std::fs::write(&path, &input).unwrap();
+                panic!("{target} panicked on round {round} (input saved to {}): {panic:?}", path.display());
+            }
         }
     }
+    parsed
 }
 
 #[test]
@@ -87,16 +93,22 @@ fn former_crashers_are_refused_cleanly() {
         let path = file.unwrap().path();
         let bytes = std::fs::read(&path).unwrap();
         assert!(kdtui::engine::data::svhn_mat::dataset(&bytes).is_err(), "{}", path.display());
-        harness::mat(&bytes);
+        assert!(!harness::mat(&bytes), "{}", path.display());
     }
 }
 
 #[test]
 fn mat_reader_survives_mutated_files() {
-    fuzz("mat", harness::mat, 20_000);
+    let parsed = fuzz("mat", harness::mat, 20_000);
+    eprintln!("mat: {parsed} of 20000 mutated inputs gave a dataset");
+    // The checks on a returned dataset run only on inputs that parse: a
+    // reader (or mutator) that refused everything would pass unchecked.
+    assert!(parsed >= 500, "only {parsed} of 20000 mutated inputs gave a dataset");
 }
 
 #[test]
 fn idx_reader_survives_mutated_files() {
-    fuzz("idx", harness::idx, 50_000);
+    let parsed = fuzz("idx", harness::idx, 50_000);
+    eprintln!("idx: {parsed} of 50000 mutated inputs gave a dataset");
+    assert!(parsed >= 500, "only {parsed} of 50000 mutated inputs gave a dataset");
 }

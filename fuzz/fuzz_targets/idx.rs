@@ -1,3 +1,5 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| kdtui::engine::data::harness::idx(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    kdtui::engine::data::harness::idx(data);
+});

@@ -12,17 +12,20 @@ fn check(d: &Dataset) {
     assert!(d.labels.iter().all(|&l| (l as usize) < CLASSES), "a label outside 0..9");
 }
 
-/// Bytes as an SVHN `.mat` file.
-pub fn mat(bytes: &[u8]) {
-    if let Ok(d) = svhn_mat::dataset(bytes) {
-        check(&d);
+/// Bytes as an SVHN `.mat` file; whether they gave a dataset (then checked).
+pub fn mat(bytes: &[u8]) -> bool {
+    let parsed = svhn_mat::dataset(bytes);
+    if let Ok(d) = &parsed {
+        check(d);
     }
+    parsed.is_ok()
 }
 
 /// Bytes as a pair of IDX files (raw or gzipped): the first byte says where
-/// the images file ends and the labels file begins.
-pub fn idx(bytes: &[u8]) {
-    let Some((&cut, rest)) = bytes.split_first() else { return };
+/// the images file ends and the labels file begins. Whether they gave a
+/// dataset (then checked).
+pub fn idx(bytes: &[u8]) -> bool {
+    let Some((&cut, rest)) = bytes.split_first() else { return false };
     let at = rest.len() * cut as usize / 256;
     let (images, labels) = rest.split_at(at);
     let images = idx::decode(images.to_vec(), 3);
@@ -32,6 +35,8 @@ pub fn idx(bytes: &[u8]) {
         assert_eq!(labels.0.len(), 1);
         if let Ok((d, _)) = idx::pair(images, labels) {
             check(&d);
+            return true;
         }
     }
+    false
 }
