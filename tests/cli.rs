@@ -7,6 +7,7 @@ use predicates::prelude::*;
 
 mod common;
 use common::{write, TINY};
+use kdtui::engine::train::checkpoint::read_checkpoint;
 
 fn kdtui(dir: &Path) -> Command {
     let mut cmd = Command::cargo_bin("kdtui").unwrap();
@@ -249,8 +250,11 @@ fn auto_says_why_it_trains_on_the_cpu() {
 fn a_stop_on_request_exits_0_and_the_same_command_continues() {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    // Enough teacher epochs that the stop lands inside the teacher's training.
-    write(dir.path(), "config.toml", &TINY.replace("[teacher]\nepochs = 2", "[teacher]\nepochs = 30"));
+    // 24 steps an epoch, 720 in the teacher: the stop, sent as epoch 1 is
+    // reported, lands hundreds of steps before the teacher could finish.
+    let config =
+        TINY.replace("batch_size = 32", "batch_size = 8\nlog_every = 1").replace("[teacher]\nepochs = 2", "[teacher]\nepochs = 30");
+    write(dir.path(), "config.toml", &config);
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kdtui"))
         .args(["--batch", "--device", "cpu"])
         .current_dir(dir.path())
@@ -265,8 +269,8 @@ fn a_stop_on_request_exits_0_and_the_same_command_continues() {
         stdout += &line;
         stdout.push('\n');
         if line.contains("teacher epoch 1/30") {
-            let sent = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-            assert!(sent.success());
+            // SAFETY: kill(2) on a child this test spawned and has not reaped.
+            assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
             break;
         }
     }
@@ -280,6 +284,10 @@ fn a_stop_on_request_exits_0_and_the_same_command_continues() {
     assert!(stdout.contains("stopped before the plan finished; run the same command again to continue it"), "{stdout}");
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("results/results.json")).unwrap()).unwrap();
     assert_eq!((json["stopped"].as_bool(), json["finished"].as_bool()), (Some(true), Some(false)));
+    // Saved at the step it stopped at, not only at epoch 1's end.
+    let saved = read_checkpoint(&common::teacher_checkpoint(dir.path(), "tiny")).unwrap().unwrap().progress;
+    assert_eq!(Some(&saved.step), common::logged_steps(dir.path(), "teacher").last(), "{saved:?}");
+    assert!(saved.step > 24, "{saved:?}");
 
     let again = kdtui(dir.path()).args(["--batch", "--device", "cpu"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&again.stdout);

@@ -3,9 +3,13 @@
 //! restored and the results on disk. Where tmux is not installed, build.rs
 //! says so and these tests show as ignored.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+use kdtui::engine::train::checkpoint::read_checkpoint;
 
 const CONFIG: &str = r#"
 [plan]
@@ -224,8 +228,14 @@ fn closing_the_terminal_saves_the_run_and_ends_the_process() {
         assert!(start.elapsed() < Duration::from_secs(30), "kdtui still running 30 s after its terminal closed");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let teacher = std::fs::read_dir(dir.path().join("checkpoints/tmux")).unwrap().next().unwrap().unwrap().path();
-    assert!(teacher.join("checkpoint.bin").is_file(), "the teacher's progress was not saved");
+    // Epoch 1's checkpoint was there before the hangup: the one now must be
+    // of a later step than any the screen had taken in (the monitor stops
+    // taking events once its terminal is gone, so the metric file ends
+    // there; the trainer stops a few seconds later). That the stop saves
+    // the very step it stopped at is tests/stop.rs's to check.
+    let saved = read_checkpoint(&common::teacher_checkpoint(dir.path(), "tmux")).unwrap().expect("no checkpoint").progress;
+    let logged = *common::logged_steps(dir.path(), "teacher").last().expect("no step logged");
+    assert!(saved.step > logged, "the teacher's progress was not saved: step {} of {logged} logged", saved.step);
 }
 
 /// Three student runs of a few seconds each, for two shards to share.

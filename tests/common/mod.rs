@@ -64,3 +64,22 @@ pub fn assert_same_training(a: &RunResult, b: &RunResult) {
         assert_eq!(x.test_accuracy, y.test_accuracy, "{x:?}\n{y:?}");
     }
 }
+
+/// The steps run `run_id`'s metric file (`results/metrics/<run>.jsonl`
+/// under `dir`) has logged, in order.
+pub fn logged_steps(dir: &Path, run_id: &str) -> Vec<usize> {
+    let text = std::fs::read_to_string(dir.join(format!("results/metrics/{run_id}.jsonl"))).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event"] == "step")
+        .filter_map(|v| v["step"].as_u64())
+        .map(|s| s as usize)
+        .collect()
+}
+
+/// The teacher's `checkpoint.bin` of plan `plan` under `dir/checkpoints`.
+pub fn teacher_checkpoint(dir: &Path, plan: &str) -> std::path::PathBuf {
+    let folders = std::fs::read_dir(dir.join("checkpoints").join(plan)).unwrap();
+    let teacher = folders.map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with("teacher-"));
+    teacher.expect("no teacher checkpoint folder").join("checkpoint.bin")
+}

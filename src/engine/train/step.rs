@@ -178,10 +178,10 @@ mod tests {
     fn cosine_schedule_starts_full_and_decays() {
         assert_eq!(learning_rate(0.1, 0, 100, 0), 0.1);
         assert!((learning_rate(0.1, 50, 100, 0) - 0.05).abs() < 1e-12);
-    // The quarters tell a cosine from a straight line (0.075 and 0.025).
-    let cosine = |x: f64| 0.05 * (1.0 + (std::f64::consts::PI * x).cos());
-    assert!((learning_rate(0.1, 25, 100, 0) - cosine(0.25)).abs() < 1e-12);
-    assert!((learning_rate(0.1, 75, 100, 0) - cosine(0.75)).abs() < 1e-12);
+        // The quarters tell a cosine from a straight line (0.075 and 0.025).
+        let cosine = |x: f64| 0.05 * (1.0 + (std::f64::consts::PI * x).cos());
+        assert!((learning_rate(0.1, 25, 100, 0) - cosine(0.25)).abs() < 1e-12);
+        assert!((learning_rate(0.1, 75, 100, 0) - cosine(0.75)).abs() < 1e-12);
         assert!(learning_rate(0.1, 99, 100, 0) < 0.001);
         assert!(learning_rate(0.1, 99, 100, 0) > 0.0);
     }
