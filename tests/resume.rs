@@ -102,10 +102,25 @@ fn finished_runs(out: &Path) -> BTreeMap<String, f64> {
     results.runs.iter().filter(|r| r.status == RunStatus::Done).map(|r| (r.run_id.clone(), r.final_test_accuracy)).collect()
 }
 
+/// Lines of training progress in the metric files under `out`: steps,
+/// epochs and finished runs (heartbeats, which come with time, not counted).
+fn progress_lines(out: &Path) -> usize {
+    let Ok(files) = std::fs::read_dir(out.join("metrics")) else { return 0 };
+    files
+        .filter_map(|f| std::fs::read_to_string(f.ok()?.path()).ok())
+        .map(|text| {
+            text.lines()
+                .filter(|l| ["\"event\":\"step\"", "\"event\":\"epoch\"", "\"event\":\"finished\""].iter().any(|e| l.contains(e)))
+                .count()
+        })
+        .sum()
+}
+
 #[test]
 fn kill_9_at_random_moments_loses_no_finished_run() {
     let dir = tempfile::tempdir().unwrap();
-    let mut text = common::TINY.replace("train_size = 192", "train_size = 512");
+    let mut text =
+        common::TINY.replace("train_size = 192", "train_size = 512").replace("batch_size = 32", "batch_size = 32\nlog_every = 1");
     text = text.replace("[student]\nepochs = 1", "[student]\nepochs = 2");
     common::write(dir.path(), "config.toml", &text);
     let kdtui = || {
@@ -113,11 +128,10 @@ fn kill_9_at_random_moments_loses_no_finished_run() {
         c.args(["--batch", "--device", "cpu"]).current_dir(dir.path()).stdout(Stdio::null()).stderr(Stdio::piped());
         c
     };
-    // A plan that is never interrupted: the numbers to reach, and its
-    // duration, to spread the kills over.
+    // A plan that is never interrupted: the numbers to reach, and how much
+    // progress (metric lines) it writes, to spread the kills over.
     let clean = tempfile::tempdir().unwrap();
     common::write(clean.path(), "config.toml", &text);
-    let started = std::time::Instant::now();
     let status = Command::new(env!("CARGO_BIN_EXE_kdtui"))
         .args(["--batch", "--device", "cpu"])
         .current_dir(clean.path())
@@ -125,7 +139,8 @@ fn kill_9_at_random_moments_loses_no_finished_run() {
         .status()
         .unwrap();
     assert!(status.success());
-    let plan_ms = started.elapsed().as_millis() as u64;
+    let plan_lines = progress_lines(&clean.path().join("results"));
+    assert!(plan_lines >= 100, "{plan_lines} progress lines: too few to spread kills over");
 
     let out = dir.path().join("results");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
@@ -133,9 +148,22 @@ fn kill_9_at_random_moments_loses_no_finished_run() {
     let mut kills = 0;
     let mut completed = false;
     for _ in 0..60 {
+        // Killed once this session has written 1 to a quarter of a plan's
+        // progress (steps, epochs, finished runs), or left to end: kills
+        // land on progress, never on a share of a measured duration, so at
+        // least three land before the plan can finish however fast it runs.
+        let target = progress_lines(&out) + rng.random_range(1..=plan_lines / 4);
         let mut child = kdtui().spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(rng.random_range(plan_ms / 20..plan_ms / 4)));
-        if let Some(status) = child.try_wait().unwrap() {
+        let ended = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if progress_lines(&out) >= target {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        if let Some(status) = ended {
             let mut err = String::new();
             std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
             assert!(status.success(), "{err}");
@@ -158,6 +186,7 @@ fn kill_9_at_random_moments_loses_no_finished_run() {
         let status = kdtui().status().unwrap();
         assert!(status.success());
     }
+    println!("{kills} kills over a plan of {plan_lines} progress lines");
     assert!(kills >= 3, "only {kills} kills landed: the test no longer tests");
     let results = Results::load(&out).unwrap();
     assert!(results.finished);

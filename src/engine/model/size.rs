@@ -82,6 +82,20 @@ mod tests {
         }
     }
 
+    /// The figures docs/MODEL_FORMAT.md and docs/STUDY.md state for the
+    /// default teacher and student, exactly: a change to the model or the
+    /// file format that moves them must move the docs too.
+    #[test]
+    fn the_default_models_have_the_sizes_the_docs_state() {
+        let defaults = crate::study::Config::default();
+        let teacher = CnnConfig::teacher(&defaults);
+        let student = CnnConfig::student(&defaults);
+        assert_eq!(stored_values(&teacher), 806_890);
+        assert_eq!(model_bytes(&teacher), 3_230_808);
+        assert_eq!((student.widths, student.hidden), ([6, 12, 24], 64));
+        assert_eq!(model_bytes(&student), 17_422);
+    }
+
     #[test]
     fn teacher_is_near_the_study_baseline_and_student_smaller() {
         let teacher = model_bytes(&config(Precision::FLOAT));
