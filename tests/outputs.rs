@@ -177,6 +177,31 @@ fn a_batch_plan_leaves_a_report_figures_tensorboard_files_and_model_files_that_a
     let bytes = results.runs.iter().find(|r| r.run_id == "gt_soft-T5-s1").unwrap().model_bytes;
     assert!(said.contains(&format!("({bytes} bytes)")), "{said}");
     assert_eq!(std::fs::metadata(dir.path().join("gt.safetensors")).unwrap().len(), bytes);
+    assert!(
+        std::fs::read(dir.path().join("gt.safetensors")).unwrap() == std::fs::read(out.join("models/gt_soft-T5-s1.safetensors")).unwrap(),
+        "the exported file differs from the one the plan wrote to results/models"
+    );
+
+    // `kdtui eval` of a checkpoint on other data (an SVHN-layout folder),
+    // with a teacher: from the command line, the numbers the library gives.
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/svhn-format");
+    let student_ckpt = dir.path().join(&ckpt).join("soft-T5-s2/checkpoint.bin");
+    let teacher_file = out.join("models/teacher.safetensors");
+    let said = run_ok(kdtui(dir.path()).args([
+        "eval",
+        student_ckpt.to_str().unwrap(),
+        "--data",
+        fixture.to_str().unwrap(),
+        "--teacher",
+        teacher_file.to_str().unwrap(),
+    ]));
+    let svhn = export::data_config(&config, Some(fixture.to_str().unwrap())).unwrap();
+    let want = export::eval(&student_ckpt, Some(&teacher_file), &config, Path::new("config.toml"), &svhn).unwrap();
+    assert_eq!(want.images, 96, "the fixture's test set (EXPECTED.txt)");
+    assert!(said.contains(&format!("({}/{} images)", want.correct, want.images)), "{said}");
+    let agreement = 100.0 * want.diagnostics.agreement.unwrap();
+    assert!(said.contains(&format!("{agreement:.2}% of images")), "{said}\nwanted {agreement:.2}%");
+    assert!(said.contains("svhn"), "the data it says it used: {said}");
 }
 
 #[test]

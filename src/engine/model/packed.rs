@@ -122,7 +122,26 @@ fn serialize(network: &CnnConfig, norm: &Normalizer, data: Vec<Vec<u8>>) -> Vec<
     for (name, bytes) in &input {
         views.push((name.clone(), TensorView::new(Dtype::F32, vec![CHANNELS], bytes).expect("three floats")));
     }
-    safetensors::serialize(views, Some(metadata)).expect("in-memory serialisation")
+    sorted_metadata(safetensors::serialize(views, Some(metadata)).expect("in-memory serialisation"))
+}
+
+/// safetensors writes the metadata map in `HashMap` order, which changes
+/// from process to process: the same model gave files that differ in their
+/// bytes (`kdtui export` against the plan's own file). The header again with
+/// the metadata's keys sorted: the same length, as only the order moves.
+fn sorted_metadata(mut file: Vec<u8>) -> Vec<u8> {
+    let len = u64::from_le_bytes(file[..8].try_into().expect("an 8-byte length")) as usize;
+    let text = std::str::from_utf8(&file[8..8 + len]).expect("safetensors writes a UTF-8 header");
+    let mut header: BTreeMap<String, serde_json::Value> = serde_json::from_str(text.trim_end()).expect("its own header parses");
+    if let Some(meta) = header.get_mut("__metadata__") {
+        let sorted: BTreeMap<String, String> = serde_json::from_value(meta.take()).expect("metadata is strings");
+        *meta = serde_json::to_value(sorted).expect("strings serialise");
+    }
+    let mut sorted = serde_json::to_string(&header).expect("the header serialises").into_bytes();
+    assert!(sorted.len() <= len, "the sorted header grew");
+    sorted.resize(len, b' ');
+    file[8..8 + len].copy_from_slice(&sorted);
+    file
 }
 
 /// The model file of `model` (of shape `network`, inputs normalised by `norm`).
