@@ -181,7 +181,7 @@ fn a_second_session_resumes_and_fresh_asks_before_removing_anything() {
         dir.path(),
         "resume",
         &format!(
-            "{bin} --device cpu; echo FIRST=$?; {bin} --device cpu; echo SECOND=$?; {bin} --device cpu --fresh; echo THIRD=$?; sleep 60"
+            "{bin} --device cpu; echo FIRST=$?; {bin} --device cpu; echo SECOND=$?; {bin} --device cpu --fresh; echo THIRD=$?; {bin} --device cpu --fresh; echo FOURTH=$?; sleep 60"
         ),
     );
     let wait = Duration::from_secs(60);
@@ -210,6 +210,26 @@ fn a_second_session_resumes_and_fresh_asks_before_removing_anything() {
     let end = session.wait_for("THIRD=", wait);
     assert!(end.contains("nothing removed") && end.contains("THIRD=0"), "{end}");
     assert!(std::fs::read_dir(dir.path().join("checkpoints/tmux")).unwrap().count() == 1, "checkpoints were removed");
+
+    // Asked again, "y": the monitor opens on a plan started over, and the
+    // earlier results are set aside, not lost.
+    session.wait_until("the prompt a second time", wait, |s| s.matches("over? [y/N]").count() == 2);
+    session.keys("y");
+    session.keys("Enter");
+    let screen = session.wait_for("earlier checkpoints of these runs removed; starting over", wait);
+    assert!(!screen.contains("resumed from its checkpoint"), "{screen}");
+    session.wait_for_teacher_epoch(1, wait);
+    session.keys("q");
+    session.wait_for("Stop training and quit?", Duration::from_secs(5));
+    session.keys("y");
+    let end = session.wait_for("FOURTH=", wait);
+    assert!(end.contains("FOURTH=0"), "{end}");
+    let aside = std::fs::read_dir(dir.path().join("results"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("previous-"))
+        .expect("the earlier results were not moved aside");
+    assert!(aside.join("results.json").is_file(), "{}", aside.display());
 }
 
 #[test]
