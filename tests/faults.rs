@@ -26,9 +26,15 @@ fn results_json(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("results/results.json")).unwrap()).unwrap()
 }
 
+/// One in-process plan at a time: the engine's logger is one collector per
+/// process (backend threads log into it), so a trainer running beside
+/// another could take the error the other's fault injected.
+static ONE_TRAINER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// TINY's whole plan in this process, as `kdtui --batch` runs it, with a
 /// fault injected through the library (`inject`); the batch writer's error.
 fn run_in_process(dir: &Path, inject: impl FnOnce(&mut PlanInput)) -> BatchError {
+    let _alone = ONE_TRAINER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut config = Config::parse(TINY, Path::new("config.toml")).unwrap();
     config.plan.checkpoints = dir.join("checkpoints");
     let mut input = common::plan_input(&config, plan::full_plan(&config));
