@@ -26,23 +26,38 @@ fn results_json(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("results/results.json")).unwrap()).unwrap()
 }
 
-/// One in-process plan at a time: the engine's logger is one collector per
-/// process (backend threads log into it), so a trainer running beside
-/// another could take the error the other's fault injected.
+/// One in-process test at a time, each from a clean log collector: the
+/// engine's collector is one per process, and its panic hook files any
+/// thread's panic as a backend's. A trainer beside another could take the
+/// error the other injected, and a failing test's panic would fail the next.
 static ONE_TRAINER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// TINY's whole plan in this process, as `kdtui --batch` runs it, with a
-/// fault injected through the library (`inject`); the batch writer's error.
+fn alone() -> std::sync::MutexGuard<'static, ()> {
+    let guard = ONE_TRAINER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    kdtui::engine::logger::drain();
+    guard
+}
+
+/// The batch writer's error of `plan_in_process`.
 fn run_in_process(dir: &Path, inject: impl FnOnce(&mut PlanInput)) -> BatchError {
-    let _alone = ONE_TRAINER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let mut config = Config::parse(TINY, Path::new("config.toml")).unwrap();
+    plan_in_process(dir, inject).unwrap_err()
+}
+
+/// The whole plan of `dir/config.toml` (TINY where there is none) in this
+/// process, as `kdtui --batch` runs it, with a fault injected through the
+/// library (`inject`).
+fn plan_in_process(dir: &Path, inject: impl FnOnce(&mut PlanInput)) -> Result<Results, BatchError> {
+    let text = std::fs::read_to_string(dir.join("config.toml")).unwrap_or_else(|_| TINY.to_string());
+    let mut config = Config::parse(&text, Path::new("config.toml")).unwrap();
     config.plan.checkpoints = dir.join("checkpoints");
     let mut input = common::plan_input(&config, plan::full_plan(&config));
     let results = Results { study_hash: config.study_hash(&input.data.digest), planned: input.runs.clone(), ..Results::default() };
+    // Model files where the binary writes them.
+    input.models = Some(dir.join("results/models"));
     inject(&mut input);
     let trainer = backend::spawn(Resolved::Cpu, input).unwrap();
     let sink = Sink::new(&dir.join("results"), config.watch.clone());
-    headless::run(trainer, sink, results, None).unwrap_err()
+    headless::run(trainer, sink, results, None)
 }
 
 fn run_status<'a>(json: &'a serde_json::Value, id: &str) -> &'a str {
@@ -81,11 +96,37 @@ fn a_diverging_teacher_is_marked_and_the_plan_goes_on() {
     assert!(stdout.contains("teacher DIVERGED"), "{stdout}");
 }
 
+/// A student whose loss stops being finite in its second epoch keeps its
+/// first epoch's checkpoint, is listed as diverged with no model file, and
+/// the plan goes on; the next session does not train it again.
+#[test]
+fn a_student_diverging_after_a_good_epoch_keeps_that_epochs_checkpoint() {
+    let _alone = alone();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "config.toml", &TINY.replace("[student]\nepochs = 1", "[student]\nepochs = 2"));
+    let results = plan_in_process(dir.path(), |input| input.hooks.nan_from = Some(("soft-T5-s1".into(), 2))).unwrap();
+    let json = results_json(dir.path());
+    assert_eq!(run_status(&json, "soft-T5-s1"), "diverged");
+    assert_eq!(run_status(&json, "gt_soft-T5-s1"), "done", "the plan went on");
+    assert!(results.runs.iter().any(|r| r.run_id == "soft-T5-s1"));
+    let run = dir.path().join("checkpoints/tiny/soft-T5-s1");
+    let saved = kdtui::engine::train::checkpoint::read_checkpoint(&run.join("checkpoint.bin")).unwrap().expect("its checkpoint");
+    assert_eq!((saved.progress.epochs_done, saved.progress.steps_into_epoch), (1, 0), "{:?}", saved.progress.history.len());
+    assert!(run.join("result.json").is_file());
+    assert!(dir.path().join("results/models/gt_soft-T5-s1.safetensors").is_file(), "no model files written at all");
+    assert!(!dir.path().join("results/models/soft-T5-s1.safetensors").exists(), "a diverged model was published");
+
+    let (stdout, _) = text(&kdtui(dir.path(), &[]));
+    assert!(stdout.contains("soft-T5-s1 DIVERGED"), "{stdout}");
+    assert!(!stdout.contains("soft-T5-s1 epoch"), "retrained: {stdout}");
+}
+
 /// A panic inside a run's training (injected through the library: no flag
 /// or variable of the binary can) fails that run alone; the headless writer
 /// records it and reports it; the next session retries it.
 #[test]
 fn a_panic_in_training_fails_that_run_only() {
+    let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "config.toml", TINY);
     let error = run_in_process(dir.path(), |input| input.hooks.panic_in = Some("soft-T5-s1".into()));
@@ -107,6 +148,7 @@ fn a_panic_in_training_fails_that_run_only() {
 /// thread; the run that was training fails with that message, the others go on.
 #[test]
 fn an_error_the_backend_logs_fails_that_run() {
+    let _alone = alone();
     kdtui::engine::logger::install();
     let dir = tempfile::tempdir().unwrap();
     let error = run_in_process(dir.path(), |input| input.hooks.device_error_in = Some("gt_soft-T5-s1".into()));

@@ -32,10 +32,11 @@ fn fresh_removes_the_selected_runs_checkpoints_only_and_moves_results_aside() {
         assert!(run.join("result.json").is_file(), "{} did not finish", run.display());
         std::fs::write(run.join(MARK), "").unwrap();
     }
-    let earlier = std::fs::read(dir.path().join("results/results.json")).unwrap();
-
     // Without --fresh every finished run is kept.
     let again = batch(dir.path(), &["--only", "soft-T5-s1"]);
+    let earlier_plain = std::fs::read(dir.path().join("results/results.json")).unwrap();
+    let listed: serde_json::Value = serde_json::from_slice(&earlier_plain).unwrap();
+    assert_eq!(listed["runs"].as_array().unwrap().len(), 4);
     assert!(!again.contains("--fresh"), "{again}");
     assert!(runs.iter().all(|r| r.join(MARK).is_file()), "a plain second session removed a checkpoint");
 
@@ -61,10 +62,10 @@ fn fresh_removes_the_selected_runs_checkpoints_only_and_moves_results_aside() {
     for file in ["results.json", "results.csv", "report.md", "models/soft-T5-s1.safetensors"] {
         assert!(aside[0].join(file).is_file(), "{file} not moved aside");
     }
-    // The results.json set aside is the one the second, plain session wrote
-    // (it listed all four runs); the first session's was replaced by it.
-    let moved: serde_json::Value = serde_json::from_slice(&std::fs::read(aside[0].join("results.json")).unwrap()).unwrap();
-    assert_eq!(moved["runs"].as_array().unwrap().len(), 4, "{}", String::from_utf8_lossy(&earlier));
+    // The results.json set aside lists all four runs, as the sessions before
+    // wrote it; the new one lists this session's runs.
+    let moved = std::fs::read(aside[0].join("results.json")).unwrap();
+    assert_eq!(moved, earlier_plain, "the results set aside are not the last ones written");
     let now: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("results/results.json")).unwrap()).unwrap();
     let ids: Vec<&str> = now["runs"].as_array().unwrap().iter().map(|r| r["run_id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["teacher", "soft-T5-s1"], "the new results hold the runs of this session");

@@ -201,7 +201,7 @@ fn a_batch_plan_leaves_a_report_figures_tensorboard_files_and_model_files_that_a
     assert!(said.contains(&format!("({}/{} images)", want.correct, want.images)), "{said}");
     let agreement = 100.0 * want.diagnostics.agreement.unwrap();
     assert!(said.contains(&format!("{agreement:.2}% of images")), "{said}\nwanted {agreement:.2}%");
-    assert!(said.contains("svhn"), "the data it says it used: {said}");
+    assert!(said.contains(&want.data), "the data it says it used: {said}\nwanted {}", want.data);
 }
 
 #[test]

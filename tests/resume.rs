@@ -154,7 +154,9 @@ fn kill_9_at_random_moments_loses_no_finished_run() {
         // least three land before the plan can finish however fast it runs.
         let target = progress_lines(&out) + rng.random_range(1..=plan_lines / 4);
         let mut child = kdtui().spawn().unwrap();
+        let spawned = std::time::Instant::now();
         let ended = loop {
+            assert!(spawned.elapsed() < Duration::from_secs(120), "a session neither progressed nor ended in 120 s");
             if let Some(status) = child.try_wait().unwrap() {
                 break Some(status);
             }

@@ -78,11 +78,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// The write that follows each finished run (runs/<id>.csv, its figure,
-/// the sweep figure, report.md, results.csv, results.json) costs about the
-/// same after run 306 as after the first run that writes all of them.
-/// Redrawing every run's figure after every run, as kdtui did, made the
-/// last write about a hundred times the first.
 /// Feeds the 306 runs' events through the results sink into `out`; the
 /// time each run's final write took.
 fn write_big_study(out: &std::path::Path) -> Vec<Duration> {
@@ -107,9 +102,13 @@ fn write_big_study(out: &std::path::Path) -> Vec<Duration> {
     writes
 }
 
-/// A performance ratio, so a benchmark rather than a default test (a shared
-/// 2-core runner's noise can reach it): `cargo test --release --test scale
-/// -- --ignored --nocapture`.
+/// The write that follows each finished run (runs/<id>.csv, its figure,
+/// the sweep figure, report.md, results.csv, results.json) costs about the
+/// same after run 306 as after the first run that writes all of them.
+/// Redrawing every run's figure after every run, as kdtui did, made the
+/// last write about a hundred times the first. A performance ratio, so a
+/// benchmark rather than a default test (a shared 2-core runner's noise can
+/// reach it): `cargo test --release --test scale -- --ignored --nocapture`.
 #[test]
 #[ignore = "a performance ratio (a benchmark): run with -- --ignored"]
 fn the_results_write_after_a_run_does_not_grow_with_the_finished_runs() {

@@ -79,15 +79,17 @@ fn sigterm_or_sighup_saves_the_run_mid_epoch_and_exits_0() {
         let last = *logged_steps(dir.path(), "teacher").last().unwrap();
         let p = &saved.progress;
         assert_eq!(p.step, last, "{name}: the checkpoint is not of the step the run stopped at");
-        assert!(p.step > STEPS_PER_EPOCH + 5, "{name}: {p:?}");
-        assert_eq!(p.epochs_done * STEPS_PER_EPOCH + p.steps_into_epoch, p.step, "{name}: {p:?}");
+        assert!(p.step >= STEPS_PER_EPOCH + 5, "{name}: step {}", p.step);
+        assert_eq!(p.epochs_done * STEPS_PER_EPOCH + p.steps_into_epoch, p.step, "{name}");
     }
 }
 
 /// A second signal ends the process at once with 130 (128 + SIGINT, as a
 /// shell reports ctrl-c) and leaves the last checkpoint whole. The process
 /// is held (SIGSTOP) while both signals are sent, so the second cannot come
-/// after the first stop has already finished: on SIGCONT both are handled.
+/// after the first stop has already finished; on SIGCONT both are
+/// delivered, possibly to two threads at once, which the handler's single
+/// swap of its flag decides (src/util/signals.rs).
 #[test]
 fn a_second_signal_exits_130_at_once() {
     let dir = tempfile::tempdir().unwrap();
@@ -102,5 +104,5 @@ fn a_second_signal_exits_130_at_once() {
     assert_eq!(code, Some(130), "{stdout}");
     assert!(!stdout.contains("teacher stopped"), "the second signal waited for the stop: {stdout}");
     let saved = read_checkpoint(&teacher_checkpoint(dir.path(), "tiny")).unwrap().expect("a checkpoint");
-    assert!(saved.progress.epochs_done >= 1, "{:?}", saved.progress);
+    assert!(saved.progress.epochs_done >= 1, "epochs done: {}", saved.progress.epochs_done);
 }

@@ -25,9 +25,20 @@ const EXIT_ON_SECOND: i32 = 130;
 pub fn install() -> std::io::Result<StopRequest> {
     let flag = Arc::new(AtomicBool::new(false));
     for signal in [SIGINT, SIGTERM, SIGHUP] {
-        // Registered first, so it sees the flag as the previous signal left it.
-        signal_hook::flag::register_conditional_shutdown(signal, EXIT_ON_SECOND, Arc::clone(&flag))?;
-        signal_hook::flag::register(signal, Arc::clone(&flag))?;
+        let flag = Arc::clone(&flag);
+        // One swap both reads and sets the flag: with a load and then a
+        // store, two signals handled at once on two threads (both pending
+        // while the process was stopped, then SIGCONT) could each find it
+        // unset, and neither would exit.
+        // SAFETY: the action only swaps an atomic and calls _exit, both
+        // async-signal-safe.
+        unsafe {
+            signal_hook::low_level::register(signal, move || {
+                if flag.swap(true, Ordering::SeqCst) {
+                    signal_hook::low_level::exit(EXIT_ON_SECOND);
+                }
+            })
+        }?;
     }
     Ok(StopRequest(flag))
 }

@@ -128,7 +128,8 @@ fn serialize(network: &CnnConfig, norm: &Normalizer, data: Vec<Vec<u8>>) -> Vec<
 /// safetensors writes the metadata map in `HashMap` order, which changes
 /// from process to process: the same model gave files that differ in their
 /// bytes (`kdtui export` against the plan's own file). The header again with
-/// the metadata's keys sorted: the same length, as only the order moves.
+/// every key sorted (tensor entries too; readers go by their offsets): the
+/// same length, as only the order moves.
 fn sorted_metadata(mut file: Vec<u8>) -> Vec<u8> {
     let len = u64::from_le_bytes(file[..8].try_into().expect("an 8-byte length")) as usize;
     let text = std::str::from_utf8(&file[8..8 + len]).expect("safetensors writes a UTF-8 header");

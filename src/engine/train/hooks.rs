@@ -17,6 +17,10 @@ pub struct Hooks {
     /// GPU backends (tests/gpu_path.rs).
     #[cfg(feature = "test-hooks")]
     pub oversized_in: Option<String>,
+    /// This run's learning rate is NaN from this epoch (from 1) on: its
+    /// weights, then its loss, stop being finite, as a real divergence's do.
+    #[cfg(feature = "test-hooks")]
+    pub nan_from: Option<(String, usize)>,
 }
 
 impl Hooks {
@@ -37,5 +41,15 @@ impl Hooks {
             }
         }
         let _ = (run_id, device);
+    }
+
+    /// The learning rate a step of `run_id` in `epoch` takes.
+    pub(super) fn learning_rate(&self, run_id: &str, epoch: usize, lr: f64) -> f64 {
+        #[cfg(feature = "test-hooks")]
+        if self.nan_from.as_ref().is_some_and(|(id, from)| id == run_id && epoch >= *from) {
+            return f64::NAN;
+        }
+        let _ = (run_id, epoch);
+        lr
     }
 }

@@ -288,6 +288,7 @@ impl<B: TrainBackend, O: Optimizer<Cnn<B>, B>> Run<B, O> {
             }
             let batch = make_batch::<B>(train, ctx.norm, indices, &self.targets, ctx.device);
             let step_lr = learning_rate(s.learning_rate, self.progress.step, s.epochs * s.steps_per_epoch, s.warmup_steps);
+            let step_lr = ctx.hooks.learning_rate(&s.spec.run_id, epoch, step_lr);
             let model = self.model.take().expect("a run holds its model between steps");
             let (next, metrics) = train_step(model, &mut self.optim, batch, s.objective, step_lr);
             self.model = Some(next);

@@ -401,6 +401,8 @@ mod tests {
             winograd_dx += usize::from(suits(&Shape { cin: cout, cout: cin, ..s }));
             close(&conv::x_grad(&s, &weight, &grad), &dx, &format!("{what} input gradient"));
         }
+        // The list must keep shapes whose input gradient suits Winograd
+        // (x_grad is a forward pass of the swapped layer, which dispatches).
         assert_eq!(winograd_dx, 3, "input gradients through Winograd");
     }
 }
