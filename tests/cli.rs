@@ -270,11 +270,7 @@ fn a_stop_on_request_exits_0_and_the_same_command_continues() {
         stdout.push('\n');
         if line.contains("teacher epoch 1/30") {
             // Into epoch 2 before the stop, so its checkpoint is not epoch 1's.
-            let start = std::time::Instant::now();
-            while common::logged_steps(dir.path(), "teacher").last().is_none_or(|&s| s <= 26) {
-                assert!(start.elapsed() < std::time::Duration::from_secs(60), "no step of epoch 2 logged");
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
+            common::wait_for_teacher_step(dir.path(), &mut child, 27, std::time::Duration::from_secs(60));
             // SAFETY: kill(2) on a child this test spawned and has not reaped.
             assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
             break;

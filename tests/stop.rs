@@ -9,9 +9,9 @@ mod common;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{logged_steps, teacher_checkpoint, write, TINY};
+use common::{logged_steps, teacher_checkpoint, wait_for_teacher_step, write, TINY};
 use kdtui::engine::train::checkpoint::read_checkpoint;
 
 /// 192 images in batches of 8: 24 steps an epoch, and more teacher epochs
@@ -29,16 +29,6 @@ fn start(dir: &Path) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-/// Waits until the teacher has logged step `at_least`.
-fn wait_for_step(dir: &Path, child: &mut Child, at_least: usize) {
-    let start = Instant::now();
-    while logged_steps(dir, "teacher").last().is_none_or(|&s| s < at_least) {
-        assert!(child.try_wait().unwrap().is_none(), "kdtui ended before step {at_least}");
-        assert!(start.elapsed() < Duration::from_secs(120), "no step {at_least} within 120 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn signal(child: &Child, signal: libc::c_int) {
@@ -65,7 +55,7 @@ fn sigterm_or_sighup_saves_the_run_mid_epoch_and_exits_0() {
         write(dir.path(), "config.toml", &config());
         let mut child = start(dir.path());
         // Past epoch 1, whose checkpoint is on disk by then.
-        wait_for_step(dir.path(), &mut child, STEPS_PER_EPOCH + 5);
+        wait_for_teacher_step(dir.path(), &mut child, STEPS_PER_EPOCH + 5, Duration::from_secs(120));
         signal(&child, sig);
         let (code, stdout) = finish(child);
         assert_eq!(code, Some(0), "{name}: {stdout}");
@@ -95,7 +85,7 @@ fn a_second_signal_exits_130_at_once() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "config.toml", &config());
     let mut child = start(dir.path());
-    wait_for_step(dir.path(), &mut child, STEPS_PER_EPOCH + 5);
+    wait_for_teacher_step(dir.path(), &mut child, STEPS_PER_EPOCH + 5, Duration::from_secs(120));
     signal(&child, libc::SIGSTOP);
     signal(&child, libc::SIGINT);
     signal(&child, libc::SIGTERM);

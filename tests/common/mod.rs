@@ -77,6 +77,17 @@ pub fn logged_steps(dir: &Path, run_id: &str) -> Vec<usize> {
         .collect()
 }
 
+/// Waits until the teacher of the plan `child` runs in `dir` has logged
+/// step `at_least`; fails if `child` ends first or `within` passes.
+pub fn wait_for_teacher_step(dir: &Path, child: &mut std::process::Child, at_least: usize, within: std::time::Duration) {
+    let start = std::time::Instant::now();
+    while logged_steps(dir, "teacher").last().is_none_or(|&s| s < at_least) {
+        assert!(child.try_wait().unwrap().is_none(), "kdtui ended before step {at_least}");
+        assert!(start.elapsed() < within, "no step {at_least} within {within:?}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// The teacher's `checkpoint.bin` of plan `plan` under `dir/checkpoints`.
 pub fn teacher_checkpoint(dir: &Path, plan: &str) -> std::path::PathBuf {
     let folders = std::fs::read_dir(dir.join("checkpoints").join(plan)).unwrap();
