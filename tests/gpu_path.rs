@@ -21,13 +21,11 @@ use std::process::{Command as StdCommand, Stdio};
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
-use burn::backend::{Autodiff, Flex, Wgpu};
-use burn::prelude::*;
 use kdtui::engine::backend::{self, DeviceChoice, Resolved};
-use kdtui::engine::model::kernels::{self, Activation, AdamHyper, CnnBackend};
+use kdtui::engine::model::kernels::on_devices::{self, On};
+use kdtui::engine::model::kernels::{Activation, AdamHyper};
 use kdtui::protocol::TrainEvent;
 use kdtui::study::{plan, Config};
-use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 const WHY: &str = "needs a Vulkan device (lavapipe: apt install mesa-vulkan-drivers libvulkan1); .ci/run runs it";
@@ -107,7 +105,7 @@ fn relative(a: f64, b: f64) -> f64 {
 
 /// The plan on wgpu against the same plan on the CPU, then its models
 /// evaluated on the CPU, then a stop in the middle of a run and the resume
-/// on the same device.
+/// on the same device, then the benchmark on the device.
 ///
 /// A seed draws the same initial network on every device, and the batches
 /// are the same, so the first step of every run agrees to float rounding.
@@ -121,7 +119,7 @@ fn relative(a: f64, b: f64) -> f64 {
 /// first step is compared tightly, and the accuracy only loosely.
 #[test]
 #[ignore = "needs a Vulkan device (lavapipe: apt install mesa-vulkan-drivers libvulkan1); .ci/run runs it"]
-fn a_plan_on_wgpu_tracks_the_cpu_run_and_resumes_on_its_device() {
+fn a_plan_on_wgpu_tracks_the_cpu_run_resumes_and_benches_on_its_device() {
     let root = tempfile::tempdir().unwrap();
     let (cpu_dir, gpu_dir) = (root.path().join("cpu"), root.path().join("gpu"));
     let cpu = train(&cpu_dir, "cpu");
@@ -218,16 +216,12 @@ fn a_plan_on_wgpu_tracks_the_cpu_run_and_resumes_on_its_device() {
         assert!((x - y).abs() < 1e-5, "resumed {:?}\nwhole   {:?}", train_losses(a), train_losses(b));
     }
     assert_eq!(a["final_test_accuracy"], b["final_test_accuracy"]);
-}
 
-/// `kdtui bench --device wgpu` measures both models on the adapter.
-#[test]
-#[ignore = "needs a Vulkan device (lavapipe: apt install mesa-vulkan-drivers libvulkan1); .ci/run runs it"]
-fn the_benchmark_runs_on_wgpu() {
-    let dir = tempfile::tempdir().unwrap();
-    common::write(dir.path(), "gpu.toml", PLAN);
+    // `kdtui bench --device wgpu` measures both models on the adapter, in
+    // the plan's directory: it finds the kernels the plan tuned in
+    // checkpoints/.cubecl/ (on lavapipe, tuning them again took 2 minutes).
     let out =
-        kdtui(dir.path()).args(["bench", "--config", "gpu.toml", "--device", "wgpu", "--seconds", "1", "--rounds", "1"]).output().unwrap();
+        kdtui(&gpu_dir).args(["bench", "--config", "gpu.toml", "--device", "wgpu", "--seconds", "1", "--rounds", "1"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("on wgpu:") && stdout.contains("PyTorch: not measured: PyTorch has no wgpu backend"), "{stdout}");
@@ -278,19 +272,6 @@ fn when_a_device_allocation_fails_the_plan_stops_with_the_backends_message() {
     assert_eq!(ended, ["teacher Done", "baseline-s1 Done"], "the runs before it ended, none after it");
 }
 
-/// Host-side inputs from a seeded generator: the same numbers for both
-/// backends and on every run.
-fn host<B: Backend, const D: usize>(shape: [usize; D], seed: u64, device: &B::Device) -> Tensor<B, D> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let n = shape.iter().product();
-    let values: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
-    Tensor::from_data(TensorData::new(values, shape), device)
-}
-
-fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec().unwrap()
-}
-
 /// Compares two outputs element by element, relative to magnitude; with a
 /// quantized activation, an element may sit a whole level away where its
 /// pre-activation rounds the other way on the other device: those are
@@ -313,45 +294,17 @@ fn compare(what: &str, gpu: &[f32], cpu: &[f32], level: Option<f32>) -> usize {
     flips
 }
 
-/// One layer's forward and gradients on backend `B`: conv3x3, then the
-/// BatchNorm + activation (+ pool) op, against a fixed weighting of the output.
-fn layer<B: kdtui::engine::model::TrainBackend>(
-    shape: [usize; 4],
-    cout: usize,
-    act: Activation,
-    pool: bool,
-    device: &B::Device,
-) -> Vec<Vec<f32>> {
-    let x = host::<B, 4>(shape, 1, device).require_grad();
-    let w = host::<B, 4>([cout, shape[1], 3, 3], 2, device).require_grad();
-    let gamma = host::<B, 1>([cout], 3, device).require_grad();
-    let beta = host::<B, 1>([cout], 4, device).require_grad();
-    let y = kernels::conv3x3(x.clone(), w.clone());
-    let (out, mean, var) = if pool {
-        kernels::norm_act_pool(y, gamma.clone(), beta.clone(), 1e-5, act)
-    } else {
-        kernels::norm_act(y, gamma.clone(), beta.clone(), 1e-5, act)
-    };
-    let weights = host::<B, 4>(out.dims(), 5, device);
-    let grads = (out.clone() * weights).sum().backward();
-    let g = |t: &Tensor<B, 4>| values(t.grad(&grads).unwrap());
-    let g1 = |t: &Tensor<B, 1>| values(t.grad(&grads).unwrap());
-    vec![values(out), values(mean), values(var), g(&x), g(&w), g1(&gamma), g1(&beta)]
-}
-
 /// kdtui's ops as the GPU backends run them (burn's tensor ops, composed in
 /// `CnnBackend`'s defaults, with kdtui's autodiff) against the CPU kernels,
 /// which the unit tests hold to burn's own ops: outputs and every gradient,
 /// for odd sizes, a batch of one and each activation; then inference's
-/// affine op and three Adam steps.
+/// affine op and three Adam steps (`kernels::on_devices` runs them).
 #[test]
 #[ignore = "needs a Vulkan device (lavapipe: apt install mesa-vulkan-drivers libvulkan1); .ci/run runs it"]
 fn kernels_on_wgpu_match_the_cpu_kernels() {
     let Resolved::Wgpu(target) = wgpu() else { unreachable!() };
-    let gpu = backend::wgpu::device(target.selector);
-    let cpu = Default::default();
-    type G = Autodiff<Wgpu>;
-    type C = Autodiff<Flex>;
+    let device = backend::wgpu::device(target.selector);
+    let gpu = On::Wgpu(&device);
     let activations = [
         (Activation::Identity, None),
         (Activation::Relu, None),
@@ -362,7 +315,7 @@ fn kernels_on_wgpu_match_the_cpu_kernels() {
     let mut compared = 0;
     for (shape, cout, pool) in [([2, 3, 6, 8], 4, true), ([1, 5, 5, 7], 3, false), ([3, 16, 8, 8], 16, true), ([4, 8, 1, 1], 6, false)] {
         for (act, level) in activations {
-            let (g, c) = (layer::<G>(shape, cout, act, pool, &gpu), layer::<C>(shape, cout, act, pool, &cpu));
+            let (g, c) = (on_devices::layer(gpu, shape, cout, act, pool), on_devices::layer(On::Cpu, shape, cout, act, pool));
             let flips = compare(&format!("{shape:?} {act:?} output"), &g[0], &c[0], level);
             compare(&format!("{shape:?} mean"), &g[1], &c[1], None);
             compare(&format!("{shape:?} var"), &g[2], &c[2], None);
@@ -378,32 +331,14 @@ fn kernels_on_wgpu_match_the_cpu_kernels() {
     }
     assert!(compared >= 12, "gradients compared in only {compared} of 16 cases");
 
-    // Inference: BatchNorm folded into a per-channel affine op, then the activation and pool.
     for (act, level) in activations {
-        let run = |device: &burn::backend::wgpu::WgpuDevice| {
-            let x = host::<Wgpu, 4>([3, 4, 6, 8], 6, device);
-            let (scale, shift) = (host::<Wgpu, 1>([4], 7, device), host::<Wgpu, 1>([4], 8, device));
-            values(kernels::affine_act_pool(x, scale, shift, act))
-        };
-        let x = host::<Flex, 4>([3, 4, 6, 8], 6, &cpu);
-        let (scale, shift) = (host::<Flex, 1>([4], 7, &cpu), host::<Flex, 1>([4], 8, &cpu));
-        compare(&format!("inference {act:?}"), &run(&gpu), &values(kernels::affine_act_pool(x, scale, shift, act)), level);
+        compare(&format!("inference {act:?}"), &on_devices::inference(gpu, act), &on_devices::inference(On::Cpu, act), level);
     }
 
-    // Adam over three steps, both weight decay modes, more elements than one CPU chunk.
+    // Both weight decay modes.
     for decoupled in [false, true] {
         let h = AdamHyper { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-8, weight_decay: 0.05, decoupled };
-        fn steps<B: CnnBackend>(h: AdamHyper, device: &B::Device) -> Vec<Vec<f32>> {
-            let mut state = (host::<B, 2>([130, 257], 9, device), None);
-            for time in 1..=3 {
-                let grad = host::<B, 2>([130, 257], 10 + time as u64, device).mul_scalar(10f32.powi(-(time as i32)));
-                let (p, m, v) = B::adam_step(state.0, grad, state.1, time, 1e-2, h);
-                state = (p, Some((m, v)));
-            }
-            let (m, v) = state.1.unwrap();
-            vec![values(state.0), values(m), values(v)]
-        }
-        let (g, c) = (steps::<Wgpu>(h, &gpu), steps::<Flex>(h, &cpu));
+        let (g, c) = (on_devices::adam(gpu, h), on_devices::adam(On::Cpu, h));
         for (i, what) in ["parameter", "first moment", "second moment"].iter().enumerate() {
             compare(&format!("adam {what} decoupled={decoupled}"), &g[i], &c[i], None);
         }

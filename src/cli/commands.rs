@@ -29,6 +29,13 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
         return Err(usage(anyhow!("--threads must be at least 1")));
     }
     let choice: DeviceChoice = args.device.parse().map_err(usage)?;
+    if choice != DeviceChoice::Cpu {
+        // The kernels a study of this config tuned and compiled, and the
+        // other measuring processes (each model is measured in its own).
+        if let Some(note) = backend::keep_kernel_caches_in(&config.plan.checkpoints) {
+            eprintln!("kdtui: note: {note}");
+        }
+    }
     let resolved = backend::resolve(choice).map_err(usage)?;
     let timing = engine_bench::Timing { seconds: args.seconds };
     if let Some(model) = args.measure {

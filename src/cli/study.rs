@@ -21,10 +21,6 @@ use crate::study::plan::{self, Shard};
 use crate::study::{Config, RunKind, RunSpec};
 use crate::util::{atomic_file, signals};
 
-/// cubecl's autotune results and compiled kernels, inside the checkpoint
-/// directory (`backend::keep_kernel_caches_in`).
-const KERNEL_CACHE: &str = ".cubecl";
-
 /// What a session will do, decided from the command line and the config
 /// before anything is loaded or written.
 #[derive(Debug)]
@@ -69,7 +65,7 @@ impl Session {
             monitor::check_terminal().map_err(usage)?;
         }
         if choice != DeviceChoice::Cpu {
-            notes.extend(backend::keep_kernel_caches_in(&config.plan.checkpoints.join(KERNEL_CACHE)));
+            notes.extend(backend::keep_kernel_caches_in(&config.plan.checkpoints));
         }
         let (device, why) = backend::resolve_saying_why(choice).map_err(usage)?;
         notes.extend(why);

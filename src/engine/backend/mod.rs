@@ -185,11 +185,13 @@ fn wgpu_target(adapters: &[wgpu::Adapter], index: usize) -> Result<WgpuTarget, S
 
 /// Where cubecl keeps, across processes, what it learns on a GPU: the
 /// autotune results of each kernel and shape and the compiled kernels.
-/// Beside the checkpoints (shared by a Slurm study's tasks), so the second
-/// process does not tune and compile again. Call before any GPU use (the
-/// probes included); a note for the log when it cannot be done.
-pub fn keep_kernel_caches_in(root: &std::path::Path) -> Option<String> {
-    cubecl_config::keep_caches_in(root).err().map(|why| {
+/// In `.cubecl/` beside the checkpoints (`checkpoints` is a config's
+/// `[plan] checkpoints`, shared by a Slurm study's tasks, and by `kdtui
+/// bench` with the same config), so the second process does not tune and
+/// compile again. Call before any GPU use (the probes included); a note for
+/// the log when it cannot be done.
+pub fn keep_kernel_caches_in(checkpoints: &std::path::Path) -> Option<String> {
+    cubecl_config::keep_caches_in(&checkpoints.join(".cubecl")).err().map(|why| {
         format!("cubecl's kernel caches stay in its default place ({why}); the first steps of each process tune and compile again")
     })
 }

@@ -30,6 +30,8 @@ use burn::tensor::TensorPrimitive;
 mod autodiff;
 pub mod cpu;
 mod flex;
+#[cfg(all(feature = "test-hooks", feature = "wgpu"))]
+pub mod on_devices;
 
 pub(super) fn options() -> ConvOptions<2> {
     ConvOptions::new([1, 1], [1, 1], [1, 1], 1)
