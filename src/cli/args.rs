@@ -68,6 +68,69 @@ pub enum Command {
     /// wgpu (Vulkan; Metal on macOS) adapters. Exits 0 when `--device` would
     /// work, 2 when not.
     Doctor(DoctorArgs),
+    /// Download a data set into [data] dir (`fetch`), or say what the data
+    /// directory holds and what a config would train on (`check`).
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum DataCommand {
+    /// Download SVHN's files, or the four files of an MNIST-format set, into
+    /// [data] dir (or --dir). Each file goes to <name>.part first, resumes
+    /// from there after a cut or a stop, is checked (its MD5; an IDX file
+    /// with no known sum, its header against its size) and only then takes
+    /// its name; a file that fails its check is kept as <name>.bad. Files
+    /// already there and checked are skipped. Proxies: HTTPS_PROXY,
+    /// HTTP_PROXY, ALL_PROXY, NO_PROXY.
+    Fetch(DataFetchArgs),
+    /// What the data directory holds (each file the config's source reads,
+    /// its size; SVHN files against the official MD5 sums), and what the
+    /// config would train on. Exits 1 when the data cannot be read.
+    Check(DataCheckArgs),
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum DataSet {
+    /// SVHN's cropped digits: train_32x32.mat, test_32x32.mat (182 MB and 64 MB).
+    Svhn,
+    /// An MNIST-format set: {train,t10k}-{images-idx3,labels-idx1}-ubyte.gz under --url.
+    Idx,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DataFetchArgs {
+    /// Which set.
+    pub set: DataSet,
+    /// Also SVHN's extra_32x32.mat (1.3 GB, 531,131 images: the split that
+    /// DoReFa-Net's SVHN results train on; `use_extra = true` reads it).
+    #[arg(long)]
+    pub extra: bool,
+    /// Directory to download into (default: [data] dir of the config).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Config whose [data] dir to use (default: config.toml where there is
+    /// one, else `data`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The address the files are under: a mirror, or for idx the set's
+    /// (required). svhn's default: http://ufldl.stanford.edu/housenumbers.
+    #[arg(long, value_name = "BASE")]
+    pub url: Option<String>,
+    /// The MD5 a file must have, instead of the official one (a mirror of
+    /// another version), or where none is known (idx). Repeatable.
+    #[arg(long, value_name = "NAME=SUM")]
+    pub md5: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DataCheckArgs {
+    /// Config file (default: config.toml where there is one).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Data directory instead of the config's [data] dir.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]

@@ -12,6 +12,7 @@
 pub mod args;
 pub mod bench;
 mod commands;
+mod data;
 mod failure;
 pub mod slurm;
 mod study;
@@ -63,6 +64,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Some(Command::Slurm(args)) => slurm::run(args),
         Some(Command::Watch(args)) => commands::watch(args),
         Some(Command::Doctor(args)) => commands::doctor(args),
+        Some(Command::Data(command)) => data::run(command),
         None => study::study(cli),
     }
 }

@@ -11,8 +11,8 @@ pub const CLASSES: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("data directory {path} does not exist (set [data] dir in config.toml)")]
-    MissingDir { path: PathBuf },
+    #[error("data directory {path} does not exist (set [data] dir in config.toml{fetch})")]
+    MissingDir { path: PathBuf, fetch: &'static str },
     #[error("data file {path} is missing{hint}")]
     MissingFile { path: PathBuf, hint: String },
     #[error("cannot read data file {path}: {source}")]

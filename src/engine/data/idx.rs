@@ -34,7 +34,7 @@ pub fn load_pair(dir: &Path, prefix: &str) -> Result<Split, DataError> {
     Ok(Split { data, size, images_path })
 }
 
-const HINT: &str = " (put MNIST-style IDX files, raw or .gz, into [data] dir)";
+const HINT: &str = " (put MNIST-style IDX files, raw or .gz, into [data] dir; `kdtui data fetch idx --url BASE` downloads them)";
 
 /// Which of the two files a pairing problem is in.
 pub enum PairError {

@@ -3,6 +3,7 @@
 
 pub mod batcher;
 mod dataset;
+pub mod fetch;
 #[cfg(feature = "test-hooks")]
 pub mod harness;
 pub mod idx;
@@ -49,7 +50,7 @@ pub fn load(config: &DataConfig) -> Result<Data, DataError> {
             (train, test, "synthetic", ["[data] train_size".to_string(), "[data] test_size".to_string()])
         }
         DataSource::Svhn => {
-            let dir = existing_dir(&config.dir)?;
+            let dir = existing_dir(&config.dir, ", or `kdtui data fetch svhn` to download SVHN into it")?;
             let mut train = svhn(dir.join("train_32x32.mat"))?;
             if config.use_extra {
                 train.append(svhn(dir.join("extra_32x32.mat"))?);
@@ -59,7 +60,7 @@ pub fn load(config: &DataConfig) -> Result<Data, DataError> {
             (train, test, "svhn", from)
         }
         DataSource::Idx => {
-            let dir = existing_dir(&config.dir)?;
+            let dir = existing_dir(&config.dir, ", or `kdtui data fetch idx --url BASE` to download an MNIST-format set into it")?;
             let train = idx::load_pair(&dir, "train")?;
             let test = idx::load_pair(&dir, "t10k")?;
             if train.size != test.size {
@@ -101,10 +102,10 @@ impl Data {
     }
 }
 
-fn existing_dir(dir: &Path) -> Result<PathBuf, DataError> {
+fn existing_dir(dir: &Path, fetch: &'static str) -> Result<PathBuf, DataError> {
     if dir.is_dir() {
         Ok(dir.to_path_buf())
     } else {
-        Err(DataError::MissingDir { path: dir.to_path_buf() })
+        Err(DataError::MissingDir { path: dir.to_path_buf(), fetch })
     }
 }

@@ -22,7 +22,7 @@ const MI_UINT64: u32 = 13;
 const MI_MATRIX: u32 = 14;
 const MI_COMPRESSED: u32 = 15;
 
-const HINT: &str = " (download the cropped digits from the SVHN site, http://ufldl.stanford.edu/housenumbers/, into [data] dir)";
+const HINT: &str = "; `kdtui data fetch svhn` downloads the official SVHN files into [data] dir";
 
 /// A numeric matrix read from the file: its name, dimensions and values.
 #[derive(Debug)]
@@ -48,7 +48,7 @@ impl Values {
 }
 
 /// MD5 sums of the official files, to tell a user whether theirs is one.
-const OFFICIAL_MD5: [(&str, &str); 3] = [
+pub const OFFICIAL_MD5: [(&str, &str); 3] = [
     ("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373"),
     ("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3"),
     ("extra_32x32.mat", "a93ce644f1a588dc4d68dda5feec44a7"),
