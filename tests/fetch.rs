@@ -40,6 +40,8 @@ struct Behaviour {
     status: Option<u16>,
     /// Pause this long after each 1 KiB of body.
     pace: Option<Duration>,
+    /// Answer a range request with a 206 from byte 0 (a broken server).
+    range_from_zero: bool,
 }
 
 /// One request as the server read it.
@@ -129,7 +131,7 @@ fn serve(
     seen.lock().unwrap().push(Seen { line: line.clone(), range: range.clone() });
     let path = line.split(' ').nth(1).unwrap_or("/").to_string();
     let name = path.rsplit('/').next().unwrap_or("").to_string();
-    let (ranges, cut, status, pace) = {
+    let (ranges, cut, status, pace, from_zero) = {
         let mut b = behaviour.lock().unwrap();
         let cut = match &b.cut {
             Some((p, n)) if *p == name => Some(*n),
@@ -138,7 +140,7 @@ fn serve(
         if cut.is_some() {
             b.cut = None;
         }
-        (b.ranges, cut, b.status, b.pace)
+        (b.ranges, cut, b.status, b.pace, b.range_from_zero)
     };
     let reply = |stream: &mut TcpStream, status: &str, extra: &str, body: &[u8]| -> std::io::Result<()> {
         write!(stream, "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n", body.len())?;
@@ -155,8 +157,13 @@ fn serve(
         Some(n) if ranges => n.parse::<usize>().unwrap(),
         _ => 0,
     };
+    if start >= bytes.len() && start > 0 {
+        let extra = format!("Content-Range: bytes */{}\r\n", bytes.len());
+        return reply(&mut stream, "416 Range Not Satisfiable", &extra, b"");
+    }
+    let start = if from_zero { 0 } else { start };
     let body = &bytes[start..];
-    if start > 0 {
+    if start > 0 || (from_zero && range.is_some()) {
         write!(
             stream,
             "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {start}-{}/{}\r\nConnection: close\r\n\r\n",
@@ -227,7 +234,12 @@ fn fetched_files_train_a_plan_and_are_not_fetched_twice() {
     assert!(out.status.success(), "{}", text(&out));
     for f in FILES {
         assert_eq!(std::fs::read(dir.path().join("data").join(f)).unwrap(), fixture(f), "{f}");
-        assert!(text(&out).contains(&format!("{f}: 0.0")), "{}", text(&out));
+        let line = format!("data/{f}: 0.0");
+        assert!(
+            text(&out).lines().any(|l| l.starts_with(&line) && l.ends_with(&format!("MD5 {} checked", md5(&fixture(f))))),
+            "{}",
+            text(&out)
+        );
     }
     assert_eq!(names(&dir.path().join("data")), ["test_32x32.mat", "train_32x32.mat"]);
     assert_eq!(server.seen().len(), 2);
@@ -267,11 +279,11 @@ fn a_file_that_is_not_the_official_one_is_a_mismatch_kept_aside() {
     assert_eq!(std::fs::read(dir.path().join("data/train_32x32.mat.bad")).unwrap(), fixture("train_32x32.mat"));
 }
 
-/// A sum given with `--md5` that the file does not have; and `--md5`
-/// arguments that cannot be right are usage errors before anything is
-/// downloaded.
+/// A sum given with `--md5` that the file does not have; and `--md5` and
+/// `--url` arguments that cannot be right are usage errors before anything
+/// is downloaded.
 #[test]
-fn a_wrong_sum_given_is_a_mismatch_and_a_malformed_one_a_usage_error() {
+fn a_wrong_sum_given_is_a_mismatch_and_malformed_arguments_usage_errors() {
     let server = svhn_server();
     let dir = tempfile::tempdir().unwrap();
     let wrong = vec!["--md5".to_string(), format!("test_32x32.mat={}", "0".repeat(32))];
@@ -285,7 +297,12 @@ fn a_wrong_sum_given_is_a_mismatch_and_a_malformed_one_a_usage_error() {
         assert_eq!(out.status.code(), Some(2), "{bad}: {}", text(&out));
         assert!(text(&out).contains("--md5"), "{}", text(&out));
     }
-    assert!(!dir.path().join("other").exists() || names(&dir.path().join("other")).is_empty());
+    for url in ["ftp://127.0.0.1/housenumbers", "127.0.0.1/housenumbers", "http:///housenumbers", "http://127.0.0.1/h?version=2"] {
+        let out = kdtui(dir.path(), &["data", "fetch", "svhn", "--url", url, "--dir", "other"], &[]);
+        assert_eq!(out.status.code(), Some(2), "{url}: {}", text(&out));
+        assert!(text(&out).contains(&format!("kdtui: --url {url}: ")), "{}", text(&out));
+    }
+    assert!(!dir.path().join("other").exists());
 }
 
 /// A connection cut in the middle of a file: the bytes so far stay in
@@ -330,6 +347,42 @@ fn a_server_that_ignores_ranges_makes_the_fetch_start_over() {
     assert_eq!(names(&dir.path().join("data")), ["test_32x32.mat", "train_32x32.mat"]);
 }
 
+/// A `.part` that already holds the whole file: the server has nothing past
+/// it (416), the file checks out and takes its name. One longer than the
+/// file (garbage after it) fails the check and starts over.
+#[test]
+fn a_part_that_holds_the_whole_file_is_taken_and_a_longer_one_started_over() {
+    let server = svhn_server();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    let whole = fixture("train_32x32.mat");
+    std::fs::write(dir.path().join("data/train_32x32.mat.part"), &whole).unwrap();
+    let longer = [fixture("test_32x32.mat"), b"trailing".to_vec()].concat();
+    std::fs::write(dir.path().join("data/test_32x32.mat.part"), &longer).unwrap();
+    let out = kdtui(dir.path(), &["data", "fetch", "svhn", "--url", &server.url(), "--dir", "data"], &sums());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("train_32x32.mat: data/train_32x32.mat.part already held the whole file"), "{}", text(&out));
+    assert!(text(&out).contains("test_32x32.mat: the server has no bytes past the 21659 kept; starting it over"), "{}", text(&out));
+    assert_eq!(std::fs::read(dir.path().join("data/train_32x32.mat")).unwrap(), whole);
+    assert_eq!(std::fs::read(dir.path().join("data/test_32x32.mat")).unwrap(), fixture("test_32x32.mat"));
+    assert_eq!(names(&dir.path().join("data")), ["test_32x32.mat", "train_32x32.mat"]);
+}
+
+/// A server that answers a range request with other bytes than asked for:
+/// the fetch starts the file over instead of appending them.
+#[test]
+fn a_range_answered_from_another_byte_starts_the_file_over() {
+    let server = svhn_server();
+    server.set(|b| b.range_from_zero = true);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/train_32x32.mat.part"), &fixture("train_32x32.mat")[..10_000]).unwrap();
+    let out = kdtui(dir.path(), &["data", "fetch", "svhn", "--url", &server.url(), "--dir", "data"], &sums());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("train_32x32.mat: the server sent bytes from 0 instead of 10000; starting it over"), "{}", text(&out));
+    assert_eq!(std::fs::read(dir.path().join("data/train_32x32.mat")).unwrap(), fixture("train_32x32.mat"));
+}
+
 /// 404 and 500: one line naming the address and the status, exit 1,
 /// nothing written.
 #[test]
@@ -356,9 +409,9 @@ fn http_errors_name_the_address_and_the_status() {
 /// download by hand.
 #[test]
 fn a_refused_connection_says_how_to_download_by_hand() {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // Port 1: nothing listens there, and no other test binds it.
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("http://127.0.0.1:{port}/housenumbers");
+    let url = "http://127.0.0.1:1/housenumbers".to_string();
     let out = kdtui(dir.path(), &["data", "fetch", "svhn", "--url", &url, "--dir", "data"], &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let line = format!("kdtui: cannot reach {url}/train_32x32.mat: the connection was refused; check the network");
@@ -421,15 +474,14 @@ fn the_proxy_variables_are_honoured() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains(&format!("through the proxy http://127.0.0.1:{}", server.port)), "{}", text(&out));
+    assert!(text(&out).contains(&format!("through the proxy 127.0.0.1:{}", server.port)), "{}", text(&out));
     assert!(server.seen().iter().any(|s| s.line.starts_with("CONNECT files.kdtui.invalid:80 ")), "{:?}", server.seen());
     assert_eq!(names(&dir.path().join("data")), ["test_32x32.mat", "train_32x32.mat"]);
 
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let out = command(dir.path())
         .args(["data", "fetch", "svhn", "--url", &server.url(), "--dir", "direct"])
         .args(sums())
-        .env("HTTP_PROXY", format!("http://127.0.0.1:{closed}"))
+        .env("HTTP_PROXY", "http://127.0.0.1:1")
         .env("NO_PROXY", "127.0.0.1")
         .output()
         .unwrap();

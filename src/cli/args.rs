@@ -103,14 +103,16 @@ pub struct DataFetchArgs {
     /// Which set.
     pub set: DataSet,
     /// Also SVHN's extra_32x32.mat (1.3 GB, 531,131 images: the split that
-    /// DoReFa-Net's SVHN results train on; `use_extra = true` reads it).
+    /// DoReFa-Net's SVHN results train on; `use_extra = true` reads it, and
+    /// implies this flag).
     #[arg(long)]
     pub extra: bool,
     /// Directory to download into (default: [data] dir of the config).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// Config whose [data] dir to use (default: config.toml where there is
-    /// one, else `data`).
+    /// Config whose [data] dir to download into (and whose `use_extra =
+    /// true` implies --extra). Default: config.toml where there is one; with
+    /// neither, the directory is data/.
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// The address the files are under: a mirror, or for idx the set's

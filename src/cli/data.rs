@@ -40,10 +40,20 @@ fn config(named: Option<&Path>) -> Result<(Config, String), Failure> {
 }
 
 fn fetch(args: DataFetchArgs) -> Result<(), Failure> {
-    let (config, _) = config(args.config.as_deref())?;
+    // With --dir alone no config is needed: a broken config.toml beside it
+    // does not stop a download.
+    let config = match (&args.dir, &args.config) {
+        (Some(_), None) => Config::default(),
+        _ => config(args.config.as_deref())?.0,
+    };
     let dir = args.dir.clone().unwrap_or_else(|| config.data.dir.clone());
+    if let Some(url) = &args.url {
+        fetch::check_base(url).map_err(usage)?;
+    }
+    // A config that trains on the extra set needs it fetched too.
+    let extra = args.extra || (args.set == DataSet::Svhn && config.data.use_extra);
     let mut remotes = match args.set {
-        DataSet::Svhn => fetch::svhn(args.url.as_deref().unwrap_or(fetch::SVHN_URL), args.extra),
+        DataSet::Svhn => fetch::svhn(args.url.as_deref().unwrap_or(fetch::SVHN_URL), extra),
         DataSet::Idx => {
             if args.extra {
                 return Err(usage(anyhow!("--extra is for svhn only")));
@@ -95,12 +105,13 @@ fn fetch(args: DataFetchArgs) -> Result<(), Failure> {
         // Each file is whole; now the pairs must agree (as many labels as
         // images, labels 0..9, one image size).
         for prefix in ["train", "t10k"] {
-            let split = idx::load_pair(&dir, prefix).map_err(failed)?;
-            println!("{prefix}: {} images of {}x{}", split.data.len(), split.size.0, split.size.1);
+            let split = idx::load_pair(&dir, prefix)
+                .map_err(|e| failed(anyhow!("{e}; the files do not make a set: remove the four and fetch again, or --url another")))?;
+            println!("{prefix}: {} images of {}x{} ({})", split.data.len(), split.size.0, split.size.1, split.images_path.display());
         }
     }
-    println!("{} holds the {} files; `kdtui data check` says what a config trains on", dir.display(), remotes.len());
-    if args.extra && !config.data.use_extra {
+    println!("{} holds the {} files; `kdtui data check --config FILE` says what a config trains on", dir.display(), remotes.len());
+    if extra && !config.data.use_extra {
         println!("a config trains on extra_32x32.mat too with `use_extra = true` in its [data]");
     }
     Ok(())
@@ -123,13 +134,12 @@ fn check(args: DataCheckArgs) -> Result<(), Failure> {
             .collect(),
         DataSource::Idx => ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
             .iter()
-            .map(|stem| {
-                let gz = format!("{stem}.gz");
-                (if dir.join(&gz).exists() { gz } else { stem.to_string() }, "")
-            })
+            .map(|stem| (idx::find(dir, stem).file_name().unwrap_or_default().to_string_lossy().into_owned(), ""))
             .collect(),
     };
-    if !files.is_empty() {
+    if files.is_empty() {
+        println!("{named} trains on synthetic data, generated: it reads no files (--config configs/svhn.toml checks SVHN's)");
+    } else {
         println!("{} ([data] dir of {named}):", dir.display());
     }
     for (name, note) in &files {
@@ -196,7 +206,8 @@ impl Progress for Bar {
 
     fn say(&mut self, line: &str) {
         match &self.bar {
-            Some(bar) => bar.println(line),
+            // Above the bar, which is drawn again below it.
+            Some(bar) => bar.suspend(|| println!("{line}")),
             None => println!("{line}"),
         }
     }

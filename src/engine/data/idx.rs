@@ -69,7 +69,8 @@ pub fn pair((dims, pixels): (Vec<usize>, Vec<u8>), (ldims, labels): (Vec<usize>,
     Ok((Dataset { images, labels }, (h, w)))
 }
 
-fn find(dir: &Path, stem: &str) -> PathBuf {
+/// The file of `stem` that the loader reads: the raw one, else its `.gz`.
+pub fn find(dir: &Path, stem: &str) -> PathBuf {
     let raw = dir.join(stem);
     let gz = dir.join(format!("{stem}.gz"));
     if !raw.exists() && gz.exists() {

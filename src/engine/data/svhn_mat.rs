@@ -23,6 +23,7 @@ const MI_MATRIX: u32 = 14;
 const MI_COMPRESSED: u32 = 15;
 
 const HINT: &str = "; `kdtui data fetch svhn` downloads the official SVHN files into [data] dir";
+const HINT_EXTRA: &str = " (use_extra = true reads it); `kdtui data fetch svhn --extra` downloads it into [data] dir";
 
 /// A numeric matrix read from the file: its name, dimensions and values.
 #[derive(Debug)]
@@ -61,9 +62,9 @@ pub fn load(path: &Path) -> Result<Dataset, DataError> {
 
 /// Loads a split file and says whether it is byte for byte the official one.
 pub fn load_checked(path: &Path) -> Result<(Dataset, String), DataError> {
-    let bytes = read_file(path, HINT)?;
-    let dataset = parse_dataset(path, &bytes)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let bytes = read_file(path, if name == "extra_32x32.mat" { HINT_EXTRA } else { HINT })?;
+    let dataset = parse_dataset(path, &bytes)?;
     let md5 = format!("{:x}", md5::Md5::digest(&bytes));
     let note = match OFFICIAL_MD5.iter().find(|(n, _)| *n == name) {
         Some((_, official)) if *official == md5 => format!("{} is the official SVHN file (MD5 {md5})", path.display()),

@@ -72,6 +72,25 @@ pub fn override_sums(remotes: &mut [Remote], sums: &[String]) -> Result<(), Fetc
     Ok(())
 }
 
+/// Refuses a base address the files cannot be under: another scheme, no
+/// host, a query or fragment (the names are appended to it).
+pub fn check_base(url: &str) -> Result<(), FetchError> {
+    let bad = |why: &str| Err(FetchError::BadUrl { url: url.to_string(), why: why.to_string() });
+    let Ok(uri) = url.parse::<ureq::http::Uri>() else { return bad("not an address") };
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        Some(other) => return bad(&format!("kdtui fetches over http and https, not {other}")),
+        None => return bad("no scheme"),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return bad("no host");
+    }
+    if uri.query().is_some() || url.contains('#') {
+        return bad("the file names are appended to it, so it cannot end in a query or fragment");
+    }
+    Ok(())
+}
+
 fn join(base: &str, name: &str) -> String {
     format!("{}/{name}", base.trim_end_matches('/'))
 }
@@ -82,7 +101,7 @@ pub trait Progress {
     fn start(&mut self, name: &str, from: u64, total: Option<u64>);
     /// `bytes` more arrived.
     fn advance(&mut self, bytes: u64);
-    /// The bytes are in; the check runs. Ends the progress display.
+    /// The transfer ended, well or not: the progress display ends.
     fn done(&mut self);
     /// A line worth saying (a resume, a restart, a skip).
     fn say(&mut self, line: &str);
@@ -113,8 +132,8 @@ pub enum FetchError {
     Cut { url: String, got: u64, total: String, why: String, part: PathBuf },
     #[error("stopped: {part} keeps {got} bytes; run the same command again to resume")]
     Interrupted { part: PathBuf, got: u64 },
-    #[error("{name} from {url} has MD5 {actual}, expected {expected}: it is not the file asked for (kept as {bad}; --md5 {name}=SUM takes another version's sum)")]
-    Checksum { name: String, url: String, actual: String, expected: String, bad: PathBuf },
+    #[error("{0}")]
+    Checksum(Box<Mismatch>),
     #[error("{path} is there but has MD5 {actual}, expected {expected}: move it away to download the file, or pass --md5 {name}={actual} to keep it")]
     PresentDiffers { path: PathBuf, name: String, actual: String, expected: String },
     #[error("{name} from {url} is not an IDX file: {why} (kept as {bad})")]
@@ -125,6 +144,23 @@ pub enum FetchError {
     Write { path: PathBuf, source: std::io::Error },
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot rename {from} to {to}: {source}")]
+    Rename { from: PathBuf, to: PathBuf, source: std::io::Error },
+    #[error("--url {url}: {why} (expected an http:// or https:// address)")]
+    BadUrl { url: String, why: String },
+}
+
+/// A downloaded file whose MD5 is not the one asked for.
+#[derive(Debug, thiserror::Error)]
+#[error("{name} from {url} has MD5 {actual}, expected {expected}: it is not the file asked for (kept as {bad}; {why})")]
+pub struct Mismatch {
+    pub name: String,
+    pub url: String,
+    pub actual: String,
+    pub expected: String,
+    pub bad: PathBuf,
+    /// What to do about it.
+    pub why: String,
 }
 
 /// `<name>.part`: where a download in progress lives.
