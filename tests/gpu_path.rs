@@ -99,6 +99,18 @@ fn first_step_loss(dir: &Path, id: &str) -> f64 {
         .unwrap()
 }
 
+/// Each logged step's loss in a metrics file, the last entry of a step
+/// winning (a resumed run logs again from its checkpoint).
+fn step_losses(path: &Path) -> std::collections::BTreeMap<u64, f64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["event"] == "step")
+        .filter_map(|e| Some((e["step"].as_u64()?, e["loss"].as_f64()?)))
+        .collect()
+}
+
 fn relative(a: f64, b: f64) -> f64 {
     (a - b).abs() / b.abs().max(1e-12)
 }
@@ -169,53 +181,48 @@ fn a_plan_on_wgpu_tracks_the_cpu_run_resumes_and_benches_on_its_device() {
 
     // SIGTERM once the teacher's metrics show step 14 (of 12 a epoch): it
     // stops within its second epoch (a step takes a large fraction of a
-    // second on lavapipe), saving a checkpoint in the middle of the epoch;
-    // the same command resumes it on the same device, to the same losses as
-    // the uninterrupted run (one device, one order of sums: the same numbers).
+    // second on lavapipe), saving a checkpoint in the middle of the epoch.
+    // The same command resumes it on the same device and is stopped again
+    // three steps later: those steps' losses are the uninterrupted run's (one
+    // device, one order of sums: the same numbers), which a wrong weight,
+    // Adam moment, learning rate or batch after the resume would change.
+    // (Running it to its end, as the CPU's resume tests do, took another
+    // minute on lavapipe and checks nothing of the device's.)
     let resume = ["--batch", "--config", "gpu.toml", "--device", "wgpu", "--only", "teacher", "--out", "resumed"];
-    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("kdtui"))
-        .current_dir(&gpu_dir)
-        .args(resume)
-        .arg("--fresh")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     let metrics = gpu_dir.join("resumed/metrics/teacher.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let reached = |step: u64| {
-        std::fs::read_to_string(&metrics)
-            .unwrap_or_default()
-            .lines()
-            .any(|l| serde_json::from_str::<Value>(l).is_ok_and(|e| e["event"] == "step" && e["step"].as_u64().is_some_and(|s| s >= step)))
+    let stop_at = |step: u64, fresh: bool| -> String {
+        let mut command = StdCommand::new(assert_cmd::cargo::cargo_bin("kdtui"));
+        command.current_dir(&gpu_dir).args(resume).stdout(Stdio::piped()).stderr(Stdio::null());
+        if fresh {
+            command.arg("--fresh");
+        }
+        let mut child = command.spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while step_losses(&metrics).keys().next_back().is_none_or(|&s| s < step) {
+            assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "the teacher never reached step {step}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: signals a child this test started and has not reaped.
+        assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        let seen: String = BufReader::new(child.stdout.take().unwrap()).lines().map(|l| l.unwrap() + "\n").collect();
+        assert_eq!(child.wait().unwrap().code(), Some(0), "{seen}");
+        assert!(seen.contains("teacher stopped:") && seen.contains("checkpoint saved"), "{seen}");
+        seen
     };
-    while !reached(14) {
-        assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "the teacher never reached step 14");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // SAFETY: signals a child this test started and has not reaped.
-    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-    let seen: String = BufReader::new(child.stdout.take().unwrap()).lines().map(|l| l.unwrap() + "\n").collect();
-    assert_eq!(child.wait().unwrap().code(), Some(0), "{seen}");
-    assert!(seen.contains("teacher stopped:") && seen.contains("checkpoint saved"), "{seen}");
-    let out = kdtui(&gpu_dir).args(resume).output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    stop_at(14, true);
     let at = "teacher: resumed from its checkpoint at epoch 2, step ";
-    let step: usize = match stdout.split_once(at) {
+    let saved = step_losses(&metrics).keys().next_back().copied().unwrap();
+    let seen = stop_at(saved + 3, false);
+    let step: u64 = match seen.split_once(at) {
         Some((_, rest)) => rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse().unwrap(),
-        None => panic!("not resumed in epoch 2: {stdout}"),
+        None => panic!("not resumed in epoch 2: {seen}"),
     };
-    assert!((14..24).contains(&step), "resumed at step {step}, not within the epoch: {stdout}");
-    let resumed: Value = serde_json::from_slice(&std::fs::read(gpu_dir.join("resumed/results.json")).unwrap()).unwrap();
-    let (a, b) = (run(&resumed, "teacher"), run(&gpu, "teacher"));
-    assert_eq!(a["device"], b["device"]);
-    assert_eq!(train_losses(a).len(), 4);
-    assert_eq!(train_losses(a).len(), train_losses(b).len());
-    for (x, y) in train_losses(a).iter().zip(train_losses(b)) {
-        assert!((x - y).abs() < 1e-5, "resumed {:?}\nwhole   {:?}", train_losses(a), train_losses(b));
+    assert!((14..24).contains(&step), "resumed at step {step}, not within the epoch: {seen}");
+    let (resumed, whole) = (step_losses(&metrics), step_losses(&gpu_dir.join("results/metrics/teacher.jsonl")));
+    for s in step + 1..=step + 3 {
+        let (a, b) = (resumed[&s], whole[&s]);
+        assert!((a - b).abs() < 1e-5, "step {s} after the resume at {step}: loss {a}, {b} in the uninterrupted run");
     }
-    assert_eq!(a["final_test_accuracy"], b["final_test_accuracy"]);
 
     // `kdtui bench --device wgpu` measures both models on the adapter, in
     // the plan's directory: it finds the kernels the plan tuned in
@@ -232,12 +239,13 @@ fn a_plan_on_wgpu_tracks_the_cpu_run_resumes_and_benches_on_its_device() {
 }
 
 /// A failure of the backend itself (one buffer larger than the device
-/// allows, asked for at a run's first step: cubecl's device thread panics
-/// and its server is down for good) stops the plan with the backend's own
-/// message in its `Fatal` event (which the monitor's log and `--batch`'s
-/// stderr show as they show any fatal error): no hang, no string of later
-/// runs failing on a dead device. Named to run last: its process's device
-/// is unusable afterwards.
+/// allows, asked for at the teacher's first step: cubecl's device thread
+/// panics and its server is down for good) stops the plan with the
+/// backend's own message in its `Fatal` event (which the monitor's log and
+/// `--batch`'s stderr show as they show any fatal error): no hang, no
+/// string of students failing on a dead device. (At the teacher: at a later
+/// run it cost a minute of tuning kernels on lavapipe first.) Named to run
+/// last: its process's device is unusable afterwards.
 #[test]
 #[ignore = "needs a Vulkan device (lavapipe: apt install mesa-vulkan-drivers libvulkan1); .ci/run runs it"]
 fn when_a_device_allocation_fails_the_plan_stops_with_the_backends_message() {
@@ -248,7 +256,7 @@ fn when_a_device_allocation_fails_the_plan_stops_with_the_backends_message() {
     let config = Config::load(&dir.path().join("config.toml")).unwrap();
     let runs = plan::select(&config, &[]).unwrap();
     let mut input = common::plan_input(&config, runs);
-    input.hooks.oversized_in = Some("soft-T5-s1".into());
+    input.hooks.oversized_in = Some("teacher".into());
     let trainer = backend::spawn(wgpu(), input).unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
     let (mut fatal, mut ended) = (None, vec![]);
@@ -265,11 +273,11 @@ fn when_a_device_allocation_fails_the_plan_stops_with_the_backends_message() {
     trainer.thread.join().unwrap();
     let error = fatal.unwrap_or_else(|| panic!("the plan did not stop: {ended:?}"));
     eprintln!("the plan stopped with: {error}");
-    assert!(error.starts_with("soft-T5-s1: the GPU backend failed: thread "), "{error}");
+    assert!(error.starts_with("teacher: the GPU backend failed: thread "), "{error}");
     assert!(error.contains("can't allocate buffer of size: 4398046511104"), "{error}");
     assert!(error.contains("run kdtui again to go on"), "{error}");
     assert!(!error.contains("autotune"), "the first panic is the cause; the rest are counted, not listed: {error}");
-    assert_eq!(ended, ["teacher Done", "baseline-s1 Done"], "the runs before it ended, none after it");
+    assert!(ended.is_empty(), "no run ended or failed after it: {ended:?}");
 }
 
 /// Compares two outputs element by element, relative to magnitude; with a
