@@ -585,7 +585,7 @@ fn missing_svhn_files_point_to_the_fetch_command() {
 
 /// A full disk mid-file (a small tmpfs in a user and mount namespace of the
 /// test's own): one line naming the `.part` file and "No space left", exit
-/// 1, nothing under the final name; with the space grown, the same command
+/// 1, nothing under the final name; with space freed, the same command
 /// resumes and finishes.
 #[test]
 #[cfg_attr(kdtui_no_small_disk, ignore = "needs `unshare -rm` and a tmpfs mount (see build.rs)")]
@@ -596,8 +596,10 @@ fn a_full_disk_mid_file_is_resumed_once_there_is_room() {
     std::fs::create_dir(&mount).unwrap();
     let sums = sums().join(" ");
     let fetch = format!("{KDTUI} data fetch svhn --url {} --dir {} {sums}", server.url(), mount.display());
+    // A filler file leaves 28 KiB of the 128 KiB free: the first file (40
+    // KiB) does not fit. Removing it frees the space, as a user would.
     let script = format!(
-        "mount -t tmpfs -o size=24k tmpfs {m} && {fetch}; echo \"first=$?\"; ls {m}; mount -o remount,size=512k {m} && {fetch}; echo \"second=$?\"; ls {m}",
+        "mount -t tmpfs -o size=128k tmpfs {m} && head -c 102400 /dev/zero > {m}/filler && {fetch}; echo \"first=$?\"; ls {m}; rm {m}/filler && {fetch}; echo \"second=$?\"; ls {m}",
         m = mount.display()
     );
     let mut unshare = Command::new("unshare");

@@ -11,7 +11,7 @@ pub const CLASSES: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("data directory {path} does not exist (set [data] dir in config.toml{fetch})")]
+    #[error("data directory {path} does not exist (set [data] dir in the config{fetch})")]
     MissingDir { path: PathBuf, fetch: &'static str },
     #[error("data file {path} is missing{hint}")]
     MissingFile { path: PathBuf, hint: String },
