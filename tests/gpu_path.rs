@@ -197,11 +197,7 @@ fn a_plan_on_wgpu_tracks_the_cpu_run_resumes_and_benches_on_its_device() {
             command.arg("--fresh");
         }
         let mut child = command.spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while step_losses(&metrics).keys().next_back().is_none_or(|&s| s < step) {
-            assert!(Instant::now() < deadline && child.try_wait().unwrap().is_none(), "the teacher never reached step {step}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        common::wait_for_step(&metrics, &mut child, step as usize, Duration::from_secs(300));
         // SAFETY: signals a child this test started and has not reaped.
         assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
         let seen: String = BufReader::new(child.stdout.take().unwrap()).lines().map(|l| l.unwrap() + "\n").collect();

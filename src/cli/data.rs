@@ -129,12 +129,12 @@ fn check(args: DataCheckArgs) -> Result<(), Failure> {
         DataSource::Svhn => svhn_mat::OFFICIAL_MD5
             .iter()
             .map(|(name, _)| {
-                (name.to_string(), if *name == "extra_32x32.mat" && !data_config.use_extra { "not used: use_extra = false" } else { "" })
+                (name.to_string(), if *name == svhn_mat::EXTRA && !data_config.use_extra { "not used: use_extra = false" } else { "" })
             })
             .collect(),
-        DataSource::Idx => ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+        DataSource::Idx => idx::FILES
             .iter()
-            .map(|stem| (idx::find(dir, stem).file_name().unwrap_or_default().to_string_lossy().into_owned(), ""))
+            .map(|(stem, _)| (idx::find(dir, stem).file_name().unwrap_or_default().to_string_lossy().into_owned(), ""))
             .collect(),
     };
     if files.is_empty() {

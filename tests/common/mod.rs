@@ -68,7 +68,12 @@ pub fn assert_same_training(a: &RunResult, b: &RunResult) {
 /// The steps run `run_id`'s metric file (`results/metrics/<run>.jsonl`
 /// under `dir`) has logged, in order.
 pub fn logged_steps(dir: &Path, run_id: &str) -> Vec<usize> {
-    let text = std::fs::read_to_string(dir.join(format!("results/metrics/{run_id}.jsonl"))).unwrap_or_default();
+    steps_in(&dir.join(format!("results/metrics/{run_id}.jsonl")))
+}
+
+/// The steps a metric file has logged, in order (none while it is missing).
+pub fn steps_in(metrics: &Path) -> Vec<usize> {
+    let text = std::fs::read_to_string(metrics).unwrap_or_default();
     text.lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["event"] == "step")
@@ -80,8 +85,14 @@ pub fn logged_steps(dir: &Path, run_id: &str) -> Vec<usize> {
 /// Waits until the teacher of the plan `child` runs in `dir` has logged
 /// step `at_least`; fails if `child` ends first or `within` passes.
 pub fn wait_for_teacher_step(dir: &Path, child: &mut std::process::Child, at_least: usize, within: std::time::Duration) {
+    wait_for_step(&dir.join("results/metrics/teacher.jsonl"), child, at_least, within);
+}
+
+/// Waits until the metric file `metrics` of a run `child` trains has logged
+/// step `at_least`; fails if `child` ends first or `within` passes.
+pub fn wait_for_step(metrics: &Path, child: &mut std::process::Child, at_least: usize, within: std::time::Duration) {
     let start = std::time::Instant::now();
-    while logged_steps(dir, "teacher").last().is_none_or(|&s| s < at_least) {
+    while steps_in(metrics).last().is_none_or(|&s| s < at_least) {
         assert!(child.try_wait().unwrap().is_none(), "kdtui ended before step {at_least}");
         assert!(start.elapsed() < within, "no step {at_least} within {within:?}");
         std::thread::sleep(std::time::Duration::from_millis(5));

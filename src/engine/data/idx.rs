@@ -10,6 +10,11 @@ use super::dataset::{read_file, DataError, Dataset, CHANNELS, CLASSES, PIXELS, S
 
 const FORMAT: &str = "IDX";
 
+/// The four files of a set, without `.gz`, each with its rank: images
+/// [n, h, w], labels [n].
+pub const FILES: [(&str, usize); 4] =
+    [("train-images-idx3-ubyte", 3), ("train-labels-idx1-ubyte", 1), ("t10k-images-idx3-ubyte", 3), ("t10k-labels-idx1-ubyte", 1)];
+
 /// One split read from IDX files: the dataset, and the images' own size
 /// before padding (train and test must agree on it).
 pub struct Split {

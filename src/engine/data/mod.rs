@@ -53,7 +53,7 @@ pub fn load(config: &DataConfig) -> Result<Data, DataError> {
             let dir = existing_dir(&config.dir, ", or `kdtui data fetch svhn` to download SVHN into it")?;
             let mut train = svhn(dir.join("train_32x32.mat"))?;
             if config.use_extra {
-                train.append(svhn(dir.join("extra_32x32.mat"))?);
+                train.append(svhn(dir.join(svhn_mat::EXTRA))?);
             }
             let test = svhn(dir.join("test_32x32.mat"))?;
             let from = ["train_32x32.mat", "test_32x32.mat"].map(|f| dir.join(f).display().to_string());

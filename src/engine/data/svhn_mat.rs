@@ -48,11 +48,14 @@ impl Values {
     }
 }
 
+/// The extra training split, read only with `use_extra = true`.
+pub const EXTRA: &str = "extra_32x32.mat";
+
 /// MD5 sums of the official files, to tell a user whether theirs is one.
 pub const OFFICIAL_MD5: [(&str, &str); 3] = [
     ("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373"),
     ("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3"),
-    ("extra_32x32.mat", "a93ce644f1a588dc4d68dda5feec44a7"),
+    (EXTRA, "a93ce644f1a588dc4d68dda5feec44a7"),
 ];
 
 /// Loads one SVHN split file into a dataset.
@@ -63,7 +66,7 @@ pub fn load(path: &Path) -> Result<Dataset, DataError> {
 /// Loads a split file and says whether it is byte for byte the official one.
 pub fn load_checked(path: &Path) -> Result<(Dataset, String), DataError> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let bytes = read_file(path, if name == "extra_32x32.mat" { HINT_EXTRA } else { HINT })?;
+    let bytes = read_file(path, if name == EXTRA { HINT_EXTRA } else { HINT })?;
     let dataset = parse_dataset(path, &bytes)?;
     let md5 = format!("{:x}", md5::Md5::digest(&bytes));
     let note = match OFFICIAL_MD5.iter().find(|(n, _)| *n == name) {

@@ -38,7 +38,7 @@ pub enum Check {
 pub fn svhn(base: &str, extra: bool) -> Vec<Remote> {
     OFFICIAL_MD5
         .iter()
-        .filter(|(name, _)| extra || *name != "extra_32x32.mat")
+        .filter(|(name, _)| extra || *name != super::svhn_mat::EXTRA)
         .map(|(name, md5)| Remote { name: name.to_string(), url: join(base, name), check: Check::Md5(md5.to_string()) })
         .collect()
 }
@@ -46,7 +46,7 @@ pub fn svhn(base: &str, extra: bool) -> Vec<Remote> {
 /// The four files of an MNIST-format set, gzipped, as MNIST and its mirrors
 /// publish them (the loader reads them as they are).
 pub fn idx(base: &str) -> Vec<Remote> {
-    [("train-images-idx3-ubyte", 3), ("train-labels-idx1-ubyte", 1), ("t10k-images-idx3-ubyte", 3), ("t10k-labels-idx1-ubyte", 1)]
+    super::idx::FILES
         .into_iter()
         .map(|(stem, rank)| {
             let name = format!("{stem}.gz");
