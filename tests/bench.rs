@@ -45,6 +45,16 @@ fn measures_both_models_and_says_why_the_reference_did_not_run() {
             assert!(v > 0.0, "{model} {name}: {v}");
         }
         let memory = figure(&stdout, model, "peak memory").unwrap();
+        // The quantized student also runs on the integer engine, and predicts the float engine's classes.
+        if model == "student" {
+            for name in ["int inference images/s", "int inference, batch 1"] {
+                let v: f64 = figure(&stdout, model, name).unwrap_or_else(|| panic!("no {name} row:\n{stdout}")).parse().unwrap();
+                assert!(v > 0.0, "{name}: {v}");
+            }
+            let agree = figure(&stdout, model, "int = fp32 class").unwrap();
+            let agree: f64 = agree.trim_end_matches('%').parse().unwrap();
+            assert!(agree >= 99.0, "the integer engine agrees with the float engine on {agree}% of the images\n{stdout}");
+        }
         let mib: f64 = memory.parse().unwrap();
         assert!(mib > 1.0, "{model} peak memory {mib} MiB");
     }

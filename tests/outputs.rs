@@ -143,8 +143,23 @@ fn a_batch_plan_leaves_a_report_figures_tensorboard_files_and_model_files_that_a
         let said = run_ok(kdtui(dir.path()).args(["eval", &file]));
         let correct = (r.final_test_accuracy * 64.0).round() as usize;
         assert!(said.contains(&format!("({correct}/64 images)")), "{said}");
+        if r.run_id == "teacher" {
+            // A float model runs on the float engine; the integer engine refuses it with the way out.
+            assert!(said.contains("(float engine)"), "{said}");
+            let out = kdtui(dir.path()).args(["eval", &file, "--engine", "int"]).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{stderr}");
+            assert!(stderr.contains("use --engine float") && stderr.lines().count() == 1, "{stderr}");
+        } else {
+            // A student runs on the integer engine by default, compared with the float one.
+            assert!(said.contains("(integer engine, "), "{said}");
+            assert!(said.contains("integer vs float engine: same class on 64/64 images"), "{said}");
+            let float = run_ok(kdtui(dir.path()).args(["eval", &file, "--engine", "float"]));
+            assert!(float.contains(&format!("({correct}/64 images)")) && float.contains("(float engine)"), "{float}");
+        }
 
-        let packed = export::eval(&dir.path().join(&file), None, &config, Path::new("config.toml"), &data).unwrap();
+        let packed =
+            export::eval(&dir.path().join(&file), None, Some(export::Engine::Float), &config, Path::new("config.toml"), &data).unwrap();
         let store_dir = match r.kind {
             RunKind::Teacher => std::fs::read_dir(dir.path().join(&ckpt))
                 .unwrap()
@@ -153,7 +168,9 @@ fn a_batch_plan_leaves_a_report_figures_tensorboard_files_and_model_files_that_a
                 .unwrap(),
             _ => dir.path().join(&ckpt).join(&r.run_id),
         };
-        let trained = export::eval(&store_dir.join("checkpoint.bin"), None, &config, Path::new("config.toml"), &data).unwrap();
+        let trained =
+            export::eval(&store_dir.join("checkpoint.bin"), None, Some(export::Engine::Float), &config, Path::new("config.toml"), &data)
+                .unwrap();
         assert_eq!(packed.predictions, trained.predictions, "{}: the packed model predicts what the trained one did", r.run_id);
         assert_eq!(packed.correct, correct);
     }
@@ -196,7 +213,7 @@ fn a_batch_plan_leaves_a_report_figures_tensorboard_files_and_model_files_that_a
         teacher_file.to_str().unwrap(),
     ]));
     let svhn = export::data_config(&config, Some(fixture.to_str().unwrap())).unwrap();
-    let want = export::eval(&student_ckpt, Some(&teacher_file), &config, Path::new("config.toml"), &svhn).unwrap();
+    let want = export::eval(&student_ckpt, Some(&teacher_file), None, &config, Path::new("config.toml"), &svhn).unwrap();
     assert_eq!(want.images, 96, "the fixture's test set (EXPECTED.txt)");
     assert!(said.contains(&format!("({}/{} images)", want.correct, want.images)), "{said}");
     let agreement = 100.0 * want.diagnostics.agreement.unwrap();

@@ -10,6 +10,7 @@ README, "Benchmark", says how to set it up.
     python3 torch_bench.py --model teacher --threads 2 --device cpu
 """
 import argparse
+import copy
 import json
 import math
 import resource
@@ -82,6 +83,67 @@ class Cnn(nn.Module):
         x = F.linear(x, quantize_weights(self.hidden.weight, self.w_bits))
         x = quantize_activations(self.hidden_norm(x), self.a_bits, self.a_range)
         return F.linear(x, quantize_weights(self.classifier.weight, self.last_bits), self.classifier.bias)
+
+
+class Deploy(nn.Module):
+    """The trained student for int8 post-training quantization: its
+    quantized weights as plain float weights, BatchNorm, and its activation
+    quantizer's clip as Hardtanh(0, a_range) (the rounding to 2^k levels is
+    the int8 activations' own)."""
+
+    def __init__(self, m, a_range):
+        super().__init__()
+        self.convs, self.norms, self.acts = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        for b in m.blocks:
+            conv = nn.Conv2d(b.conv.in_channels, b.conv.out_channels, 3, padding=1, bias=False)
+            conv.weight.data = quantize_weights(b.conv.weight, b.w_bits).detach().clone()
+            self.convs.append(conv)
+            self.norms.append(copy.deepcopy(b.norm))
+            self.acts.append(nn.Hardtanh(0.0, a_range))
+        self.hidden = nn.Linear(m.hidden.in_features, m.hidden.out_features, bias=False)
+        self.hidden.weight.data = quantize_weights(m.hidden.weight, m.w_bits).detach().clone()
+        self.hidden_norm = copy.deepcopy(m.hidden_norm)
+        self.hidden_act = nn.Hardtanh(0.0, a_range)
+        self.classifier = nn.Linear(m.classifier.in_features, CLASSES)
+        self.classifier.weight.data = quantize_weights(m.classifier.weight, m.last_bits).detach().clone()
+        self.classifier.bias.data = m.classifier.bias.detach().clone()
+
+    def forward(self, x):
+        for k in range(len(self.convs)):
+            x = self.acts[k](self.norms[k](self.convs[k](x)))
+            if k in Cnn.POOL_AFTER:
+                x = F.max_pool2d(x, 2, 2)
+        x = torch.flatten(x, 1)
+        x = self.hidden_act(self.hidden_norm(self.hidden(x)))
+        return self.classifier(x)
+
+
+def int8_student(model, a_range, a_bits, calibration):
+    """torch.ao post-training static quantization (FX graph mode, x86
+    backend) of the trained student, calibrated on `calibration`
+    (normalised images). The activations after each clip get the student's
+    own grid (scale a_range / (2^k - 1), zero point 0), so int8 holds its
+    codes; the rest are the x86 defaults."""
+    import warnings
+
+    from torch.ao.quantization import FixedQParamsObserver, QConfig, default_per_channel_weight_observer
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    warnings.filterwarnings("ignore")
+    torch.backends.quantized.engine = "x86"
+    deploy = Deploy(model, a_range).eval()
+    grid = FixedQParamsObserver.with_args(
+        scale=a_range / ((1 << a_bits) - 1), zero_point=0, dtype=torch.quint8, quant_min=0, quant_max=255
+    )
+    mapping = get_default_qconfig_mapping("x86").set_object_type(
+        nn.Hardtanh, QConfig(activation=grid, weight=default_per_channel_weight_observer)
+    )
+    prepared = prepare_fx(deploy, mapping, (calibration[:1],))
+    with torch.inference_mode():
+        for chunk in calibration.split(256):
+            prepared(chunk)
+    return convert_fx(prepared)
 
 
 def cross_entropy(logits, target, temperature):
@@ -189,6 +251,27 @@ def main():
             model(x).argmax(1).cpu()
 
     infer_ips = timed(infer_step, a.eval_batch_size)
+    infer_1_ips = timed(infer_step, 1)
+
+    # The student as int8 (CPU, quantized weights and activations only).
+    int8 = {}
+    if a.model == "student" and device.type == "cpu" and a.w_bits < 32 and a.a_bits < 32:
+        everything = ((images.float() / 255.0 - mean) / std)
+        qmodel = int8_student(model, a.a_range, a.a_bits, everything)
+        with torch.inference_mode():
+            same = (qmodel(everything).argmax(1) == model(everything).argmax(1)).float().mean().item()
+
+        def int8_step(idx):
+            with torch.inference_mode():
+                x, _, _ = batch(idx)
+                qmodel(x).argmax(1)
+
+        int8 = {
+            "int_infer_images_per_sec": round(timed(int8_step, a.eval_batch_size), 2),
+            "int_infer_batch1_images_per_sec": round(timed(int8_step, 1), 2),
+            "int_agreement": same,
+            "int_engine": f"torch.ao int8, FX post-training static, {torch.backends.quantized.engine} backend",
+        }
 
     out = {
         "side": "pytorch",
@@ -200,6 +283,8 @@ def main():
         "infer_images_per_sec": round(infer_ips, 2),
         "peak_rss_bytes": peak_rss_bytes(),
         "peak_device_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+        "infer_batch1_images_per_sec": round(infer_1_ips, 2),
+        **int8,
     }
     assert math.isfinite(train_ips) and math.isfinite(infer_ips)
     print(json.dumps(out))

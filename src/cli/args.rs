@@ -208,6 +208,12 @@ pub struct EvalArgs {
     /// it (top-1, overall and on its errors) and KL(teacher || model) at T = 1.
     #[arg(long)]
     pub teacher: Option<PathBuf>,
+    /// How a quantized student runs: `int`, the integer engine (codes and
+    /// integer sums; the default for students), or `float`, the fp32
+    /// simulation training uses. On `int` the float engine runs too, and
+    /// their agreement and speeds are printed.
+    #[arg(long, value_enum)]
+    pub engine: Option<crate::engine::export::Engine>,
 }
 
 #[derive(clap::Args, Debug)]

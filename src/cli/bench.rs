@@ -142,9 +142,22 @@ fn median(rounds: &[Measurement]) -> Measurement {
             _ => (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0,
         }
     };
+    let some = |f: fn(&Measurement) -> Option<f64>| {
+        let mut v: Vec<f64> = rounds.iter().filter_map(f).collect();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => None,
+            n if n % 2 == 1 => Some(v[n / 2]),
+            n => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+        }
+    };
     Measurement {
         train_images_per_sec: mid(|m| m.train_images_per_sec),
         infer_images_per_sec: mid(|m| m.infer_images_per_sec),
+        infer_batch1_images_per_sec: some(|m| m.infer_batch1_images_per_sec),
+        int_infer_images_per_sec: some(|m| m.int_infer_images_per_sec),
+        int_infer_batch1_images_per_sec: some(|m| m.int_infer_batch1_images_per_sec),
+        int_agreement: some(|m| m.int_agreement),
         peak_rss_bytes: rounds.iter().map(|m| m.peak_rss_bytes).max().unwrap_or(0),
         peak_device_bytes: rounds.iter().filter_map(|m| m.peak_device_bytes).max(),
         ..rounds[0].clone()
@@ -267,10 +280,20 @@ pub fn render(report: &Report) -> String {
         let r = row.reference.as_ref();
         let ratio = |a: f64, b: Option<f64>| b.map_or("-".to_string(), |b| format!("{:.2}", a / b));
         let figure = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
-        let lines = [
+        let mut lines = vec![
             ("train images/s", k.train_images_per_sec, r.map(|r| r.train_images_per_sec)),
             ("inference images/s", k.infer_images_per_sec, r.map(|r| r.infer_images_per_sec)),
         ];
+        if let Some(one) = k.infer_batch1_images_per_sec {
+            lines.push(("inference, batch 1", one, r.and_then(|r| r.infer_batch1_images_per_sec)));
+        }
+        // The student on integers: kdtui's integer engine beside PyTorch's int8.
+        if let Some(int) = k.int_infer_images_per_sec {
+            lines.push(("int inference images/s", int, r.and_then(|r| r.int_infer_images_per_sec)));
+        }
+        if let Some(int) = k.int_infer_batch1_images_per_sec {
+            lines.push(("int inference, batch 1", int, r.and_then(|r| r.int_infer_batch1_images_per_sec)));
+        }
         for (name, ours, theirs) in lines {
             out.push_str(&format!(
                 "{:<8} {:<22} {:>12} {:>12} {:>14}\n",
@@ -279,6 +302,25 @@ pub fn render(report: &Report) -> String {
                 figure(Some(ours)),
                 figure(theirs),
                 ratio(ours, theirs)
+            ));
+        }
+        if let Some(int) = k.int_infer_images_per_sec {
+            out.push_str(&format!(
+                "{:<8} {:<22} {:>12} {:>12} {:>14}\n",
+                k.model,
+                "int / own fp32",
+                format!("{:.2}x", int / k.infer_images_per_sec),
+                r.and_then(|r| Some(r.int_infer_images_per_sec? / r.infer_images_per_sec)).map_or("-".into(), |x| format!("{x:.2}x")),
+                "-"
+            ));
+            let agree = |m: &Measurement| m.int_agreement.map_or("-".into(), |a| format!("{:.1}%", 100.0 * a));
+            out.push_str(&format!(
+                "{:<8} {:<22} {:>12} {:>12} {:>14}\n",
+                k.model,
+                "int = fp32 class",
+                agree(k),
+                r.map_or("-".into(), agree),
+                "-"
             ));
         }
         if let Some(peak) = &report.peak {
@@ -334,7 +376,12 @@ pub fn describe(report: &Report, request: &Request, config: &Config) -> String {
         ));
     }
     match (report.rows.first().and_then(|r| r.reference.as_ref()), &report.reference_skipped) {
-        (Some(r), _) => out.push_str(&format!("PyTorch: {} on {}, {} threads (eager)\n", r.version, r.device, r.threads)),
+        (Some(r), _) => {
+            out.push_str(&format!("PyTorch: {} on {}, {} threads (eager)\n", r.version, r.device, r.threads));
+            if let Some(engine) = report.rows.iter().find_map(|row| row.reference.as_ref()?.int_engine.as_ref()) {
+                out.push_str(&format!("PyTorch int rows: {engine}\n"));
+            }
+        }
         (None, Some(why)) if request.device.starts_with("wgpu") => out.push_str(&format!("PyTorch: not measured: {why}.\n")),
         (None, Some(why)) => {
             out.push_str(&format!("PyTorch: not measured: {why}. README, \"Benchmark\", says how to set up the reference.\n"))
@@ -353,6 +400,9 @@ pub fn describe(report: &Report, request: &Request, config: &Config) -> String {
         s.a_bits,
         STUDENT_TEMPERATURE
     ));
+    if let Some(engine) = report.rows.iter().find_map(|r| r.kdtui.int_engine.as_ref()) {
+        out.push_str(&format!("kdtui int rows: the integer engine (docs/INTEGER.md), kernel {engine}\n"));
+    }
     out.push_str(&format!(
         "training batch {}, inference batch {INFER_BATCH}; medians of {} alternating rounds, at least {:.0} s per figure each\n",
         config.train.batch_size, request.rounds, request.timing.seconds

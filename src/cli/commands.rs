@@ -134,10 +134,36 @@ pub fn export(args: ExportArgs) -> Result<(), Failure> {
 pub fn eval(args: EvalArgs) -> Result<(), Failure> {
     let config = Config::load(&args.config).map_err(usage)?;
     let data = export::data_config(&config, args.data.as_deref()).map_err(usage)?;
-    let e = export::eval(&args.file, args.teacher.as_deref(), &config, &args.config, &data).map_err(failed)?;
+    let e = export::eval(&args.file, args.teacher.as_deref(), args.engine, &config, &args.config, &data).map_err(|e| {
+        let code = if matches!(e, export::EvalError::Engine { .. }) { 2 } else { 1 };
+        Failure { code, error: e.into() }
+    })?;
     println!("{}: {}", args.file.display(), e.model);
     println!("data: {}", e.data);
-    println!("test accuracy {} ({}/{} images), test loss {:.4}", percent(e.accuracy()), e.correct, e.images, e.loss);
+    let engine = match &e.engine {
+        Some(run) => format!("integer engine, {}", run.kernel),
+        None => "float engine".into(),
+    };
+    println!("test accuracy {} ({}/{} images), test loss {:.4} ({engine})", percent(e.accuracy()), e.correct, e.images, e.loss);
+    if let Some(run) = &e.engine {
+        let listed = if run.differ.is_empty() {
+            String::new()
+        } else {
+            let more = if run.differ_count > run.differ.len() { ", ..." } else { "" };
+            format!(" (test images {}{more})", run.differ.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "))
+        };
+        println!(
+            "integer vs float engine: same class on {}/{} images; {} images with a code across a threshold from float rounding{listed}",
+            run.agree, e.images, run.differ_count
+        );
+        println!(
+            "speed on this run's {} images: integer {:.0} images/s, float {:.0} images/s ({:.2}x); kdtui bench measures it properly",
+            e.images,
+            run.int_images_per_sec,
+            run.float_images_per_sec,
+            run.int_images_per_sec / run.float_images_per_sec
+        );
+    }
     let d = &e.diagnostics;
     println!("expected calibration error {:.4} (15 bins)", d.ece);
     if let (Some(teacher), Some(agreement), Some(kl)) = (&args.teacher, d.agreement, d.kl_t1) {

@@ -13,9 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::backend::{dispatch, OnBackend, Resolved};
 use crate::engine::data::batcher::{images, make_batch, Normalizer, Targets};
-use crate::engine::data::{synthetic, CLASSES};
+use crate::engine::data::{synthetic, Dataset, CLASSES, PIXELS};
+use crate::engine::inference::{argmax, predict};
 use crate::engine::losses;
 use crate::engine::losses::Objective;
+use crate::engine::model::integer::IntNet;
 use crate::engine::model::kernels::cpu::{self, simd};
 use crate::engine::model::{Cnn, CnnConfig, TrainBackend};
 use crate::engine::train::{adam, train_step, Tally};
@@ -78,6 +80,22 @@ pub struct Measurement {
     pub peak_rss_bytes: u64,
     /// Peak GPU memory, where the side can tell.
     pub peak_device_bytes: Option<u64>,
+    /// Inference one image at a time (a served request), fp32.
+    #[serde(default)]
+    pub infer_batch1_images_per_sec: Option<f64>,
+    /// The quantized student on integers: kdtui's integer engine, or
+    /// PyTorch's int8 (`torch.ao`, x86 backend); batch `INFER_BATCH`, then 1.
+    #[serde(default)]
+    pub int_infer_images_per_sec: Option<f64>,
+    #[serde(default)]
+    pub int_infer_batch1_images_per_sec: Option<f64>,
+    /// Share of the benchmark images on which the integer model predicts
+    /// the fp32-simulated model's class.
+    #[serde(default)]
+    pub int_agreement: Option<f64>,
+    /// What ran the integer model (kernel, or engine).
+    #[serde(default)]
+    pub int_engine: Option<String>,
 }
 
 /// Why a measurement gave no figure.
@@ -181,10 +199,22 @@ pub fn measure<B: TrainBackend>(
         return Err(MeasureError::Diverged { model: model.name(), steps, learning_rate: lr });
     }
     let inference = net.take().expect("model").valid();
-    let infer = images_per_sec(data.len(), INFER_BATCH, timing, |indices| {
-        let predicted = inference.forward(images::<B::InnerBackend>(&data, &norm, indices, &device)).argmax(1);
-        let _ = predicted.into_data();
-    });
+    let infer_at = |batch: usize| {
+        images_per_sec(data.len(), batch, timing, |indices| {
+            let predicted = inference.forward(images::<B::InnerBackend>(&data, &norm, indices, &device)).argmax(1);
+            let _ = predicted.into_data();
+        })
+    };
+    let infer = infer_at(INFER_BATCH);
+    let infer_batch1 = infer_at(1);
+    let shape = model.shape(config);
+    let int = (!shape.precision.is_float() && B::name(&device).contains("flex"))
+        .then(|| {
+            let values: Vec<Vec<f32>> =
+                inference.stored().into_iter().map(|t| t.into_data().convert::<f32>().into_vec::<f32>().expect("f32 values")).collect();
+            IntNet::new(&shape, &values, &norm).ok().map(|net| measure_int(&net, &data, &norm, &values, &shape, timing))
+        })
+        .flatten();
     Ok(Measurement {
         side: "kdtui".into(),
         model: model.name().into(),
@@ -195,7 +225,47 @@ pub fn measure<B: TrainBackend>(
         infer_images_per_sec: infer,
         peak_rss_bytes: peak_rss_bytes().unwrap_or(0),
         peak_device_bytes: None,
+        infer_batch1_images_per_sec: Some(infer_batch1),
+        int_infer_images_per_sec: int.as_ref().map(|m| m.batch),
+        int_infer_batch1_images_per_sec: int.as_ref().map(|m| m.one),
+        int_agreement: int.as_ref().map(|m| m.agreement),
+        int_engine: int.as_ref().map(|m| m.kernel.to_string()),
     })
+}
+
+struct IntFigures {
+    batch: f64,
+    one: f64,
+    agreement: f64,
+    kernel: &'static str,
+}
+
+/// The integer engine on the benchmark images: images/s at `INFER_BATCH`
+/// and at 1 (pixel bytes to classes, as the float engine is timed), and
+/// its agreement with the float engine's classes.
+fn measure_int(net: &IntNet, data: &Dataset, norm: &Normalizer, values: &[Vec<f32>], shape: &CnnConfig, timing: Timing) -> IntFigures {
+    let mut pixels = Vec::with_capacity(INFER_BATCH * PIXELS);
+    let mut logits = vec![0f32; INFER_BATCH * CLASSES];
+    let run = |indices: &[usize], pixels: &mut Vec<u8>, logits: &mut Vec<f32>| {
+        pixels.clear();
+        for &i in indices {
+            pixels.extend_from_slice(data.image(i));
+        }
+        logits.resize(indices.len() * CLASSES, 0.0);
+        net.logits(pixels, logits);
+        logits.chunks_exact(CLASSES).map(argmax).fold(0usize, |a, c| a ^ c)
+    };
+    let mut sink = 0;
+    let batch = images_per_sec(data.len(), INFER_BATCH, timing, |indices| sink ^= run(indices, &mut pixels, &mut logits));
+    let one = images_per_sec(data.len(), 1, timing, |indices| sink ^= run(indices, &mut pixels, &mut logits));
+    std::hint::black_box(sink);
+    let device = Default::default();
+    let stored = crate::engine::model::packed::Stored { network: shape.clone(), normalizer: norm.clone(), values: values.to_vec() };
+    let float = predict(&stored.model::<burn::backend::Flex>(&device), data, norm, INFER_BATCH, &device);
+    let mut all = vec![0f32; data.len() * CLASSES];
+    net.logits(&data.images, &mut all);
+    let same = all.chunks_exact(CLASSES).zip(float.chunks_exact(CLASSES)).filter(|(a, b)| argmax(a) == argmax(b)).count();
+    IntFigures { batch, one, agreement: same as f64 / data.len() as f64, kernel: net.kernel().name() }
 }
 
 /// `kdtui bench --measure`: one model's figures on the resolved device, in this process.

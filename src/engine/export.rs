@@ -4,6 +4,7 @@
 //! run's own evaluation computed (on the CPU).
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use burn::backend::Flex;
 use burn::module::Module;
@@ -13,6 +14,7 @@ use crate::engine::data::CLASSES;
 use crate::engine::data::{self, DataError};
 use crate::engine::diagnostics;
 use crate::engine::inference::{argmax, predict, score};
+use crate::engine::model::integer::{IntError, IntNet};
 use crate::engine::model::packed::{self, PackedError};
 use crate::engine::model::size::stored_values;
 use crate::engine::model::{Cnn, CnnConfig};
@@ -95,6 +97,8 @@ pub enum EvalError {
     Unknown { path: PathBuf },
     #[error("--data {0}: expected `synthetic` or a directory holding test_32x32.mat (SVHN) or t10k-images-idx3-ubyte[.gz] (IDX)")]
     DataChoice(String),
+    #[error("{path}: {source}")]
+    Engine { path: PathBuf, source: IntError },
     #[error(transparent)]
     Data(#[from] DataError),
 }
@@ -111,6 +115,8 @@ pub struct Evaluation {
     /// Calibration and the confusion matrix; agreement and KL when a
     /// teacher was given.
     pub diagnostics: Diagnostics,
+    /// The integer engine against the float one, when the integer engine ran.
+    pub engine: Option<EngineRun>,
 }
 
 impl Evaluation {
@@ -140,44 +146,128 @@ pub fn data_config(config: &Config, choice: Option<&str>) -> Result<crate::study
     Ok(data)
 }
 
+/// Which engine runs a quantized student in `eval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Engine {
+    /// The integer engine (`model::integer`); the default for students.
+    Int,
+    /// The fp32 simulation training uses.
+    Float,
+}
+
+/// The integer engine's run beside the float engine's.
+pub struct EngineRun {
+    pub kernel: &'static str,
+    /// Images whose predicted class is the float engine's.
+    pub agree: usize,
+    /// Images where the two engines' logits differ in more than float
+    /// rounding: a code crossed a threshold (first 20 listed).
+    pub differ: Vec<usize>,
+    pub differ_count: usize,
+    pub int_images_per_sec: f64,
+    pub float_images_per_sec: f64,
+}
+
 /// Test accuracy of a model file or checkpoint over the whole test set of
 /// `data`, with its calibration; with the teacher's model file or
-/// checkpoint, also the agreement with it and their KL divergence.
+/// checkpoint, also the agreement with it and their KL divergence. A
+/// quantized student runs on `engine` (the integer engine by default),
+/// and on the integer engine also on the float one, to compare.
 pub fn eval(
     path: &Path,
     teacher: Option<&Path>,
+    engine: Option<Engine>,
     config: &Config,
     config_path: &Path,
     data: &crate::study::config::DataConfig,
 ) -> Result<Evaluation, EvalError> {
     // The models first: a wrong file is refused before the data is read.
-    let (model, norm, what) = load(path, config, config_path)?;
+    let loaded_model = load(path, config, config_path)?;
+    let quantized = !loaded_model.network.precision.is_float();
+    let engine = engine.unwrap_or(if quantized { Engine::Int } else { Engine::Float });
     let teacher = teacher.map(|t| load(t, config, config_path)).transpose()?;
     let device = Default::default();
     let loaded = data::load(data)?;
     // A checkpoint carries no normalisation: fitted once on the training set, for either model.
-    let needs_fit = norm.is_none() || teacher.as_ref().is_some_and(|(_, t_norm, _)| t_norm.is_none());
+    let needs_fit = loaded_model.norm.is_none() || teacher.as_ref().is_some_and(|t| t.norm.is_none());
     let fitted = needs_fit.then(|| Normalizer::fit(&loaded.train));
     let pick = |own: &Option<Normalizer>| own.as_ref().or(fitted.as_ref()).cloned().expect("fitted when a model has none");
-    let logits = predict(&model, &loaded.test, &pick(&norm), config.train.eval_batch_size, &device);
-    let teacher_logits = teacher.map(|(t, t_norm, _)| predict(&t, &loaded.test, &pick(&t_norm), config.train.eval_batch_size, &device));
+    let norm = pick(&loaded_model.norm);
+    let int = match engine {
+        Engine::Int => Some(
+            IntNet::new(&loaded_model.network, &loaded_model.values, &norm)
+                .map_err(|source| EvalError::Engine { path: path.into(), source })?,
+        ),
+        Engine::Float => None,
+    };
+    let started = Instant::now();
+    let float_logits = predict(&loaded_model.model, &loaded.test, &norm, config.train.eval_batch_size, &device);
+    let float_seconds = started.elapsed().as_secs_f64();
+    let (logits, run) = match int {
+        None => (float_logits, None),
+        Some(net) => {
+            let mut logits = vec![0f32; loaded.test.len() * CLASSES];
+            let started = Instant::now();
+            net.logits(&loaded.test.images, &mut logits);
+            let int_seconds = started.elapsed().as_secs_f64();
+            let run = compare(&logits, &float_logits, net.kernel().name(), loaded.test.len() as f64, int_seconds, float_seconds);
+            (logits, Some(run))
+        }
+    };
+    let teacher_logits = teacher.map(|t| predict(&t.model, &loaded.test, &pick(&t.norm), config.train.eval_batch_size, &device));
     let (loss, _) = score(&logits, &loaded.test.labels);
     let predictions: Vec<u8> = logits.chunks_exact(CLASSES).map(|row| argmax(row) as u8).collect();
     Ok(Evaluation {
-        model: what,
+        model: loaded_model.what,
         correct: predictions.iter().zip(&loaded.test.labels).filter(|(p, l)| p == l).count(),
         images: loaded.test.len(),
         diagnostics: diagnostics::diagnose(&logits, &loaded.test.labels, CLASSES, teacher_logits.as_deref(), None),
         predictions,
         data: loaded.description,
         loss,
+        engine: run,
     })
 }
 
-/// A model file or checkpoint: the network, the input normalisation it
-/// carries (a checkpoint carries none: its training set's is fitted), and
-/// what it is, in words.
-fn load(path: &Path, config: &Config, config_path: &Path) -> Result<(Cnn<Cpu>, Option<Normalizer>, String), EvalError> {
+/// How the integer engine's logits compare with the float engine's. Both
+/// compute the same function up to float rounding, so logits a code apart
+/// differ by at least one weight's worth; rounding alone stays under
+/// 1e-3 of the logits' scale.
+fn compare(int: &[f32], float: &[f32], kernel: &'static str, images: f64, int_seconds: f64, float_seconds: f64) -> EngineRun {
+    let mut differ = Vec::new();
+    let mut agree = 0;
+    for (i, (a, b)) in int.chunks_exact(CLASSES).zip(float.chunks_exact(CLASSES)).enumerate() {
+        agree += usize::from(argmax(a) == argmax(b));
+        let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+        if a.iter().zip(b).any(|(x, y)| (x - y).abs() > 1e-3 * scale) {
+            differ.push(i);
+        }
+    }
+    EngineRun {
+        kernel,
+        agree,
+        differ_count: differ.len(),
+        differ: differ.into_iter().take(20).collect(),
+        int_images_per_sec: images / int_seconds.max(1e-9),
+        float_images_per_sec: images / float_seconds.max(1e-9),
+    }
+}
+
+/// A model file or checkpoint as `eval` uses it.
+struct Loaded {
+    model: Cnn<Cpu>,
+    network: CnnConfig,
+    /// The stored values (`CnnConfig::layout` order), for the integer engine.
+    values: Vec<Vec<f32>>,
+    /// The input normalisation it carries (a checkpoint carries none: its
+    /// training set's is fitted).
+    norm: Option<Normalizer>,
+    /// What it is, in words.
+    what: String,
+}
+
+/// A model file or checkpoint.
+fn load(path: &Path, config: &Config, config_path: &Path) -> Result<Loaded, EvalError> {
     let bytes = std::fs::read(path).map_err(|source| EvalError::Read { path: path.into(), source })?;
     let device = Default::default();
     if bytes.starts_with(b"KDCKPT01") {
@@ -186,23 +276,29 @@ fn load(path: &Path, config: &Config, config_path: &Path) -> Result<(Cnn<Cpu>, O
             .ok_or_else(|| EvalError::Unknown { path: path.into() })?;
         let teacher = saved.progress.run_id == "teacher";
         let (shape, what) = if teacher { (CnnConfig::teacher(config), "teacher") } else { (CnnConfig::student(config), "student") };
-        let model = checkpoint_model(saved.model, &shape).ok_or_else(|| EvalError::WrongModel {
+        let trained = checkpoint_model(saved.model, &shape).ok_or_else(|| EvalError::WrongModel {
             path: path.into(),
             what,
             config: config_path.into(),
         })?;
+        // The stored values of the checkpoint's model, and the model a model
+        // file of them gives: the float engine computes what export's file would.
+        let values: Vec<Vec<f32>> =
+            trained.stored().into_iter().map(|t| t.into_data().convert::<f32>().into_vec::<f32>().expect("f32 values")).collect();
+        let stored = packed::Stored { network: shape.clone(), normalizer: Normalizer::new([0.0; 3], [1.0; 3]), values };
         let desc = format!("checkpoint of `{}` ({what}, epoch {})", saved.progress.run_id, saved.progress.epochs_done);
-        return Ok((model, None, desc));
+        return Ok(Loaded { model: stored.model(&device), network: shape, values: stored.values, norm: None, what: desc });
     }
-    let unpacked = packed::unpack::<Cpu>(&bytes, &device).map_err(|source| match source {
+    let stored = packed::read(&bytes).map_err(|source| match source {
         PackedError::NotSafetensors(_) => EvalError::Unknown { path: path.into() },
         source => EvalError::Packed { path: path.into(), source },
     })?;
-    let p = unpacked.network.precision;
-    let desc = if p.is_float() {
+    let p = stored.network.precision;
+    let what = if p.is_float() {
         "float model file (teacher)".to_string()
     } else {
         format!("packed student ({}-bit weights, {}-bit activations)", p.w_bits, p.a_bits)
     };
-    Ok((unpacked.model, Some(unpacked.normalizer), desc))
+    let model = stored.model(&device);
+    Ok(Loaded { model, network: stored.network, values: stored.values, norm: Some(stored.normalizer), what })
 }

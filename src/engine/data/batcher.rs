@@ -47,6 +47,12 @@ impl Normalizer {
         Self { mean, std, lut }
     }
 
+    /// The normalised value of each pixel byte, per channel: what `extend`
+    /// computes, for engines that normalise pixels themselves.
+    pub fn table(&self) -> &[[f32; 256]; CHANNELS] {
+        &self.lut
+    }
+
     /// Appends the normalised pixels of image `i` to `out`.
     pub fn extend(&self, data: &Dataset, i: usize, out: &mut Vec<f32>) {
         for (ch, plane) in data.image(i).chunks_exact(SIDE * SIDE).enumerate() {

@@ -2,6 +2,7 @@
 //! architecture, `Cnn`; the student differs only in its `Precision`.
 
 pub mod cnn;
+pub mod integer;
 pub mod kernels;
 pub mod norm;
 pub mod packed;

@@ -47,6 +47,15 @@ struct QuantizedInfo {
     shape: Vec<usize>,
 }
 
+/// A model file's contents: the network, its input normalisation and the
+/// values of every tensor of `CnnConfig::layout`, in layout order
+/// (quantized weights as their level indices, as stored).
+pub struct Stored {
+    pub network: CnnConfig,
+    pub normalizer: Normalizer,
+    pub values: Vec<Vec<f32>>,
+}
+
 /// A model read back from its file.
 pub struct Unpacked<B: Backend> {
     pub network: CnnConfig,
@@ -165,6 +174,21 @@ pub fn file_len(network: &CnnConfig) -> u64 {
 
 /// Reads a model file onto `device`.
 pub fn unpack<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<Unpacked<B>, PackedError> {
+    let stored = read(bytes)?;
+    let model = stored.model(device);
+    Ok(Unpacked { network: stored.network, normalizer: stored.normalizer, model })
+}
+
+impl Stored {
+    /// The float engine's model of these values.
+    pub fn model<B: Backend>(&self, device: &B::Device) -> Cnn<B> {
+        let tensors = self.values.iter().map(|v| Tensor::<B, 1>::from_data(TensorData::new(v.clone(), [v.len()]), device));
+        Cnn::from_stored(&self.network, tensors.collect(), device)
+    }
+}
+
+/// Reads a model file's values, checked against its network's layout.
+pub fn read(bytes: &[u8]) -> Result<Stored, PackedError> {
     let damaged = |why: String| PackedError::Damaged(why);
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| PackedError::NotSafetensors(e.to_string()))?;
     let meta = header.metadata().clone().unwrap_or_default();
@@ -196,10 +220,10 @@ pub fn unpack<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<Unpacked<B
         }
         Ok(t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
     };
-    let mut tensors = Vec::new();
+    let mut values = Vec::new();
     for slot in network.layout() {
         let n = numel(&slot.shape);
-        let values = if slot.bits < FLOAT_BITS {
+        let slot_values = if slot.bits < FLOAT_BITS {
             let t = file.tensor(&slot.name).map_err(|_| damaged(format!("tensor `{}` is missing", slot.name)))?;
             let want = (n * slot.bits as usize).div_ceil(8);
             if t.dtype() != Dtype::U8 || t.shape() != [want] {
@@ -215,7 +239,7 @@ pub fn unpack<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<Unpacked<B
         } else {
             floats(&slot.name, &slot.shape)?
         };
-        tensors.push(Tensor::<B, 1>::from_data(TensorData::new(values, [n]), device));
+        values.push(slot_values);
     }
     let three = |name: &str| -> Result<[f32; CHANNELS], PackedError> {
         let v = floats(name, &[CHANNELS])?;
@@ -228,8 +252,7 @@ pub fn unpack<B: Backend>(bytes: &[u8], device: &B::Device) -> Result<Unpacked<B
             normalizer.mean, normalizer.std
         )));
     }
-    let model = Cnn::from_stored(&network, tensors, device);
-    Ok(Unpacked { network, normalizer, model })
+    Ok(Stored { network, normalizer, values })
 }
 
 #[cfg(test)]
