@@ -4,7 +4,10 @@
 //! `kdtui_no_tmux` (the real-terminal tests), `kdtui_no_python3` (the
 //! benchmark reference's syntax check), `kdtui_no_small_disk` (the full-disk
 //! tests, which mount a small tmpfs in a user and mount namespace of their
-//! own). Nothing in kdtui itself uses them.
+//! own), `kdtui_no_avx512` and `kdtui_no_avx512vnni` (the tests that run
+//! the integer engine's AVX-512 kernels whatever `KDTUI_SIMD` says; the
+//! build runs on the machine the tests run on). Nothing in kdtui itself
+//! uses them.
 
 use std::path::Path;
 
@@ -19,6 +22,15 @@ fn main() {
         if !on_path(tool) {
             println!("cargo::rustc-cfg=kdtui_no_{tool}");
         }
+    }
+    println!("cargo::rustc-check-cfg=cfg(kdtui_no_avx512)");
+    println!("cargo::rustc-check-cfg=cfg(kdtui_no_avx512vnni)");
+    let (avx512, vnni) = cpu_has();
+    if !avx512 {
+        println!("cargo::rustc-cfg=kdtui_no_avx512");
+    }
+    if !(avx512 && vnni) {
+        println!("cargo::rustc-cfg=kdtui_no_avx512vnni");
     }
     println!("cargo::rustc-check-cfg=cfg(kdtui_no_small_disk)");
     if !can_mount_small_disk() {
@@ -39,4 +51,17 @@ fn can_mount_small_disk() -> bool {
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// Whether this CPU has AVX-512 (F, BW, VL) and AVX-512 VNNI.
+fn cpu_has() -> (bool, bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx512 = std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl");
+        (avx512, std::arch::is_x86_feature_detected!("avx512vnni"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    (false, false)
 }

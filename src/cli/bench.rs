@@ -10,7 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use crate::engine::bench::{
-    bench_images, cpu_name, kernel_levels, peak_gflops, MeasureError, Measurement, Model, Timing, INFER_BATCH, STUDENT_TEMPERATURE,
+    bench_images, cpu_name, kernel_levels, peak_gflops, peak_int_macs, MeasureError, Measurement, Model, Timing, INFER_BATCH,
+    STUDENT_TEMPERATURE,
 };
 use crate::study::config::Config;
 use crate::study::Loss;
@@ -78,6 +79,10 @@ pub struct Peak {
     pub gflops: f64,
     /// Training FLOP per image of the teacher and the student (`CnnConfig::training_flops`).
     pub training_flops: [u64; 2],
+    /// The integer kernel's multiply-adds per second on `threads` threads
+    /// (`integer::dot::peak_macs_per_sec`), the kernel, and the student's
+    /// integer multiply-adds per image.
+    pub int: Option<(f64, &'static str, u64)>,
 }
 
 /// Runs the measurements in child processes and, when asked, the whole plan.
@@ -106,8 +111,18 @@ pub fn run(request: &Request, config: &Config, mut progress: impl FnMut(&str)) -
     let models = [Model::Teacher, Model::Student];
     if request.device == "cpu" {
         progress("measuring this machine's matrix-product peak...");
-        report.peak =
-            Some(Peak { gflops: peak_gflops(request.threads, 3.0)?, training_flops: models.map(|m| m.shape(config).training_flops()) });
+        let student = Model::Student.shape(config);
+        let int = if student.precision.is_float() {
+            None
+        } else {
+            let (macs, kernel) = peak_int_macs(request.threads, 3.0)?;
+            Some((macs, kernel, student.integer_multiply_adds()))
+        };
+        report.peak = Some(Peak {
+            gflops: peak_gflops(request.threads, 3.0)?,
+            training_flops: models.map(|m| m.shape(config).training_flops()),
+            int,
+        });
     }
     let mut ours: Vec<Vec<Measurement>> = vec![Vec::new(); models.len()];
     let mut theirs: Vec<Vec<Measurement>> = vec![Vec::new(); models.len()];
@@ -158,6 +173,7 @@ fn median(rounds: &[Measurement]) -> Measurement {
         int_infer_images_per_sec: some(|m| m.int_infer_images_per_sec),
         int_infer_batch1_images_per_sec: some(|m| m.int_infer_batch1_images_per_sec),
         int_agreement: some(|m| m.int_agreement),
+        int_serving: rounds.iter().filter_map(|m| m.int_serving).max_by_key(|s| s.peak_bytes),
         peak_rss_bytes: rounds.iter().map(|m| m.peak_rss_bytes).max().unwrap_or(0),
         peak_device_bytes: rounds.iter().filter_map(|m| m.peak_device_bytes).max(),
         ..rounds[0].clone()
@@ -304,24 +320,20 @@ pub fn render(report: &Report) -> String {
                 ratio(ours, theirs)
             ));
         }
+        let mut row = |name: &str, ours: String, theirs: String| {
+            out.push_str(&format!("{:<8} {:<22} {:>12} {:>12} {:>14}\n", k.model, name, ours, theirs, "-"));
+        };
         if let Some(int) = k.int_infer_images_per_sec {
-            out.push_str(&format!(
-                "{:<8} {:<22} {:>12} {:>12} {:>14}\n",
-                k.model,
-                "int / own fp32",
-                format!("{:.2}x", int / k.infer_images_per_sec),
-                r.and_then(|r| Some(r.int_infer_images_per_sec? / r.infer_images_per_sec)).map_or("-".into(), |x| format!("{x:.2}x")),
-                "-"
-            ));
+            let own = |m: &Measurement| Some(format!("{:.2}x", m.int_infer_images_per_sec? / m.infer_images_per_sec));
+            row("int / own fp32", own(k).unwrap_or_default(), r.and_then(own).unwrap_or("-".into()));
             let agree = |m: &Measurement| m.int_agreement.map_or("-".into(), |a| format!("{:.1}%", 100.0 * a));
-            out.push_str(&format!(
-                "{:<8} {:<22} {:>12} {:>12} {:>14}\n",
-                k.model,
-                "int = fp32 class",
-                agree(k),
-                r.map_or("-".into(), agree),
-                "-"
-            ));
+            row("int = fp32 class", agree(k), r.map_or("-".into(), agree));
+            if let Some((macs, _, per_image)) = report.peak.as_ref().and_then(|p| p.int) {
+                row("int, share of int peak", format!("{:.0}%", 100.0 * int * per_image as f64 / macs), "-".into());
+            }
+        }
+        if let Some(s) = &k.int_serving {
+            row("int serving memory", mebibytes(s.peak_bytes.saturating_sub(s.before_bytes)), "-".into());
         }
         if let Some(peak) = &report.peak {
             let share = |images_per_sec: f64| format!("{:.0}%", 100.0 * images_per_sec * peak.training_flops[i] as f64 / 1e9 / peak.gflops);
@@ -373,6 +385,22 @@ pub fn describe(report: &Report, request: &Request, config: &Config) -> String {
             peak.gflops,
             peak.training_flops[0] as f64 / 1e9,
             peak.training_flops[1] as f64 / 1e9
+        ));
+    }
+    if let Some((macs, kernel, per_image)) = report.peak.as_ref().and_then(|p| p.int) {
+        out.push_str(&format!(
+            "int peak: {:.0} G multiply-adds/s, the integer kernel {kernel} on every thread over a tile in L1 (8 pixels, 9 taps of 64 channels, 32 outputs); student inference per image: {:.2} M integer multiply-adds (convs 2-5 and the hidden layer)\n",
+            macs / 1e9,
+            per_image as f64 / 1e6
+        ));
+    }
+    if let Some(s) = report.rows.iter().find_map(|r| r.kdtui.int_serving) {
+        out.push_str(&format!(
+            "int serving memory: resident set {} before the engine, {} at its peak serving batches of {INFER_BATCH}; the packed file is {} KiB, one batch of pixels and logits {} KiB\n",
+            mebibytes(s.before_bytes),
+            mebibytes(s.peak_bytes),
+            s.packed_bytes / 1024,
+            s.batch_bytes / 1024
         ));
     }
     match (report.rows.first().and_then(|r| r.reference.as_ref()), &report.reference_skipped) {

@@ -96,6 +96,20 @@ pub struct Measurement {
     /// What ran the integer model (kernel, or engine).
     #[serde(default)]
     pub int_engine: Option<String>,
+    /// Memory of serving the integer student: the process's resident set
+    /// before the engine was built (binary, runtime, benchmark images), its
+    /// peak after serving batches, and the packed file's length.
+    #[serde(default)]
+    pub int_serving: Option<Serving>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Serving {
+    pub before_bytes: u64,
+    pub peak_bytes: u64,
+    pub packed_bytes: u64,
+    /// One batch of `INFER_BATCH` images' pixel bytes and logits.
+    pub batch_bytes: u64,
 }
 
 /// Why a measurement gave no figure.
@@ -176,6 +190,8 @@ pub fn measure<B: TrainBackend>(
         let logits: Vec<f32> = (0..data.len() * CLASSES).map(|_| rng.random_range(-4.0..4.0)).collect();
         losses::soft_targets(&logits, CLASSES, STUDENT_TEMPERATURE)
     });
+    // Serving memory first, before training has grown the heap.
+    let serving = (model == Model::Student && B::name(&device).contains("flex")).then(|| serving_memory(config, &data, &norm)).flatten();
     let targets = Targets::<B>::new(&data, soft.as_deref(), &device);
     B::seed(&device, 1);
     let mut net: Option<Cnn<B>> = Some(model.shape(config).init(&device));
@@ -230,7 +246,47 @@ pub fn measure<B: TrainBackend>(
         int_infer_batch1_images_per_sec: int.as_ref().map(|m| m.one),
         int_agreement: int.as_ref().map(|m| m.agreement),
         int_engine: int.as_ref().map(|m| m.kernel.to_string()),
+        int_serving: serving,
     })
+}
+
+/// The resident set of serving the integer student (an untrained one: the
+/// memory does not depend on the values) in batches of `INFER_BATCH`: the
+/// process's before the engine is built, and its peak while it serves, in
+/// this process before training has run.
+fn serving_memory(config: &Config, data: &Dataset, norm: &Normalizer) -> Option<Serving> {
+    let shape = CnnConfig::student(config);
+    let model = shape.init::<burn::backend::Flex>(&Default::default());
+    let values: Vec<Vec<f32>> =
+        model.stored().into_iter().map(|t| t.into_data().convert::<f32>().into_vec::<f32>().ok()).collect::<Option<_>>()?;
+    drop(model);
+    // The peak from here on (Linux: writing 5 to clear_refs resets VmHWM
+    // to the present resident set), so burn's model above does not count.
+    std::fs::write("/proc/self/clear_refs", "5").ok()?;
+    let before = current_rss_bytes()?;
+    let net = IntNet::new(&shape, &values, norm).ok()?;
+    drop(values);
+    let mut logits = vec![0f32; INFER_BATCH * CLASSES];
+    for batch in data.images.chunks_exact(INFER_BATCH * PIXELS).take(4) {
+        net.logits(batch, &mut logits);
+    }
+    Some(Serving {
+        before_bytes: before,
+        peak_bytes: peak_rss_bytes()?,
+        packed_bytes: crate::engine::model::packed::file_len(&shape),
+        batch_bytes: (INFER_BATCH * (PIXELS + CLASSES * 4)) as u64,
+    })
+}
+
+/// This machine's integer multiply-add throughput on `threads` threads with
+/// the integer engine's kernel (`integer::dot::peak_macs_per_sec`).
+pub fn peak_int_macs(threads: usize, seconds: f64) -> Result<(f64, &'static str), MeasureError> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| MeasureError::ThreadPool { threads, reason: e.to_string() })?;
+    let kernel = crate::engine::model::integer::Kernel::best();
+    Ok((pool.install(|| crate::engine::model::integer::dot::peak_macs_per_sec(kernel, seconds)), kernel.name()))
 }
 
 struct IntFigures {
@@ -286,8 +342,17 @@ pub fn measure_on(resolved: Resolved, config: &Config, model: Model, timing: Tim
 
 /// The process's peak resident set (VmHWM), where Linux tells it.
 pub fn peak_rss_bytes() -> Option<u64> {
+    status_kib("VmHWM:")
+}
+
+/// The process's resident set now (VmRSS).
+fn current_rss_bytes() -> Option<u64> {
+    status_kib("VmRSS:")
+}
+
+fn status_kib(key: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(key))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }

@@ -95,6 +95,13 @@ impl CnnConfig {
         total + flat * self.hidden as u64 + (self.hidden * CLASSES) as u64
     }
 
+    /// Multiply-adds the integer engine does in integers for one image: all
+    /// but the first conv's and the classifier's (which stay in fp32).
+    pub fn integer_multiply_adds(&self) -> u64 {
+        let (input, output) = conv_layers(self.widths)[0];
+        self.forward_multiply_adds() - 32 * 32 * 9 * (input * output) as u64 - (self.hidden * CLASSES) as u64
+    }
+
     /// Floating-point operations (2 per multiply-add) of training on one
     /// image: the forward products, and in backward the input gradient of
     /// every layer but the first (the images need none) and every weight

@@ -157,6 +157,35 @@ pub fn dot_codes(kernel: Kernel, tile: &Tile, weights: &[i8], np: usize, codes: 
     }
 }
 
+/// Multiply-adds per second of `kernel` on every thread of rayon's pool,
+/// for about `seconds`, on a tile held in L1 (8 pixels, 9 taps of 64
+/// channels, 32 outputs): the kernel's best case, what the integer
+/// engine's throughput is set against, as training's is against gemm's.
+pub fn peak_macs_per_sec(kernel: Kernel, seconds: f64) -> f64 {
+    let (groups, np) = (16, 32);
+    let stride = 4 * groups;
+    let taps: Vec<usize> = (0..9).map(|t| t * stride).collect();
+    let input = vec![1u8; (TILE - 1) * stride + taps[8] + stride];
+    let weights = vec![1i8; 9 * groups * np * 4];
+    let per_call = (TILE * 9 * groups * 4 * np) as f64;
+    rayon::broadcast(|_| {
+        let tile = Tile { input: &input, base: 0, stride, pixels: TILE, taps: &taps, groups };
+        let mut acc = vec![0i32; TILE * np];
+        let started = std::time::Instant::now();
+        let mut calls = 0u64;
+        while started.elapsed().as_secs_f64() < seconds {
+            for _ in 0..64 {
+                dot(kernel, &tile, &weights, np, &mut acc);
+                std::hint::black_box(&mut acc);
+            }
+            calls += 64;
+        }
+        calls as f64 * per_call / started.elapsed().as_secs_f64()
+    })
+    .into_iter()
+    .sum()
+}
+
 /// The product of one tile with `kernel` (see the module's formula).
 pub fn dot(kernel: Kernel, tile: &Tile, weights: &[i8], np: usize, acc: &mut [i32]) {
     tile.check(weights, np, acc);

@@ -16,10 +16,10 @@
 //!   sign of BatchNorm's scale (FINN's streamlining);
 //! - max-pooling commutes with a monotone quantizer, so it pools codes.
 //!
-//! The first conv (float pixels) and the classifier run in fp32 with the
-//! weights the float engine uses: they are 3% of the student's
-//! multiply-adds, and fp32 keeps them exact to the float engine's own
-//! rounding. Codes are stored one per byte, channels last and zero-padded,
+//! The first conv (float pixels, `first.rs`) and the classifier run in
+//! fp32 with the weights the float engine uses (a float first layer has no
+//! integer weights to be exact with); they are 14% of the default
+//! student's multiply-adds. Codes are stored one per byte, channels last and zero-padded,
 //! so a 3x3 conv reads 9 taps of contiguous channels.
 //!
 //! The result equals the simulated student except where the float engine's
@@ -32,7 +32,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 
 use super::cnn::{conv_layers, CnnConfig, Precision};
-use super::kernels::cpu::simd::{self, multiversion};
 use super::kernels::cpu::Act;
 use super::kernels::Activation;
 use super::quant::FLOAT_BITS;
@@ -40,9 +39,11 @@ use crate::engine::data::batcher::Normalizer;
 use crate::engine::data::{CHANNELS, CLASSES, PIXELS, SIDE};
 
 pub mod dot;
+mod first;
 mod layer;
 
 pub use dot::Kernel;
+use first::FirstLayer;
 pub use layer::{Fold, IntLayer};
 
 #[derive(Debug, thiserror::Error)]
@@ -76,18 +77,6 @@ fn act_constants(a_bits: u32, a_range: f64) -> (f32, f32, f32) {
         Act::Quantized { range, up, down } => (range, up, down),
         _ => unreachable!("a_bits below 32 quantize"),
     }
-}
-
-/// The first conv: float pixels, float (or dequantized) weights, fp32 as
-/// in the float engine (fused multiply-adds, as its matrix product's);
-/// its codes from the float value as the quantizer computes them.
-struct FirstLayer {
-    cout: usize,
-    /// [cout][3][3][3]
-    weights: Vec<f32>,
-    scale: Vec<f32>,
-    shift: Vec<f32>,
-    act: (f32, f32),
 }
 
 /// The classifier: float (or dequantized) weights over the hidden layer's
@@ -218,7 +207,7 @@ impl IntNet {
             }
         }
         let f = &self.first;
-        first_conv(&s.planes, &f.weights, &f.scale, &f.shift, f.act, f.cout, self.layers[0].cin, &mut s.buffers[0]);
+        f.forward(&s.planes, self.layers[0].cin, &mut s.buffers[0]);
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
             let (done, rest) = s.buffers.split_at_mut(i + 1);
@@ -239,60 +228,6 @@ impl IntNet {
         }
         for (l, s) in logits.iter_mut().zip(sums) {
             *l += s;
-        }
-    }
-}
-
-multiversion! {
-    /// The first conv on the padded normalised planes [3][34][34], its
-    /// codes 2x2 max-pooled into `out`, the second layer's padded
-    /// [18][18][cp] input. Two output rows of 32 for 4 output channels at a
-    /// time (16 vector accumulators), so each input row loaded serves 4
-    /// products and the pooling needs no second pass. `weights` holds
-    /// whole groups of 4 channels (zeros past `cout`).
-    #[allow(clippy::too_many_arguments)]
-    fn first_conv(planes: &[f32], weights: &[f32], scale: &[f32], shift: &[f32], act: (f32, f32), cout: usize, cp: usize, out: &mut [u8]) {
-        const GROUP: usize = 4;
-        let (range, up) = act;
-        let p = SIDE + 2;
-        let half = SIDE / 2;
-        let fused = simd::level() >= simd::Level::Avx2;
-        for c0 in (0..cout).step_by(GROUP) {
-            let w = &weights[c0 * 27..(c0 + GROUP) * 27];
-            for py in 0..half {
-                let mut acc = [[[0f32; SIDE]; 2]; GROUP];
-                for c in 0..CHANNELS {
-                    for r in 0..2 {
-                        for ky in 0..3 {
-                            let row = &planes[(c * p + 2 * py + r + ky) * p..][..p];
-                            for kx in 0..3 {
-                                let row = &row[kx..kx + SIDE];
-                                for (g, acc) in acc.iter_mut().enumerate() {
-                                    let k = w[g * 27 + (c * 3 + ky) * 3 + kx];
-                                    for (a, &v) in acc[r].iter_mut().zip(row) {
-                                        // Without FMA instructions (baseline x86-64) mul_add is a library call.
-                                        *a = if fused { k.mul_add(v, *a) } else { k * v + *a };
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-                for (g, acc) in acc.iter().enumerate().take(cout - c0) {
-                    let co = c0 + g;
-                    // Coded along the rows (contiguous, vectorised), then pooled.
-                    let mut codes = [[0u8; SIDE]; 2];
-                    for (codes, acc) in codes.iter_mut().zip(acc) {
-                        for (code, &a) in codes.iter_mut().zip(acc) {
-                            *code = ((a * scale[co] + shift[co]).max(0.0).min(range) * up).round_ties_even() as u8;
-                        }
-                    }
-                    for px in 0..half {
-                        let best = codes[0][2 * px].max(codes[0][2 * px + 1]).max(codes[1][2 * px]).max(codes[1][2 * px + 1]);
-                        out[((py + 1) * (half + 2) + px + 1) * cp + co] = best;
-                    }
-                }
-            }
         }
     }
 }

@@ -49,6 +49,31 @@ fn every_kernel_gives_the_scalar_sums() {
     }
 }
 
+/// The VNNI kernel on this CPU whatever `KDTUI_SIMD` caps (the capped
+/// reruns of the suite test the others): its codes are the scalar path's.
+#[test]
+#[cfg_attr(kdtui_no_avx512vnni, ignore = "this CPU has no AVX-512 VNNI")]
+fn the_vnni_kernel_gives_the_scalar_codes() {
+    let mut r = rng(6);
+    for (groups, np, cout, levels) in [(2, 16, 12, 3), (27, 32, 24, 3), (5, 48, 33, 15), (1, 16, 1, 1)] {
+        let taps: Vec<usize> = (0..9).map(|t| t * 4 * groups).collect();
+        let len = 7 * 4 * groups + taps[8] + groups * 4;
+        let input: Vec<u8> = (0..len).map(|_| r.random_range(0..=levels as u8)).collect();
+        let weights: Vec<i8> = (0..9 * groups * np * 4).map(|_| r.random_range(-3..=3)).collect();
+        let sign: Vec<i32> = (0..np).map(|o| [1, -1, 0][o % 3]).collect();
+        let thresholds: Vec<i32> = (0..levels * np).map(|_| r.random_range(-60..60)).collect();
+        let codes = dot::Codes { sign: &sign, thresholds: &thresholds, levels, cout, eight_bit: false };
+        for pixels in [1, 3, TILE] {
+            let tile = Tile { input: &input, base: 0, stride: 4 * groups, pixels, taps: &taps, groups };
+            let (mut want, mut got) = (vec![0u8; TILE * np], vec![0u8; TILE * np]);
+            let mut acc = vec![0i32; TILE * np];
+            dot::dot_codes(Kernel::Scalar, &tile, &weights, np, &codes, &mut dot::Out { out: &mut want, base: 0, stride: np }, &mut acc);
+            dot::dot_codes(Kernel::Avx512Vnni, &tile, &weights, np, &codes, &mut dot::Out { out: &mut got, base: 0, stride: np }, &mut acc);
+            assert_eq!(want, got, "{groups} groups, {cout} of {np} outputs, {pixels} pixels");
+        }
+    }
+}
+
 #[test]
 fn avx2_is_refused_where_its_16_bit_pairs_could_saturate() {
     assert!(Kernel::Avx2.exact_for(3, 3));
