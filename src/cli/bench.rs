@@ -149,23 +149,9 @@ pub fn run(request: &Request, config: &Config, mut progress: impl FnMut(&str)) -
 
 /// Each throughput's median over the rounds, the largest peak memory.
 fn median(rounds: &[Measurement]) -> Measurement {
-    let mid = |f: fn(&Measurement) -> f64| {
-        let mut v: Vec<f64> = rounds.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        match v.len() % 2 {
-            1 => v[v.len() / 2],
-            _ => (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0,
-        }
-    };
-    let some = |f: fn(&Measurement) -> Option<f64>| {
-        let mut v: Vec<f64> = rounds.iter().filter_map(f).collect();
-        v.sort_by(f64::total_cmp);
-        match v.len() {
-            0 => None,
-            n if n % 2 == 1 => Some(v[n / 2]),
-            n => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
-        }
-    };
+    // An optional figure is none where no round has it.
+    let some = |f: fn(&Measurement) -> Option<f64>| median_of(rounds.iter().filter_map(f).collect());
+    let mid = |f: fn(&Measurement) -> f64| median_of(rounds.iter().map(f).collect()).expect("at least one round");
     Measurement {
         train_images_per_sec: mid(|m| m.train_images_per_sec),
         infer_images_per_sec: mid(|m| m.infer_images_per_sec),
@@ -177,6 +163,17 @@ fn median(rounds: &[Measurement]) -> Measurement {
         peak_rss_bytes: rounds.iter().map(|m| m.peak_rss_bytes).max().unwrap_or(0),
         peak_device_bytes: rounds.iter().filter_map(|m| m.peak_device_bytes).max(),
         ..rounds[0].clone()
+    }
+}
+
+/// The median of `values`; none of none.
+fn median_of(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
     }
 }
 

@@ -226,8 +226,7 @@ pub fn measure<B: TrainBackend>(
     let shape = model.shape(config);
     let int = (!shape.precision.is_float() && B::name(&device).contains("flex"))
         .then(|| {
-            let values: Vec<Vec<f32>> =
-                inference.stored().into_iter().map(|t| t.into_data().convert::<f32>().into_vec::<f32>().expect("f32 values")).collect();
+            let values = inference.stored_values();
             IntNet::new(&shape, &values, &norm).ok().map(|net| measure_int(&net, &data, &norm, &values, &shape, timing))
         })
         .flatten();
@@ -257,8 +256,7 @@ pub fn measure<B: TrainBackend>(
 fn serving_memory(config: &Config, data: &Dataset, norm: &Normalizer) -> Option<Serving> {
     let shape = CnnConfig::student(config);
     let model = shape.init::<burn::backend::Flex>(&Default::default());
-    let values: Vec<Vec<f32>> =
-        model.stored().into_iter().map(|t| t.into_data().convert::<f32>().into_vec::<f32>().ok()).collect::<Option<_>>()?;
+    let values = model.stored_values();
     drop(model);
     // The peak from here on (Linux: writing 5 to clear_refs resets VmHWM
     // to the present resident set), so burn's model above does not count.

@@ -283,8 +283,7 @@ fn load(path: &Path, config: &Config, config_path: &Path) -> Result<Loaded, Eval
         })?;
         // The stored values of the checkpoint's model, and the model a model
         // file of them gives: the float engine computes what export's file would.
-        let values: Vec<Vec<f32>> =
-            trained.stored().into_iter().map(|t| t.into_data().convert::<f32>().into_vec::<f32>().expect("f32 values")).collect();
+        let values = trained.stored_values();
         let stored = packed::Stored { network: shape.clone(), normalizer: Normalizer::new([0.0; 3], [1.0; 3]), values };
         let desc = format!("checkpoint of `{}` ({what}, epoch {})", saved.progress.run_id, saved.progress.epochs_done);
         return Ok(Loaded { model: stored.model(&device), network: shape, values: stored.values, norm: None, what: desc });

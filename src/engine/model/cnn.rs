@@ -267,6 +267,11 @@ impl<B: Backend> Cnn<B> {
         out
     }
 
+    /// `stored`, read back as f32 values: what a model file holds.
+    pub fn stored_values(&self) -> Vec<Vec<f32>> {
+        self.stored().into_iter().map(|t| t.into_data().convert::<f32>().into_vec::<f32>().expect("f32 values")).collect()
+    }
+
     /// The model `stored` was taken from, given its tensors in layout order.
     /// Quantized weights come back as the weights the quantizer gave in
     /// training (bit for bit) and are used as they are: the returned model

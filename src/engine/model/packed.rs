@@ -156,12 +156,7 @@ fn sorted_metadata(mut file: Vec<u8>) -> Vec<u8> {
 
 /// The model file of `model` (of shape `network`, inputs normalised by `norm`).
 pub fn pack<B: Backend>(model: &Cnn<B>, network: &CnnConfig, norm: &Normalizer) -> Vec<u8> {
-    let data = network
-        .layout()
-        .iter()
-        .zip(model.stored())
-        .map(|(slot, t)| encode_slot(slot, &t.into_data().convert::<f32>().into_vec::<f32>().expect("f32 values")))
-        .collect();
+    let data = network.layout().iter().zip(model.stored_values()).map(|(slot, values)| encode_slot(slot, &values)).collect();
     serialize(network, norm, data)
 }
 

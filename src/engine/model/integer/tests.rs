@@ -286,7 +286,7 @@ fn trained_values(network: &CnnConfig) -> Vec<Vec<f32>> {
     let x = Tensor::<Autodiff<B>, 4>::random([8, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
     let _ = model.forward(x);
     use burn::module::AutodiffModule;
-    model.valid().stored().into_iter().map(|t| t.into_data().to_vec::<f32>().unwrap()).collect()
+    model.valid().stored_values()
 }
 
 /// The whole network: the float engine's classes on (nearly) every image,
