@@ -51,6 +51,7 @@ fn result(spec: &RunSpec, status: RunStatus, epochs: usize) -> RunResult {
         reused: false,
         device: String::new(),
         history,
+        deployment: None,
     }
 }
 

@@ -9,7 +9,7 @@ use kdtui::monitor::keys::{self, Action};
 use kdtui::monitor::ui::table_view::Column;
 use kdtui::outputs::state::PlanState;
 use kdtui::outputs::Results;
-use kdtui::protocol::{Control, Diagnostics, EpochMetrics, RunResult, RunStatus, TrainEvent};
+use kdtui::protocol::{Control, Deployment, Diagnostics, EpochMetrics, IntegerServing, RunResult, RunStatus, TrainEvent};
 use kdtui::study::{plan, Config, Loss, RunKind};
 
 fn screen(app: &App, width: u16, height: u16) -> String {
@@ -63,6 +63,7 @@ fn finish(app: &mut App, run_id: &str, kind: RunKind, loss: Loss, temperature: O
             reused: false,
             device: String::new(),
             history: vec![metrics],
+            deployment: None,
         },
     });
 }
@@ -307,6 +308,7 @@ fn a_run_stopped_in_its_first_epoch_shows_no_accuracy() {
             reused: false,
             device: String::new(),
             history: vec![],
+            deployment: None,
         },
     });
     let s = screen(&app, 120, 40);
@@ -408,6 +410,17 @@ fn finish_diagnosed(app: &mut App, spec: (&str, RunKind, Loss, Option<f64>), rig
             reused: false,
             device: String::new(),
             history,
+            // The students' integer engine at 3x their fp32 speed, one image of 100 moved.
+            deployment: Some(Deployment {
+                float_images_per_sec: if kind == RunKind::Teacher { 7410.0 } else { 30_000.0 },
+                integer: (kind != RunKind::Teacher).then(|| IntegerServing {
+                    kernel: "avx2 (vpmaddubsw)".into(),
+                    images_per_sec: 90_000.0,
+                    correct: 80,
+                    same_class: 99,
+                    images: 100,
+                }),
+            }),
         },
     });
 }
@@ -453,6 +466,10 @@ fn the_detail_view_of_a_run() {
     assert!(s.contains("epoch  agree  t.err  KL(1)  KL(T)    ECE"), "{s}");
     assert!(s.contains("    3   90.0   45.0  0.083  0.013  0.017"), "{s}");
     assert!(s.contains("    1   80.0   45.0  0.250  0.013  0.050"), "{s}");
+    let served = "served: integer engine 90,000 img/s, 3.00x fp32 (30,000); same class 99/100; avx2 (vpmaddubsw)";
+    assert!(s.contains(served), "{s}");
+    app.table.selected = Some("teacher".into());
+    assert!(screen(&app, 120, 40).contains("served: fp32 7,410 img/s"), "the teacher has no integer engine");
     app.on_action(Action::Cancel);
     assert!(!screen(&app, 120, 40).contains("detail of"), "esc closes it");
 }

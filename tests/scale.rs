@@ -64,6 +64,7 @@ fn run_events(spec: &RunSpec, epochs: usize, k: usize) -> Vec<TrainEvent> {
             reused: false,
             device: "cpu".into(),
             history,
+            deployment: None,
         },
     });
     events

@@ -13,6 +13,7 @@ use crate::engine::bench::{
     bench_images, cpu_name, kernel_levels, peak_gflops, peak_int_macs, MeasureError, Measurement, Model, Timing, INFER_BATCH,
     STUDENT_TEMPERATURE,
 };
+use crate::outputs::stats::median;
 use crate::study::config::Config;
 use crate::study::Loss;
 use crate::util::format::mebibytes;
@@ -138,7 +139,7 @@ pub fn run(request: &Request, config: &Config, mut progress: impl FnMut(&str)) -
         }
     }
     for (ours, theirs) in ours.iter().zip(&theirs) {
-        report.rows.push(Row { kdtui: median(ours), reference: (!theirs.is_empty()).then(|| median(theirs)) });
+        report.rows.push(Row { kdtui: medians(ours), reference: (!theirs.is_empty()).then(|| medians(theirs)) });
     }
     if request.plan {
         progress("running the whole plan of the config (--plan)...");
@@ -148,10 +149,10 @@ pub fn run(request: &Request, config: &Config, mut progress: impl FnMut(&str)) -
 }
 
 /// Each throughput's median over the rounds, the largest peak memory.
-fn median(rounds: &[Measurement]) -> Measurement {
+fn medians(rounds: &[Measurement]) -> Measurement {
     // An optional figure is none where no round has it.
-    let some = |f: fn(&Measurement) -> Option<f64>| median_of(rounds.iter().filter_map(f).collect());
-    let mid = |f: fn(&Measurement) -> f64| median_of(rounds.iter().map(f).collect()).expect("at least one round");
+    let some = |f: fn(&Measurement) -> Option<f64>| median(rounds.iter().filter_map(f).collect());
+    let mid = |f: fn(&Measurement) -> f64| median(rounds.iter().map(f).collect()).expect("at least one round");
     Measurement {
         train_images_per_sec: mid(|m| m.train_images_per_sec),
         infer_images_per_sec: mid(|m| m.infer_images_per_sec),
@@ -163,17 +164,6 @@ fn median(rounds: &[Measurement]) -> Measurement {
         peak_rss_bytes: rounds.iter().map(|m| m.peak_rss_bytes).max().unwrap_or(0),
         peak_device_bytes: rounds.iter().filter_map(|m| m.peak_device_bytes).max(),
         ..rounds[0].clone()
-    }
-}
-
-/// The median of `values`; none of none.
-fn median_of(mut values: Vec<f64>) -> Option<f64> {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(values[n / 2]),
-        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
     }
 }
 

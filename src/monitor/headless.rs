@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::outputs::{feed, tick, Fed, PublishError, Results, Sink, StudyState};
 use crate::protocol::source::join_message;
 use crate::protocol::{Control, EventSource, RunStatus, TrainEvent};
-use crate::util::format::{megabytes, percent};
+use crate::util::format::{megabytes, percent, thousands};
 use crate::util::signals::StopRequest;
 
 #[derive(Debug, thiserror::Error)]
@@ -157,7 +157,13 @@ pub fn line(event: &TrainEvent, study: &StudyState) -> Option<String> {
         TrainEvent::RunFinished { result } => {
             let note = match (result.status, result.reused) {
                 (RunStatus::Done, true) => "reused from checkpoint".to_string(),
-                (RunStatus::Done, false) => format!("{:.1} s", result.wall_seconds),
+                (RunStatus::Done, false) => {
+                    let serves = result.deployment.as_ref().map_or(String::new(), |d| match &d.integer {
+                        Some(i) => format!("; serves {} img/s on the integer engine", thousands(i.images_per_sec)),
+                        None => format!("; serves {} img/s", thousands(d.float_images_per_sec)),
+                    });
+                    format!("{:.1} s{serves}", result.wall_seconds)
+                }
                 (RunStatus::Interrupted, _) => "checkpoint saved; it resumes next time".into(),
                 (RunStatus::Diverged, _) => {
                     format!("NaN or infinite loss in epoch {}; the last good checkpoint is kept", result.epochs + 1)

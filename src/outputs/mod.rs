@@ -45,6 +45,7 @@ pub(crate) mod fixtures {
             reused: false,
             device: String::new(),
             history: vec![],
+            deployment: None,
         }
     }
 }

@@ -7,6 +7,8 @@
 
 use std::fmt::Write;
 
+mod deployment;
+
 use super::directory::FIGURES_DIR;
 use super::stats::{interval_95, planned_questions, resolvable_at_best, standard_error_points, Family, Group, Question};
 use super::store::Results;
@@ -99,6 +101,8 @@ pub fn markdown(results: &Results) -> String {
             let _ = writeln!(s, "- `{}`: {}", f.run_id, f.error);
         }
     }
+
+    deployment::section(&mut s, &results.runs, n);
 
     let _ = writeln!(s, "\n## Runs\n");
     let _ = writeln!(s, "| run | status | epochs | final test acc | train loss | size | wall time |");

@@ -114,6 +114,17 @@ pub fn group_of<'a>(groups: &'a [Group], r: &RunResult) -> Option<&'a Group> {
     groups.iter().find(|g| (g.kind, g.loss, g.temperature.map(f64::to_bits)) == key(r))
 }
 
+/// The median of `values`; none of none.
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
 /// Mean and sample standard deviation (n - 1); NaN for no values, 0 std for one.
 pub fn mean_std(values: &[f64]) -> (f64, f64) {
     let n = values.len();

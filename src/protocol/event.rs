@@ -205,6 +205,35 @@ pub struct RunResult {
     #[serde(default)]
     pub device: String,
     pub history: Vec<EpochMetrics>,
+    /// How fast its model serves, measured once after its last epoch (none
+    /// for a run that did not finish, and in results written before kdtui
+    /// measured it).
+    #[serde(default)]
+    pub deployment: Option<Deployment>,
+}
+
+/// A finished run's model at inference over the whole test set, measured
+/// right after training on the machine that trained it: one figure per run
+/// taken as the study ran, not a benchmark (`kdtui bench` is that).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// The fp32 engine training uses (the fp32-simulated student, for a
+    /// student) on the run's device, at the eval batch size.
+    pub float_images_per_sec: f64,
+    /// The integer engine on the CPU, for a quantized student.
+    pub integer: Option<IntegerServing>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntegerServing {
+    /// The kernel it ran (`avx512-vnni`, ...).
+    pub kernel: String,
+    pub images_per_sec: f64,
+    /// Test images it classified correctly, of `images`.
+    pub correct: usize,
+    /// Test images where its class is the fp32 engine's.
+    pub same_class: usize,
+    pub images: usize,
 }
 
 /// JSON has no NaN or infinity: serde_json writes them as `null` (a run that

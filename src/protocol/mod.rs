@@ -8,5 +8,5 @@ pub mod event;
 pub mod source;
 
 pub use control::{Control, Controls, Flow};
-pub use event::{Bin, Diagnostics, EpochMetrics, RunResult, RunStatus, TrainEvent};
+pub use event::{Bin, Deployment, Diagnostics, EpochMetrics, IntegerServing, RunResult, RunStatus, TrainEvent};
 pub use source::EventSource;

@@ -1,7 +1,7 @@
 //! One run's training, in named steps: `resume` (from its checkpoint when
 //! it has one), `epoch` (steps, the controls checked between them), then
-//! `evaluate` (the whole test set, a checkpoint), and `finish` (its result
-//! and model file). Everything it needs comes in a `RunSettings`, resolved
+//! `evaluate` (the whole test set, a checkpoint), and `finish` (its result,
+//! with what its model costs to serve, and its model file). Everything it needs comes in a `RunSettings`, resolved
 //! once from the study's config and the run's spec, and a `RunContext`, what
 //! every run of the plan shares.
 
@@ -12,6 +12,7 @@ use burn::optim::Optimizer;
 use crossbeam_channel::Sender;
 
 use super::checkpoint::{decode, encode, initial_model, PartialEpoch, Progress, RunStore};
+use super::deploy;
 use super::hooks::Hooks;
 use super::model_files::ModelFiles;
 use super::optimizer::StudyAdam;
@@ -378,6 +379,8 @@ impl<B: TrainBackend, O: Optimizer<Cnn<B>, B>> Run<B, O> {
         let model = self.model.take().expect("a run holds its model between steps");
         let history = self.progress.history;
         let last = history.last();
+        let deployment = (status == RunStatus::Done)
+            .then(|| deploy::measure(&model.valid(), &s.shape, &ctx.data.test, ctx.norm, s.eval_batch_size, ctx.device));
         let result = RunResult {
             run_id: spec.run_id.clone(),
             kind: spec.kind,
@@ -393,6 +396,7 @@ impl<B: TrainBackend, O: Optimizer<Cnn<B>, B>> Run<B, O> {
             reused: false,
             device: ctx.device_name.to_string(),
             history,
+            deployment,
         };
         if status != RunStatus::Interrupted {
             s.store.save_result(&result)?;

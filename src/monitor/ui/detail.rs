@@ -1,7 +1,8 @@
 //! The detail of the selected run (`d`): its per-class test accuracy beside
 //! the teacher's, its confusion matrix as a heat map, and its agreement with
-//! the teacher, KL and calibration per epoch. All from the last epoch's
-//! diagnostics the run's events carried.
+//! the teacher, KL and calibration per epoch, from the last epoch's
+//! diagnostics the run's events carried; once it has finished, what its
+//! model measured at inference (`Deployment`).
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -11,8 +12,9 @@ use ratatui::Frame;
 
 use crate::monitor::app::App;
 use crate::outputs::state::RunRow;
-use crate::protocol::Diagnostics;
+use crate::protocol::{Deployment, Diagnostics};
 use crate::study::RunKind;
+use crate::util::format::thousands;
 
 pub fn render(app: &App, frame: &mut Frame, area: Rect) {
     let Some(row) = app.selected_row() else {
@@ -26,14 +28,35 @@ pub fn render(app: &App, frame: &mut Frame, area: Rect) {
         return;
     };
     let block = Block::default().borders(Borders::ALL).title(title);
-    let inner = block.inner(area);
+    let mut inner = block.inner(area);
     frame.render_widget(block, area);
+    if let Some(line) = row.result.as_ref().and_then(|r| Some(served(r.deployment.as_ref()?))) {
+        let [top, bottom] = Layout::vertical([Constraint::Min(1), Constraint::Length(1)]).areas(inner);
+        frame.render_widget(Paragraph::new(line), bottom);
+        inner = top;
+    }
     let [classes, confusion, epochs] =
         Layout::horizontal([Constraint::Length(32), Constraint::Length(34), Constraint::Min(20)]).spacing(1).areas(inner);
     let teacher = app.study.runs.iter().find(|r| r.spec.kind == RunKind::Teacher && r.spec.run_id != row.spec.run_id);
     per_class(frame, classes, d, teacher.and_then(RunRow::diagnostics));
     heat_map(frame, confusion, d);
     fidelity_per_epoch(frame, epochs, row);
+}
+
+/// What the finished model measured at inference after training.
+fn served(d: &Deployment) -> String {
+    match &d.integer {
+        None => format!("served: fp32 {} img/s", thousands(d.float_images_per_sec)),
+        Some(i) => format!(
+            "served: integer engine {} img/s, {:.2}x fp32 ({}); same class {}/{}; {}",
+            thousands(i.images_per_sec),
+            i.images_per_sec / d.float_images_per_sec,
+            thousands(d.float_images_per_sec),
+            i.same_class,
+            i.images,
+            i.kernel
+        ),
+    }
 }
 
 /// Test accuracy per class: the run's bar, then the teacher's.

@@ -100,3 +100,40 @@ fn a_report_written_before_the_students_finish_does_not_blame_the_seeds() {
     assert!(report.contains("family of 5 comparisons") && report.contains("Made: all 5"), "{report}");
     assert!(report.contains("**Resolvable difference.** None: the plan has no student without a teacher"), "{report}");
 }
+
+#[test]
+fn the_deployment_table_sums_up_what_each_run_measured() {
+    use crate::protocol::{Deployment, IntegerServing};
+    // Results from before kdtui measured serving: no section.
+    assert!(!markdown(&study(vec![1], |_| 0.9)).contains("## Deployment"));
+    let mut results = study(vec![1], |_| 0.9);
+    let n = results.runs.len();
+    assert_eq!(n, 17, "the teacher, the baseline and 15 distilled students");
+    for (i, r) in results.runs.iter_mut().enumerate() {
+        // Run i (the teacher is 0) serves fp32 at 10,000 + 100 i images/s;
+        // the students' integer engine at 3x that, but the last at 2x. Each
+        // student has 4,500 of 5,000 right on it and one image moved, run 1 two.
+        let float = 10_000.0 + 100.0 * i as f64;
+        let integer = (r.kind != RunKind::Teacher).then(|| IntegerServing {
+            kernel: "avx2 (vpmaddubsw)".into(),
+            images_per_sec: float * if i == n - 1 { 2.0 } else { 3.0 },
+            correct: 4500,
+            same_class: if i == 1 { 4998 } else { 4999 },
+            images: 5000,
+        });
+        r.deployment = Some(Deployment { float_images_per_sec: float, integer });
+        r.device = "cpu (burn flex, 2 threads)".into();
+    }
+    let report = markdown(&results);
+    let section = &report[report.find("## Deployment").expect("a deployment section")..report.find("## Runs").unwrap()];
+    // Size: the fixtures' 1,000-byte model files.
+    assert!(section.contains("| teacher | 1 | 0.00 MB | 90.00% | 10,000 | fp32 on cpu (burn flex, 2 threads) |"), "{section}");
+    // Students 1-16: the median of 10,100 .. 11,600 is 10,850.
+    let simulated = "| student, fp32-simulated | 16 | 0.00 MB | 90.00% (mean) | 10,850 (median) | fp32 on cpu (burn flex, 2 threads), quantizers simulated |";
+    assert!(section.contains(simulated), "{section}");
+    // 21,200 (the last, at 2x), then 30,300 .. 34,500: the 8th and 9th are 32,100 and 32,400.
+    let integer = "| student, integer engine | 16 | 0.00 MB | 90.00% (mean) | 32,250 (median) | avx2 (vpmaddubsw) on the CPU |";
+    assert!(section.contains(integer), "{section}");
+    assert!(section.contains("class on 79983 of 80000 test images over 16 runs"), "{section}");
+    assert!(section.contains("at 3.00x its speed (median of the runs' ratios; 2.00x to 3.00x)"), "{section}");
+}

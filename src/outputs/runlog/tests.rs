@@ -35,6 +35,7 @@ fn result(run_id: &str, history: Vec<EpochMetrics>) -> RunResult {
         reused: false,
         device: String::new(),
         history,
+        deployment: None,
     }
 }
 
