@@ -4,8 +4,9 @@
 //! `kdtui_no_tmux` (the real-terminal tests), `kdtui_no_python3` (the
 //! benchmark reference's syntax check), `kdtui_no_small_disk` (the full-disk
 //! tests, which mount a small tmpfs in a user and mount namespace of their
-//! own), `kdtui_no_avx512` and `kdtui_no_avx512vnni` (the tests that run
-//! the integer engine's AVX-512 kernels whatever `KDTUI_SIMD` says; the
+//! own), `kdtui_no_avx2`, `kdtui_no_avx512`, `kdtui_no_avx512vnni` and
+//! `kdtui_no_avxvnni` (the tests that run the integer engine's SIMD kernels
+//! whatever `KDTUI_SIMD` says; the
 //! build runs on the machine the tests run on). Nothing in kdtui itself
 //! uses them.
 
@@ -25,12 +26,20 @@ fn main() {
     }
     println!("cargo::rustc-check-cfg=cfg(kdtui_no_avx512)");
     println!("cargo::rustc-check-cfg=cfg(kdtui_no_avx512vnni)");
-    let (avx512, vnni) = cpu_has();
+    println!("cargo::rustc-check-cfg=cfg(kdtui_no_avxvnni)");
+    println!("cargo::rustc-check-cfg=cfg(kdtui_no_avx2)");
+    let (avx2, avx512, vnni, avxvnni) = cpu_has();
+    if !avx2 {
+        println!("cargo::rustc-cfg=kdtui_no_avx2");
+    }
     if !avx512 {
         println!("cargo::rustc-cfg=kdtui_no_avx512");
     }
     if !(avx512 && vnni) {
         println!("cargo::rustc-cfg=kdtui_no_avx512vnni");
+    }
+    if !avxvnni {
+        println!("cargo::rustc-cfg=kdtui_no_avxvnni");
     }
     println!("cargo::rustc-check-cfg=cfg(kdtui_no_small_disk)");
     if !can_mount_small_disk() {
@@ -53,15 +62,18 @@ fn can_mount_small_disk() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Whether this CPU has AVX-512 (F, BW, VL) and AVX-512 VNNI.
-fn cpu_has() -> (bool, bool) {
+/// Whether this CPU has AVX2 with FMA, AVX-512 (F, BW, VL), AVX-512 VNNI
+/// and AVX-VNNI.
+fn cpu_has() -> (bool, bool, bool, bool) {
     #[cfg(target_arch = "x86_64")]
     {
         let avx512 = std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("avx512vl");
-        (avx512, std::arch::is_x86_feature_detected!("avx512vnni"))
+        let avx2 = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+        let avxvnni = avx2 && std::arch::is_x86_feature_detected!("avxvnni");
+        (avx2, avx512, std::arch::is_x86_feature_detected!("avx512vnni"), avxvnni)
     }
     #[cfg(not(target_arch = "x86_64"))]
-    (false, false)
+    (false, false, false, false)
 }

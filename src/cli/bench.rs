@@ -383,11 +383,15 @@ pub fn describe(report: &Report, request: &Request, config: &Config) -> String {
     }
     if let Some(s) = report.rows.iter().find_map(|r| r.kdtui.int_serving) {
         out.push_str(&format!(
-            "int serving memory: resident set {} before the engine, {} at its peak serving batches of {INFER_BATCH}; the packed file is {} KiB, one batch of pixels and logits {} KiB\n",
+            "int serving memory: resident set {} before the engine, {} at its peak serving batches of {INFER_BATCH} ({} KiB more: heap and thread stacks {} KiB, code pages run for the first time {} KiB); the packed file is {} KiB, one batch of pixels and logits {} KiB, its widest activations as codes {} KiB\n",
             mebibytes(s.before_bytes),
             mebibytes(s.peak_bytes),
+            s.peak_bytes.saturating_sub(s.before_bytes) / 1024,
+            s.anon_growth_bytes / 1024,
+            s.file_growth_bytes / 1024,
             s.packed_bytes / 1024,
-            s.batch_bytes / 1024
+            s.batch_bytes / 1024,
+            s.activation_bytes / 1024
         ));
     }
     match (report.rows.first().and_then(|r| r.reference.as_ref()), &report.reference_skipped) {

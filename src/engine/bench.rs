@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::backend::{dispatch, OnBackend, Resolved};
 use crate::engine::data::batcher::{images, make_batch, Normalizer, Targets};
-use crate::engine::data::{synthetic, Dataset, CLASSES, PIXELS};
+use crate::engine::data::{synthetic, Dataset, CLASSES, PIXELS, SIDE};
 use crate::engine::inference::{argmax, predict};
 use crate::engine::losses;
 use crate::engine::losses::Objective;
@@ -110,6 +110,17 @@ pub struct Serving {
     pub packed_bytes: u64,
     /// One batch of `INFER_BATCH` images' pixel bytes and logits.
     pub batch_bytes: u64,
+    /// One batch's activations at the network's widest point, as codes:
+    /// the first conv's output before pooling, a byte per value.
+    #[serde(default)]
+    pub activation_bytes: u64,
+    /// What grew between before and after serving: anonymous memory (the
+    /// heap, thread stacks) and file pages (the binary's code run for the
+    /// first time).
+    #[serde(default)]
+    pub anon_growth_bytes: u64,
+    #[serde(default)]
+    pub file_growth_bytes: u64,
 }
 
 /// Why a measurement gave no figure.
@@ -244,7 +255,7 @@ pub fn measure<B: TrainBackend>(
         int_infer_images_per_sec: int.as_ref().map(|m| m.batch),
         int_infer_batch1_images_per_sec: int.as_ref().map(|m| m.one),
         int_agreement: int.as_ref().map(|m| m.agreement),
-        int_engine: int.as_ref().map(|m| m.kernel.to_string()),
+        int_engine: int.as_ref().map(|m| m.kernel.clone()),
         int_serving: serving,
     })
 }
@@ -262,6 +273,7 @@ fn serving_memory(config: &Config, data: &Dataset, norm: &Normalizer) -> Option<
     // to the present resident set), so burn's model above does not count.
     std::fs::write("/proc/self/clear_refs", "5").ok()?;
     let before = current_rss_bytes()?;
+    let (anon, file) = (status_kib("RssAnon:")?, status_kib("RssFile:")?);
     let net = IntNet::new(&shape, &values, norm).ok()?;
     drop(values);
     let mut logits = vec![0f32; INFER_BATCH * CLASSES];
@@ -273,6 +285,9 @@ fn serving_memory(config: &Config, data: &Dataset, norm: &Normalizer) -> Option<
         peak_bytes: peak_rss_bytes()?,
         packed_bytes: crate::engine::model::packed::file_len(&shape),
         batch_bytes: (INFER_BATCH * (PIXELS + CLASSES * 4)) as u64,
+        activation_bytes: (INFER_BATCH * SIDE * SIDE * shape.widths[0]) as u64,
+        anon_growth_bytes: status_kib("RssAnon:")?.saturating_sub(anon),
+        file_growth_bytes: status_kib("RssFile:")?.saturating_sub(file),
     })
 }
 
@@ -283,7 +298,8 @@ pub fn peak_int_macs(threads: usize, seconds: f64) -> Result<(f64, &'static str)
         .num_threads(threads)
         .build()
         .map_err(|e| MeasureError::ThreadPool { threads, reason: e.to_string() })?;
-    let kernel = crate::engine::model::integer::Kernel::best();
+    // The form the engine runs low-bit layers in (AVX2: 16-bit sums).
+    let kernel = crate::engine::model::integer::Kernel::best().for_layer(1, 1, 9 * 16);
     Ok((pool.install(|| crate::engine::model::integer::dot::peak_macs_per_sec(kernel, seconds)), kernel.name()))
 }
 
@@ -291,7 +307,7 @@ struct IntFigures {
     batch: f64,
     one: f64,
     agreement: f64,
-    kernel: &'static str,
+    kernel: String,
 }
 
 /// The integer engine on the benchmark images: images/s at `INFER_BATCH`
@@ -319,7 +335,7 @@ fn measure_int(net: &IntNet, data: &Dataset, norm: &Normalizer, values: &[Vec<f3
     let mut all = vec![0f32; data.len() * CLASSES];
     net.logits(&data.images, &mut all);
     let same = all.chunks_exact(CLASSES).zip(float.chunks_exact(CLASSES)).filter(|(a, b)| argmax(a) == argmax(b)).count();
-    IntFigures { batch, one, agreement: same as f64 / data.len() as f64, kernel: net.kernel().name() }
+    IntFigures { batch, one, agreement: same as f64 / data.len() as f64, kernel: net.kernel_name() }
 }
 
 /// `kdtui bench --measure`: one model's figures on the resolved device, in this process.

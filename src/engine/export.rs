@@ -157,7 +157,7 @@ pub enum Engine {
 
 /// The integer engine's run beside the float engine's.
 pub struct EngineRun {
-    pub kernel: &'static str,
+    pub kernel: String,
     /// Images whose predicted class is the float engine's.
     pub agree: usize,
     /// Images where the two engines' logits differ in more than float
@@ -210,7 +210,7 @@ pub fn eval(
             let started = Instant::now();
             net.logits(&loaded.test.images, &mut logits);
             let int_seconds = started.elapsed().as_secs_f64();
-            let run = compare(&logits, &float_logits, net.kernel().name(), loaded.test.len() as f64, int_seconds, float_seconds);
+            let run = compare(&logits, &float_logits, net.kernel_name(), loaded.test.len() as f64, int_seconds, float_seconds);
             (logits, Some(run))
         }
     };
@@ -233,7 +233,7 @@ pub fn eval(
 /// compute the same function up to float rounding, so logits a code apart
 /// differ by at least one weight's worth; rounding alone stays under
 /// 1e-3 of the logits' scale.
-fn compare(int: &[f32], float: &[f32], kernel: &'static str, images: f64, int_seconds: f64, float_seconds: f64) -> EngineRun {
+fn compare(int: &[f32], float: &[f32], kernel: String, images: f64, int_seconds: f64, float_seconds: f64) -> EngineRun {
     let mut differ = Vec::new();
     let mut agree = 0;
     for (i, (a, b)) in int.chunks_exact(CLASSES).zip(float.chunks_exact(CLASSES)).enumerate() {

@@ -39,7 +39,7 @@ pub(super) fn measure<B: CnnBackend>(
         let classes = |logits: &[f32]| logits.chunks_exact(CLASSES).map(argmax).collect::<Vec<_>>();
         let (int, float) = (classes(&logits), classes(&float_logits));
         IntegerServing {
-            kernel: net.kernel().name().to_string(),
+            kernel: net.kernel_name(),
             images_per_sec: images as f64 / seconds,
             correct: int.iter().zip(&test.labels).filter(|(c, &l)| **c == l as usize).count(),
             same_class: int.iter().zip(&float).filter(|(a, b)| a == b).count(),

@@ -14,7 +14,7 @@ pub struct IntLayer {
     pub(super) cin: usize,
     taps: Vec<usize>,
     cout: usize,
-    /// Output channels as the weights are laid out: a multiple of 16.
+    /// Output channels as the weights are laid out: 8, or a multiple of 16.
     np: usize,
     /// [tap][cin / 4][np][4]: i8 weight codes (`eight_bit`: l - 128; else 2l - n).
     pub(super) weights: Vec<i8>,
@@ -76,7 +76,13 @@ impl IntLayer {
         }
         let n = (1u32 << f.w_bits) - 1;
         let eight_bit = f.w_bits == 8;
-        let np = (cout + usize::from(eight_bit)).div_ceil(16) * 16;
+        // 8 outputs fill a 256-bit vector; past 8, whole 512-bit vectors of
+        // 16: a split 16 + 8 would read every input twice, which measured
+        // slower than computing the padding (24 outputs, AVX-512 VNNI).
+        let np = match cout + usize::from(eight_bit) {
+            n if n <= 8 => 8,
+            n => n.div_ceil(16) * 16,
+        };
         let groups = cin / 4;
         let mut weights = vec![0i8; taps.len() * groups * np * 4];
         for t in 0..taps.len() {
@@ -130,6 +136,11 @@ impl IntLayer {
         Ok(Self { side, cin, taps, cout, np, weights, eight_bit, sign, thresholds, levels, pool, max_weight, max_code: levels as u32 })
     }
 
+    /// The kernel this layer runs when the network runs on `kernel`.
+    pub fn kernel(&self, kernel: Kernel) -> Kernel {
+        kernel.for_layer(self.max_code, self.max_weight, self.taps.len() * self.cin / 4)
+    }
+
     /// Bytes of this layer's input: a padded image, or a flat vector.
     pub fn input_len(&self) -> usize {
         if self.taps.len() == 1 {
@@ -159,7 +170,7 @@ impl IntLayer {
     /// written. `full` (a pooled layer's codes before pooling) and `acc`
     /// are scratch.
     pub fn forward(&self, kernel: Kernel, input: &[u8], out: &mut [u8], pad: usize, full: &mut Vec<u8>, acc: &mut Vec<i32>) {
-        let kernel = if kernel.exact_for(self.max_code, self.max_weight) { kernel } else { Kernel::Scalar };
+        let kernel = self.kernel(kernel);
         let (side, oc) = (self.side, self.out_channels());
         acc.resize(TILE * self.np, 0);
         let row = if self.taps.len() == 1 { 0 } else { side + 2 };

@@ -133,9 +133,9 @@ impl IntNet {
         let convs = conv_layers(network.widths);
         let c1 = convs[0].1;
         let (scale, shift) = fold_norm(norm_at(0));
-        // Whole groups of 4 output channels for `first_conv`: zero weights past c1.
+        // Zero weights past c1: `first_conv` takes channels in groups.
         let mut weights = dequantized(&values[0], first_last_bits);
-        weights.resize(group4(c1) * 27, 0.0);
+        weights.resize((c1 + first::PAST) * 27, 0.0);
         let first = FirstLayer { cout: c1, weights, scale, shift, act: (range, up) };
         let mut layers = Vec::new();
         let mut side = SIDE / 2;
@@ -170,6 +170,17 @@ impl IntNet {
 
     pub fn kernel(&self) -> Kernel {
         self.kernel
+    }
+
+    /// The kernels its layers run, in words: each form once, in layer order.
+    pub fn kernel_name(&self) -> String {
+        let mut names: Vec<&str> = Vec::new();
+        for name in self.layers.iter().map(|l| l.kernel(self.kernel).name()) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        names.join(" + ")
     }
 
     /// Bytes the engine holds for its weights and thresholds.

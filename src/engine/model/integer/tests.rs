@@ -19,43 +19,42 @@ fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)
 }
 
-#[test]
-fn every_kernel_gives_the_scalar_sums() {
+/// `kernel`'s sums against the scalar ones, over channel groups, output
+/// widths (8-channel remainders included) and part tiles.
+fn sums_match(kernel: Kernel) {
     let mut r = rng(1);
-    let kernels = Kernel::available();
-    assert!(kernels.contains(&Kernel::Scalar));
+    // Codes and weights as large as the kernel stays exact for over up to
+    // 9 taps of 27 groups: AVX2, 2 x 15 x 127 < 32,767; its short form,
+    // 243 x 2 x 3 x 3.
+    let (codes, weight) = if kernel.exact_for(15, 127, 9 * 27) { (16, 127) } else { (4, 3) };
+    assert!(kernel.exact_for(codes - 1, weight as u32, 9 * 27));
     for groups in [1, 2, 3, 7, 27] {
-        for np in [16, 32, 48, 64] {
+        for np in [8, 16, 24, 32, 40, 48, 64] {
             for pixels in 1..=TILE {
                 let stride = 4 * groups + r.random_range(0..3) * 4;
                 let taps: Vec<usize> = (0..r.random_range(1..10)).map(|_| r.random_range(0..64)).collect();
                 let base = r.random_range(0..3);
                 // Exactly as long as the tile reads: a kernel reading past it panics.
                 let len = base + (pixels - 1) * stride + taps.iter().max().unwrap() + groups * 4;
-                // Codes and weights as large as AVX2 stays exact for: 2 x 15 x 127 < 32,767.
-                let input: Vec<u8> = (0..len).map(|_| r.random_range(0..16)).collect();
-                let weights: Vec<i8> = (0..taps.len() * groups * np * 4).map(|_| r.random_range(-127..=127)).collect();
+                let input: Vec<u8> = (0..len).map(|_| r.random_range(0..codes as u8)).collect();
+                let weights: Vec<i8> = (0..taps.len() * groups * np * 4).map(|_| r.random_range(-weight..=weight)).collect();
                 let tile = Tile { input: &input, base, stride, pixels, taps: &taps, groups };
                 let mut want = vec![0i32; TILE * np];
                 dot::dot(Kernel::Scalar, &tile, &weights, np, &mut want);
-                for &k in &kernels {
-                    assert!(k.exact_for(15, 127));
-                    let mut got = vec![-1i32; TILE * np];
-                    dot::dot(k, &tile, &weights, np, &mut got);
-                    assert_eq!(&got[..pixels * np], &want[..pixels * np], "{k:?}: groups {groups}, np {np}, pixels {pixels}");
-                }
+                let mut got = vec![-1i32; TILE * np];
+                dot::dot(kernel, &tile, &weights, np, &mut got);
+                assert_eq!(&got[..pixels * np], &want[..pixels * np], "{kernel:?}: groups {groups}, np {np}, pixels {pixels}");
             }
         }
     }
 }
 
-/// The VNNI kernel on this CPU whatever `KDTUI_SIMD` caps (the capped
-/// reruns of the suite test the others): its codes are the scalar path's.
-#[test]
-#[cfg_attr(kdtui_no_avx512vnni, ignore = "this CPU has no AVX-512 VNNI")]
-fn the_vnni_kernel_gives_the_scalar_codes() {
+/// `kernel`'s codes against the scalar path's: signs of both kinds and
+/// zero, 1 to 15 levels, outputs that fill their vectors or not.
+fn codes_match(kernel: Kernel) {
     let mut r = rng(6);
-    for (groups, np, cout, levels) in [(2, 16, 12, 3), (27, 32, 24, 3), (5, 48, 33, 15), (1, 16, 1, 1)] {
+    let cases = [(2, 16, 12, 3), (27, 32, 24, 3), (5, 48, 33, 15), (1, 16, 1, 1), (2, 8, 6, 3), (3, 24, 24, 3), (4, 40, 35, 7)];
+    for (groups, np, cout, levels) in cases {
         let taps: Vec<usize> = (0..9).map(|t| t * 4 * groups).collect();
         let len = 7 * 4 * groups + taps[8] + groups * 4;
         let input: Vec<u8> = (0..len).map(|_| r.random_range(0..=levels as u8)).collect();
@@ -63,23 +62,57 @@ fn the_vnni_kernel_gives_the_scalar_codes() {
         let sign: Vec<i32> = (0..np).map(|o| [1, -1, 0][o % 3]).collect();
         let thresholds: Vec<i32> = (0..levels * np).map(|_| r.random_range(-60..60)).collect();
         let codes = dot::Codes { sign: &sign, thresholds: &thresholds, levels, cout, eight_bit: false };
-        for pixels in [1, 3, TILE] {
+        for pixels in [1, 3, 5, TILE] {
             let tile = Tile { input: &input, base: 0, stride: 4 * groups, pixels, taps: &taps, groups };
-            let (mut want, mut got) = (vec![0u8; TILE * np], vec![0u8; TILE * np]);
+            // Bytes past `cout` must stay as they were: they are the next pixel's or padding.
+            let (mut want, mut got) = (vec![9u8; TILE * np], vec![9u8; TILE * np]);
             let mut acc = vec![0i32; TILE * np];
             dot::dot_codes(Kernel::Scalar, &tile, &weights, np, &codes, &mut dot::Out { out: &mut want, base: 0, stride: np }, &mut acc);
-            dot::dot_codes(Kernel::Avx512Vnni, &tile, &weights, np, &codes, &mut dot::Out { out: &mut got, base: 0, stride: np }, &mut acc);
-            assert_eq!(want, got, "{groups} groups, {cout} of {np} outputs, {pixels} pixels");
+            dot::dot_codes(kernel, &tile, &weights, np, &codes, &mut dot::Out { out: &mut got, base: 0, stride: np }, &mut acc);
+            assert_eq!(want, got, "{kernel:?}: {groups} groups, {cout} of {np} outputs, {pixels} pixels");
         }
     }
 }
 
+/// The kernels `KDTUI_SIMD` allows on this CPU (the capped reruns of the
+/// suite take the others).
+#[test]
+fn every_kernel_gives_the_scalar_sums_and_codes() {
+    let kernels = Kernel::available();
+    assert!(kernels.contains(&Kernel::Scalar));
+    for k in kernels {
+        sums_match(k);
+        codes_match(k);
+    }
+}
+
+/// The VNNI kernels on this CPU whatever `KDTUI_SIMD` caps.
+#[test]
+#[cfg_attr(kdtui_no_avx512vnni, ignore = "this CPU has no AVX-512 VNNI")]
+fn the_vnni_kernel_gives_the_scalar_sums_and_codes() {
+    sums_match(Kernel::Avx512Vnni);
+    codes_match(Kernel::Avx512Vnni);
+}
+
+#[test]
+#[cfg_attr(kdtui_no_avxvnni, ignore = "this CPU has no AVX-VNNI (Alder Lake and later, Zen 5 have it)")]
+fn the_avx_vnni_kernel_gives_the_scalar_sums_and_codes() {
+    sums_match(Kernel::AvxVnni);
+    codes_match(Kernel::AvxVnni);
+}
+
 #[test]
 fn avx2_is_refused_where_its_16_bit_pairs_could_saturate() {
-    assert!(Kernel::Avx2.exact_for(3, 3));
-    assert!(Kernel::Avx2.exact_for(127, 127));
-    assert!(!Kernel::Avx2.exact_for(255, 128));
-    assert!(Kernel::Avx512Vnni.exact_for(255, 128) && Kernel::Scalar.exact_for(255, 128));
+    assert!(Kernel::Avx2.exact_for(3, 3, 1000));
+    assert!(Kernel::Avx2.exact_for(127, 127, 1000));
+    assert!(!Kernel::Avx2.exact_for(255, 128, 1));
+    assert!(Kernel::Avx512Vnni.exact_for(255, 128, 1000) && Kernel::Scalar.exact_for(255, 128, 1000));
+    // 16-bit sums: 2-bit layers of the default student (18 a step, at most
+    // 96 steps), not 4-bit ones over as many.
+    assert_eq!(Kernel::Avx2.for_layer(3, 3, 96), Kernel::Avx2Short);
+    assert_eq!(Kernel::Avx2.for_layer(15, 15, 96), Kernel::Avx2);
+    assert_eq!(Kernel::Avx2.for_layer(255, 128, 1), Kernel::Scalar);
+    assert_eq!(Kernel::Avx512Vnni.for_layer(255, 128, 1000), Kernel::Avx512Vnni);
 }
 
 /// A random BatchNorm of `c` channels: scales of both signs and one zero.
