@@ -121,6 +121,10 @@ pub struct Serving {
     pub anon_growth_bytes: u64,
     #[serde(default)]
     pub file_growth_bytes: u64,
+    /// What the engine holds: its weights and thresholds, and each pool
+    /// thread's buffers.
+    #[serde(default)]
+    pub engine_bytes: u64,
 }
 
 /// Why a measurement gave no figure.
@@ -288,6 +292,7 @@ fn serving_memory(config: &Config, data: &Dataset, norm: &Normalizer) -> Option<
         activation_bytes: (INFER_BATCH * SIDE * SIDE * shape.widths[0]) as u64,
         anon_growth_bytes: status_kib("RssAnon:")?.saturating_sub(anon),
         file_growth_bytes: status_kib("RssFile:")?.saturating_sub(file),
+        engine_bytes: (net.weight_bytes() + rayon::current_num_threads() * net.scratch_bytes()) as u64,
     })
 }
 

@@ -136,6 +136,11 @@ impl IntLayer {
         Ok(Self { side, cin, taps, cout, np, weights, eight_bit, sign, thresholds, levels, pool, max_weight, max_code: levels as u32 })
     }
 
+    /// Sums `forward` keeps for a tile (its `acc`).
+    pub fn acc_len(&self) -> usize {
+        TILE * self.np
+    }
+
     /// The kernel this layer runs when the network runs on `kernel`.
     pub fn kernel(&self, kernel: Kernel) -> Kernel {
         kernel.for_layer(self.max_code, self.max_weight, self.taps.len() * self.cin / 4)
@@ -172,7 +177,7 @@ impl IntLayer {
     pub fn forward(&self, kernel: Kernel, input: &[u8], out: &mut [u8], pad: usize, full: &mut Vec<u8>, acc: &mut Vec<i32>) {
         let kernel = self.kernel(kernel);
         let (side, oc) = (self.side, self.out_channels());
-        acc.resize(TILE * self.np, 0);
+        acc.resize(self.acc_len(), 0);
         let row = if self.taps.len() == 1 { 0 } else { side + 2 };
         let codes =
             dot::Codes { sign: &self.sign, thresholds: &self.thresholds, levels: self.levels, cout: self.cout, eight_bit: self.eight_bit };

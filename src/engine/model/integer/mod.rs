@@ -190,6 +190,14 @@ impl IntNet {
         first + layers + (self.classifier.weights.len() + CLASSES) * 4
     }
 
+    /// Bytes of one thread's buffers for this network (`Scratch`).
+    pub fn scratch_bytes(&self) -> usize {
+        let mut s = Scratch::default();
+        s.fit(self);
+        let acc = self.layers.iter().map(|l| l.acc_len()).max().unwrap_or(0);
+        s.planes.len() * 4 + s.buffers.iter().chain(&s.full).map(Vec::len).sum::<usize>() + acc * 4
+    }
+
     /// Logits [n, 10] of `images` (n x [3][32][32] bytes), images spread
     /// over rayon's threads.
     pub fn logits(&self, images: &[u8], out: &mut [f32]) {
