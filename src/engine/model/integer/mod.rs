@@ -41,6 +41,9 @@ use crate::engine::data::{CHANNELS, CLASSES, PIXELS, SIDE};
 pub mod dot;
 mod first;
 mod layer;
+mod tile;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 pub use dot::Kernel;
 use first::FirstLayer;
