@@ -86,14 +86,15 @@ pub(super) fn section(s: &mut String, runs: &[RunResult], test_images: usize) {
     let images: usize = integer.iter().map(|(_, _, i)| i.images).sum();
     let mut ratios: Vec<f64> = integer.iter().map(|(_, d, i)| i.images_per_sec / d.float_images_per_sec).collect();
     ratios.sort_by(f64::total_cmp);
+    let (runs, spread) = match integer.len() {
+        1 => ("1 run".to_string(), String::new()),
+        n => (format!("{n} runs"), format!(" (median of the runs' ratios; {:.2}x to {:.2}x)", ratios[0], ratios[n - 1])),
+    };
     let _ = writeln!(
         s,
         "\nThe integer engine runs each student's own weights on integer codes: it gave the fp32-simulated student's class on \
-         {same} of {images} test images over {} runs (a difference is float rounding in the simulated path that moved a value \
-         across a quantizer's threshold), at {:.2}x its speed (median of the runs' ratios; {:.2}x to {:.2}x).",
-        integer.len(),
+         {same} of {images} test images over {runs} (a difference is float rounding in the simulated path that moved a value \
+         across a quantizer's threshold), at {:.2}x its speed{spread}.",
         median(ratios.clone()).unwrap_or(f64::NAN),
-        ratios[0],
-        ratios[ratios.len() - 1]
     );
 }

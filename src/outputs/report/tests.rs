@@ -136,4 +136,8 @@ fn the_deployment_table_sums_up_what_each_run_measured() {
     assert!(section.contains(integer), "{section}");
     assert!(section.contains("class on 79983 of 80000 test images over 16 runs"), "{section}");
     assert!(section.contains("at 3.00x its speed (median of the runs' ratios; 2.00x to 3.00x)"), "{section}");
+    // One student: no median, no range.
+    results.runs.truncate(2);
+    let report = markdown(&results);
+    assert!(report.contains("class on 4998 of 5000 test images over 1 run (") && report.contains("at 3.00x its speed."), "{report}");
 }
