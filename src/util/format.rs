@@ -28,8 +28,12 @@ pub fn mebibytes(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
-/// A rate rounded to a whole number, its thousands grouped: `98,765`.
+/// A rate rounded to a whole number, its thousands grouped: `98,765`
+/// (`–` for no number).
 pub fn thousands(x: f64) -> String {
+    if !x.is_finite() {
+        return "–".into();
+    }
     let digits = format!("{:.0}", x.max(0.0));
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
@@ -59,6 +63,7 @@ mod tests {
         assert_eq!(megabytes_short(3_230_808), "3.23M");
         assert_eq!(mebibytes(187 * 1024 * 1024), "187 MiB");
         assert_eq!((thousands(98_765.4), thousands(999.6), thousands(1_234_567.0)), ("98,765".into(), "1,000".into(), "1,234,567".into()));
+        assert_eq!(thousands(f64::NAN), "–");
         assert_eq!(clock(Duration::from_secs(3 * 3600 + 62)), "03:01:02");
     }
 }

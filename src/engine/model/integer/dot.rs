@@ -76,7 +76,9 @@ impl Kernel {
             let level = simd::level();
             if level >= simd::Level::Avx2 {
                 out.extend([Kernel::Avx2, Kernel::Avx2Short]);
-                if std::arch::is_x86_feature_detected!("avxvnni") {
+                // Not under a cap: `KDTUI_SIMD=avx2` stands for an AVX2-only
+                // machine, which has no AVX-VNNI.
+                if level == simd::detected() && std::arch::is_x86_feature_detected!("avxvnni") {
                     out.push(Kernel::AvxVnni);
                 }
             }

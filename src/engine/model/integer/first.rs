@@ -33,28 +33,33 @@ impl FirstLayer {
                 return unsafe { x86::first_conv_avx2(args, out) };
             }
         }
-        first_conv(planes, &self.weights, &self.scale, &self.shift, self.act, self.cout, cp, out)
+        let fused = simd::level() >= simd::Level::Avx2;
+        first_conv(planes, &self.weights, &self.scale, &self.shift, self.act, self.cout, cp, fused, out)
     }
 }
 
 /// Output channels of zero weights `weights` holds past `cout`: the SIMD
-/// kernels take channels in groups of 3, 4 or 6, the last one partly past.
+/// kernels take channels in groups of 3, 4 or 6 and read a last group's
+/// weights whole (at most 3 channels past `cout`; 5 leaves room for a
+/// group of 6 with one channel in it).
 pub(super) const PAST: usize = 5;
 
 multiversion! {
     /// The first conv on the padded normalised planes [3][34][34], its
     /// codes 2x2 max-pooled into `out`, the second layer's padded
-    /// [18][18][cp] input. Two output rows of 32 for 4 output channels at a
-    /// time (16 vector accumulators), so each input row loaded serves 4
-    /// products and the pooling needs no second pass. `weights` holds
-    /// whole groups of 4 channels (zeros past `cout`).
+    /// [18][18][cp] input: the reference the SIMD kernels are tested
+    /// against, and what runs where they cannot. Two output rows of 32 for
+    /// 4 output channels at a time, so each input row loaded serves 4
+    /// products and the pooling needs no second pass; `weights` holds
+    /// zeros past `cout` (`PAST`). `fused`: multiply-adds rounded once, as
+    /// the float engine's matrix product does where the CPU has FMA (the
+    /// SIMD kernels always; without FMA `mul_add` is a slow library call).
     #[allow(clippy::too_many_arguments)]
-    fn first_conv(planes: &[f32], weights: &[f32], scale: &[f32], shift: &[f32], act: (f32, f32), cout: usize, cp: usize, out: &mut [u8]) {
+    fn first_conv(planes: &[f32], weights: &[f32], scale: &[f32], shift: &[f32], act: (f32, f32), cout: usize, cp: usize, fused: bool, out: &mut [u8]) {
         const GROUP: usize = 4;
         let (range, up) = act;
         let p = SIDE + 2;
         let half = SIDE / 2;
-        let fused = simd::level() >= simd::Level::Avx2;
         for c0 in (0..cout).step_by(GROUP) {
             let w = &weights[c0 * 27..(c0 + GROUP) * 27];
             for py in 0..half {
@@ -68,7 +73,6 @@ multiversion! {
                                 for (g, acc) in acc.iter_mut().enumerate() {
                                     let k = w[g * 27 + (c * 3 + ky) * 3 + kx];
                                     for (a, &v) in acc[r].iter_mut().zip(row) {
-                                        // Without FMA instructions (baseline x86-64) mul_add is a library call.
                                         *a = if fused { k.mul_add(v, *a) } else { k * v + *a };
                                     }
                                 }
@@ -250,7 +254,7 @@ mod x86 {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use crate::engine::data::{CHANNELS, SIDE};
     use crate::engine::model::integer::first::{first_conv, x86, PAST};
@@ -277,7 +281,8 @@ mod tests {
             let half = SIDE / 2 + 2;
             // Bytes past `cout` in each pixel must stay as they were.
             let (mut want, mut got) = (vec![7u8; half * half * cp], vec![7u8; half * half * cp]);
-            first_conv(&planes, &weights, &scale, &shift, (3.0, 1.0), cout, cp, &mut want);
+            // Fused whatever `KDTUI_SIMD` says, as the SIMD kernels are.
+            first_conv(&planes, &weights, &scale, &shift, (3.0, 1.0), cout, cp, true, &mut want);
             // SAFETY: the callers' cfg says the CPU has the kernel's instructions.
             unsafe { kernel((&planes, &weights, &scale, &shift, (3.0, 1.0), cout, cp), &mut got) };
             assert_eq!(want, got, "{cout} channels");

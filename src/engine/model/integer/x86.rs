@@ -92,7 +92,7 @@ pub unsafe fn vnni_codes(tile: &Tile, weights: &[i8], np: usize, codes: &Codes, 
         np,
         |s, a, w| _mm256_dpbusd_epi32(s, a, w),
         write,
-        |p, c0, s| ymm_codes(codes, np, c0, s, dst.add(base + p * stride + c0)),
+        |p, c0, s| ymm_codes(codes, np, c0, s, dst, base + p * stride + c0),
     );
 }
 
@@ -104,7 +104,7 @@ pub unsafe fn avxvnni_codes(tile: &Tile, weights: &[i8], np: usize, codes: &Code
         weights,
         np,
         |s, a, w| _mm256_dpbusd_avx_epi32(s, a, w),
-        |p, c0, s| ymm_codes(codes, np, c0, s, dst.add(base + p * stride + c0)),
+        |p, c0, s| ymm_codes(codes, np, c0, s, dst, base + p * stride + c0),
     );
 }
 
@@ -117,7 +117,7 @@ pub unsafe fn avx2_codes(tile: &Tile, weights: &[i8], np: usize, codes: &Codes, 
         weights,
         np,
         |s, a, w| _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(a, w), ones)),
-        |p, c0, s| ymm_codes(codes, np, c0, s, dst.add(base + p * stride + c0)),
+        |p, c0, s| ymm_codes(codes, np, c0, s, dst, base + p * stride + c0),
     );
 }
 
@@ -130,16 +130,19 @@ pub unsafe fn avx2_short_codes(tile: &Tile, weights: &[i8], np: usize, codes: &C
         weights,
         np,
         |s, a, w| _mm256_add_epi16(s, _mm256_maddubs_epi16(a, w)),
-        |p, c0, s| ymm_codes(codes, np, c0, _mm256_madd_epi16(s, ones), dst.add(base + p * stride + c0)),
+        |p, c0, s| ymm_codes(codes, np, c0, _mm256_madd_epi16(s, ones), dst, base + p * stride + c0),
     );
 }
 
-/// Codes of 8 channels from `c0` written to `at` (those below `cout`).
+/// Codes of 8 channels from `c0` written to `dst[at..]` (those below
+/// `cout`). The offset is added only once `c0` is known to be below `cout`:
+/// past it, `at` may lie beyond the output.
 #[inline(always)]
-unsafe fn ymm_codes(codes: &Codes, np: usize, c0: usize, sum: __m256i, at: *mut u8) {
+unsafe fn ymm_codes(codes: &Codes, np: usize, c0: usize, sum: __m256i, dst: *mut u8, at: usize) {
     if c0 >= codes.cout {
         return;
     }
+    let at = dst.add(at);
     let s = _mm256_mullo_epi32(sum, _mm256_loadu_si256(codes.sign.as_ptr().add(c0) as *const _));
     let mut code = _mm256_setzero_si256();
     for j in 0..codes.levels {
