@@ -58,11 +58,36 @@ fn measures_both_models_and_says_why_the_reference_did_not_run() {
         let mib: f64 = memory.parse().unwrap();
         assert!(mib > 1.0, "{model} peak memory {mib} MiB");
     }
+    // The integer engine served as a serving process runs: small pages.
+    let serving = stdout.lines().find(|l| l.starts_with("int serving memory")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(serving.contains("transparent huge pages off while serving"), "{serving}");
     // No ratio without a reference.
     assert!(stdout.lines().filter(|l| l.contains("images/s")).all(|l| l.trim_end().ends_with('-')), "{stdout}");
     // Nothing is written where it ran: no results, no checkpoints.
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left, vec![std::ffi::OsString::from("config.toml")]);
+}
+
+/// `--int-layers`: every layer of the student at every pair of widths,
+/// a figure in each form this CPU has, the engine's form marked once.
+#[test]
+fn int_layers_times_every_layer_in_every_form() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "config.toml", TINY);
+    let out = kdtui(dir.path()).args(["bench", "--int-layers", "--seconds", "0.05"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let header = stdout.lines().nth(1).unwrap();
+    assert!(header.contains("avx") || header.contains("scalar"), "a byte kernel: {header}");
+    assert!(header.contains("bit-serial (popcnt)"), "{header}");
+    let rows: Vec<&str> = stdout.lines().skip(2).collect();
+    // Convs 2 to 5 and the hidden layer at 6 pairs of widths.
+    assert_eq!(rows.len(), 5 * 6, "{stdout}");
+    for row in rows {
+        assert_eq!(row.matches('*').count(), 1, "one form the engine runs: {row}");
+        let figures: Vec<f64> = row.split_whitespace().filter_map(|w| w.trim_end_matches('*').parse().ok()).collect();
+        assert!(figures.iter().filter(|&&f| f > 0.0).count() >= 2, "{row}");
+    }
 }
 
 #[test]

@@ -244,6 +244,11 @@ pub struct BenchArgs {
     /// Also run the config's whole plan end to end (in a scratch directory) and time it.
     #[arg(long)]
     pub plan: bool,
+    /// Instead: time each integer layer of the config's student in every
+    /// form this CPU runs (byte kernels, bit-serial) at 1 to 4 bits, on one
+    /// thread, and print a table (docs/INTEGER.md).
+    #[arg(long)]
+    pub int_layers: bool,
     /// Measure one model in this process and print it as JSON (what the
     /// benchmark runs in its child processes).
     #[arg(long, hide = true)]

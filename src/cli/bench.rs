@@ -383,12 +383,17 @@ pub fn describe(report: &Report, request: &Request, config: &Config) -> String {
     }
     if let Some(s) = report.rows.iter().find_map(|r| r.kdtui.int_serving) {
         out.push_str(&format!(
-            "int serving memory: resident set {} before the engine, {} at its peak serving batches of {INFER_BATCH} ({} KiB more); at the end, heap and thread stacks {} KiB above where they were (the engine's weights, thresholds and per-thread buffers: {} KiB; the rest is the allocator's pages, 2 MiB each where it uses transparent huge pages: docs/BENCHMARK.md) and code pages run for the first time {} KiB; the packed file is {} KiB, one batch of pixels and logits {} KiB, its widest activations as codes {} KiB\n",
+            "int serving memory: resident set {} before the engine, {} at its peak serving batches of {INFER_BATCH} ({} KiB more); at the end, heap and thread stacks {} KiB above where they were (the engine's weights, thresholds and per-thread buffers: {} KiB; the rest is the allocator's pages{}) and code pages run for the first time {} KiB; the packed file is {} KiB, one batch of pixels and logits {} KiB, its widest activations as codes {} KiB\n",
             mebibytes(s.before_bytes),
             mebibytes(s.peak_bytes),
             s.peak_bytes.saturating_sub(s.before_bytes) / 1024,
             s.anon_growth_bytes / 1024,
             s.engine_bytes / 1024,
+            if s.small_pages {
+                ", small: transparent huge pages off while serving, as a serving process runs"
+            } else {
+                ", 2 MiB each where it uses transparent huge pages (the kernel refused to turn them off): docs/BENCHMARK.md"
+            },
             s.file_growth_bytes / 1024,
             s.packed_bytes / 1024,
             s.batch_bytes / 1024,

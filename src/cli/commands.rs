@@ -28,6 +28,11 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
     if args.threads == Some(0) {
         return Err(usage(anyhow!("--threads must be at least 1")));
     }
+    if args.int_layers {
+        eprintln!("timing each integer layer of the student in every form, at 6 pairs of bit widths...");
+        print!("{}", super::int_layers::int_layers(&config, args.seconds / 50.0).map_err(failed)?);
+        return Ok(());
+    }
     let choice: DeviceChoice = args.device.parse().map_err(usage)?;
     if choice != DeviceChoice::Cpu {
         // The kernels a study of this config tuned and compiled, and the

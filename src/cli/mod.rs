@@ -14,6 +14,7 @@ pub mod bench;
 mod commands;
 mod data;
 mod failure;
+mod int_layers;
 pub mod slurm;
 mod study;
 

@@ -125,6 +125,9 @@ pub struct Serving {
     /// thread's buffers.
     #[serde(default)]
     pub engine_bytes: u64,
+    /// Whether it served with transparent huge pages off (`SmallPages`).
+    #[serde(default)]
+    pub small_pages: bool,
 }
 
 /// Why a measurement gave no figure.
@@ -242,6 +245,8 @@ pub fn measure<B: TrainBackend>(
     let int = (!shape.precision.is_float() && B::name(&device).contains("flex"))
         .then(|| {
             let values = inference.stored_values();
+            // Timed as it serves: with small pages (as `serving_memory`).
+            let _small = crate::util::pages::SmallPages::new();
             IntNet::new(&shape, &values, &norm).ok().map(|net| measure_int(&net, &data, &norm, &values, &shape, timing))
         })
         .flatten();
@@ -276,6 +281,9 @@ fn serving_memory(config: &Config, data: &Dataset, norm: &Normalizer) -> Option<
     // The peak from here on (Linux: writing 5 to clear_refs resets VmHWM
     // to the present resident set), so burn's model above does not count.
     std::fs::write("/proc/self/clear_refs", "5").ok()?;
+    // As a process serving the engine runs: small pages (`SmallPages`),
+    // given back to training when this returns.
+    let small = crate::util::pages::SmallPages::new();
     let before = current_rss_bytes()?;
     let (anon, file) = (status_kib("RssAnon:")?, status_kib("RssFile:")?);
     let net = IntNet::new(&shape, &values, norm).ok()?;
@@ -293,6 +301,7 @@ fn serving_memory(config: &Config, data: &Dataset, norm: &Normalizer) -> Option<
         anon_growth_bytes: status_kib("RssAnon:")?.saturating_sub(anon),
         file_growth_bytes: status_kib("RssFile:")?.saturating_sub(file),
         engine_bytes: (net.weight_bytes() + rayon::current_num_threads() * net.scratch_bytes()) as u64,
+        small_pages: small.active(),
     })
 }
 

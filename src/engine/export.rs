@@ -206,6 +206,8 @@ pub fn eval(
     let (logits, run) = match int {
         None => (float_logits, None),
         Some(net) => {
+            // As a process serving the engine runs (docs/INTEGER.md, memory).
+            let _small = crate::util::pages::SmallPages::new();
             let mut logits = vec![0f32; loaded.test.len() * CLASSES];
             let started = Instant::now();
             net.logits(&loaded.test.images, &mut logits);

@@ -3,6 +3,7 @@
 
 pub mod atomic_file;
 pub mod format;
+pub mod pages;
 pub mod signals;
 pub mod stderr;
 

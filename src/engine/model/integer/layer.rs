@@ -2,8 +2,42 @@
 //! laid out for `dot`, BatchNorm and the quantizer folded into thresholds,
 //! and its forward pass over one image.
 
+use super::bits::{self, BitKernel, BitWeights, BitWork, MAX_BITS};
 use super::dot::{self, Kernel, Tile, TILE};
 use super::{act_constants, fold_norm, group4, IntError};
+
+/// How a layer runs: the byte kernels' product, or bit planes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    Bytes(Kernel),
+    Bits(BitKernel),
+}
+
+impl Form {
+    pub fn name(self) -> &'static str {
+        match self {
+            Form::Bytes(k) => k.name(),
+            Form::Bits(b) => b.name(),
+        }
+    }
+}
+
+/// When a network's layers take the bit-serial form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bits {
+    Off,
+    /// Where it measured faster (`BitKernel::wins`).
+    Auto(BitKernel),
+    /// Wherever the layer has it (tests).
+    Always(BitKernel),
+}
+
+/// One thread's scratch for any layer's `forward`.
+#[derive(Default)]
+pub struct Work {
+    pub(super) acc: Vec<i32>,
+    pub(super) bits: BitWork,
+}
 
 /// One integer layer: a 3x3 conv over a zero-padded [side + 2]^2 x cin
 /// channels-last image, or (side 1, one tap) a linear layer, then
@@ -29,6 +63,8 @@ pub struct IntLayer {
     pool: bool,
     max_weight: u32,
     max_code: u32,
+    /// The bit-serial form's weights (weights and codes of up to `MAX_BITS`).
+    bits: Option<BitWeights>,
 }
 
 /// What folds into one layer's thresholds.
@@ -133,12 +169,45 @@ impl IntLayer {
             }
         }
         let max_weight = if eight_bit { 128 } else { n };
-        Ok(Self { side, cin, taps, cout, np, weights, eight_bit, sign, thresholds, levels, pool, max_weight, max_code: levels as u32 })
+        let bits = (!eight_bit && f.w_bits <= MAX_BITS && f.a_bits <= MAX_BITS)
+            .then(|| BitWeights::new(f.w_bits, f.a_bits, taps.len() * cin, cout, |o, b| weight(o, b / cin, b % cin).map(|l| l as u32)));
+        let max_code = levels as u32;
+        Ok(Self { side, cin, taps, cout, np, weights, eight_bit, sign, thresholds, levels, pool, max_weight, max_code, bits })
+    }
+
+    /// The form this layer runs in when the network runs `kernel` and `bits`.
+    pub fn form(&self, kernel: Kernel, bits: Bits) -> Form {
+        let bytes = self.kernel(kernel);
+        match (bits, &self.bits) {
+            (Bits::Always(b), Some(_)) => Form::Bits(b),
+            (Bits::Auto(b), Some(_)) if b.wins(bytes) => Form::Bits(b),
+            _ => Form::Bytes(bytes),
+        }
+    }
+
+    /// Every form this layer can run in on this CPU (tests run each).
+    pub fn forms(&self) -> Vec<Form> {
+        let mut out: Vec<Form> = Kernel::available().into_iter().map(|k| Form::Bytes(self.kernel(k))).collect();
+        if self.bits.is_some() {
+            out.extend(BitKernel::available().into_iter().map(Form::Bits));
+        }
+        out.dedup();
+        out
+    }
+
+    /// Bytes the layer's weights and thresholds take.
+    pub fn weight_bytes(&self) -> usize {
+        self.weights.len() + 4 * (self.thresholds.len() + self.sign.len()) + self.bits.as_ref().map_or(0, BitWeights::bytes)
     }
 
     /// Sums `forward` keeps for a tile (its `acc`).
     pub fn acc_len(&self) -> usize {
         TILE * self.np
+    }
+
+    /// Bytes of the bit-serial form's scratch (`BitWork`), if it has one.
+    pub fn bit_work_len(&self) -> usize {
+        self.bits.as_ref().map_or(0, |b| b.work_len())
     }
 
     /// The kernel this layer runs when the network runs on `kernel`.
@@ -172,12 +241,11 @@ impl IntLayer {
     /// Output codes of one image: `input` (`input_len` bytes) -> `out`, an
     /// image of `out_side` with a border of `pad` zero pixels (left as it
     /// is) and `out_channels` channels, of which only the first `cout` are
-    /// written. `full` (a pooled layer's codes before pooling) and `acc`
-    /// are scratch.
-    pub fn forward(&self, kernel: Kernel, input: &[u8], out: &mut [u8], pad: usize, full: &mut Vec<u8>, acc: &mut Vec<i32>) {
-        let kernel = self.kernel(kernel);
+    /// written, in `form` (`form`, `forms`). `full` (a pooled layer's codes
+    /// before pooling) and `work` are scratch.
+    pub fn forward(&self, form: Form, input: &[u8], out: &mut [u8], pad: usize, full: &mut Vec<u8>, work: &mut Work) {
         let (side, oc) = (self.side, self.out_channels());
-        acc.resize(self.acc_len(), 0);
+        work.acc.resize(self.acc_len(), 0);
         let row = if self.taps.len() == 1 { 0 } else { side + 2 };
         let codes =
             dot::Codes { sign: &self.sign, thresholds: &self.thresholds, levels: self.levels, cout: self.cout, eight_bit: self.eight_bit };
@@ -199,7 +267,11 @@ impl IntLayer {
                     groups: self.cin / 4,
                 };
                 let mut to = dot::Out { out: &mut *dest, base: ((y + at_pad) * width + x0 + at_pad) * oc, stride: oc };
-                dot::dot_codes(kernel, &tile, &self.weights, self.np, &codes, &mut to, acc);
+                match (form, &self.bits) {
+                    (Form::Bits(b), Some(w)) => bits::tile_codes(b, w, &tile, self.np, &codes, &mut to, &mut work.bits, &mut work.acc),
+                    (Form::Bits(_), None) => panic!("this layer has no bit-serial form"),
+                    (Form::Bytes(k), _) => dot::dot_codes(k, &tile, &self.weights, self.np, &codes, &mut to, &mut work.acc),
+                }
             }
         }
         if !self.pool {

@@ -38,16 +38,19 @@ use super::quant::FLOAT_BITS;
 use crate::engine::data::batcher::Normalizer;
 use crate::engine::data::{CHANNELS, CLASSES, PIXELS, SIDE};
 
+mod bits;
 pub mod dot;
 mod first;
 mod layer;
+pub mod speed;
 mod tile;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub use bits::BitKernel;
 pub use dot::Kernel;
 use first::FirstLayer;
-pub use layer::{Fold, IntLayer};
+pub use layer::{Bits, Fold, Form, IntLayer, Work};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IntError {
@@ -96,6 +99,8 @@ struct Classifier {
 pub struct IntNet {
     id: u64,
     kernel: Kernel,
+    /// The form each of `layers` runs in.
+    forms: Vec<Form>,
     table: [[f32; 256]; CHANNELS],
     first: FirstLayer,
     /// Convs 2 to 5, then the hidden linear layer.
@@ -116,12 +121,19 @@ fn dequantized(values: &[f32], bits: u32) -> Vec<f32> {
 impl IntNet {
     /// The engine for a student of shape `network` from its stored values
     /// (`CnnConfig::layout` order, levels for quantized weights), with the
-    /// fastest kernel this CPU has.
+    /// fastest kernel this CPU has, each layer in the form that measured
+    /// fastest for it.
     pub fn new(network: &CnnConfig, values: &[Vec<f32>], normalizer: &Normalizer) -> Result<Self, IntError> {
-        Self::with_kernel(network, values, normalizer, Kernel::best())
+        Self::with_kernels(network, values, normalizer, Kernel::best(), Bits::Auto(BitKernel::best()))
     }
 
-    pub fn with_kernel(network: &CnnConfig, values: &[Vec<f32>], normalizer: &Normalizer, kernel: Kernel) -> Result<Self, IntError> {
+    pub fn with_kernels(
+        network: &CnnConfig,
+        values: &[Vec<f32>],
+        normalizer: &Normalizer,
+        kernel: Kernel,
+        bits: Bits,
+    ) -> Result<Self, IntError> {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let Precision { w_bits, a_bits, first_last_bits, a_range } = network.precision;
         if !(1..=8).contains(&w_bits) || !(1..=8).contains(&a_bits) {
@@ -168,7 +180,8 @@ impl IntNet {
             bias: values[at + 6].clone(),
             down,
         };
-        Ok(Self { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), kernel, table: *normalizer.table(), first, layers, classifier })
+        let forms = layers.iter().map(|l| l.form(kernel, bits)).collect();
+        Ok(Self { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), kernel, forms, table: *normalizer.table(), first, layers, classifier })
     }
 
     pub fn kernel(&self) -> Kernel {
@@ -178,7 +191,7 @@ impl IntNet {
     /// The kernels its layers run, in words: each form once, in layer order.
     pub fn kernel_name(&self) -> String {
         let mut names: Vec<&str> = Vec::new();
-        for name in self.layers.iter().map(|l| l.kernel(self.kernel).name()) {
+        for name in self.forms.iter().map(|f| f.name()) {
             if !names.contains(&name) {
                 names.push(name);
             }
@@ -189,7 +202,7 @@ impl IntNet {
     /// Bytes the engine holds for its weights and thresholds.
     pub fn weight_bytes(&self) -> usize {
         let first = (self.first.weights.len() + 2 * self.first.scale.len()) * 4;
-        let layers: usize = self.layers.iter().map(|l| l.weights.len() + 4 * (l.thresholds.len() + l.sign.len())).sum();
+        let layers: usize = self.layers.iter().map(IntLayer::weight_bytes).sum();
         first + layers + (self.classifier.weights.len() + CLASSES) * 4
     }
 
@@ -198,7 +211,8 @@ impl IntNet {
         let mut s = Scratch::default();
         s.fit(self);
         let acc = self.layers.iter().map(|l| l.acc_len()).max().unwrap_or(0);
-        s.planes.len() * 4 + s.buffers.iter().chain(&s.full).map(Vec::len).sum::<usize>() + acc * 4
+        let bits = self.layers.iter().zip(&self.forms).filter(|(_, f)| matches!(f, Form::Bits(_))).map(|(l, _)| l.bit_work_len()).max();
+        s.planes.len() * 4 + s.buffers.iter().chain(&s.full).map(Vec::len).sum::<usize>() + acc * 4 + bits.unwrap_or(0)
     }
 
     /// Logits [n, 10] of `images` (n x [3][32][32] bytes), images spread
@@ -236,7 +250,7 @@ impl IntNet {
             // The conv layers' outputs are padded images; the last conv's
             // feeds the hidden layer flat, and the hidden layer's is flat.
             let pad = usize::from(i + 1 < last);
-            layer.forward(self.kernel, &done[i], &mut rest[0], pad, &mut s.full[i], &mut s.acc);
+            layer.forward(self.forms[i], &done[i], &mut rest[0], pad, &mut s.full[i], &mut s.work);
         }
         let c = &self.classifier;
         let hidden = &s.buffers[last + 1];
@@ -264,7 +278,7 @@ struct Scratch {
     buffers: Vec<Vec<u8>>,
     /// Each layer's codes before pooling.
     full: Vec<Vec<u8>>,
-    acc: Vec<i32>,
+    work: Work,
 }
 
 impl Scratch {

@@ -222,9 +222,12 @@ fn each_layer_gives_the_float_engines_codes() {
                 let want = float_layer(&codes, &levels, &norm, cin, cout, side, (w_bits, a_bits), pool);
                 let os = layer.out_side();
                 let oc = layer.out_channels();
-                for kernel in Kernel::available() {
+                let forms = layer.forms();
+                // The bit-serial form up to 4-bit weights and codes.
+                assert_eq!(forms.iter().any(|f| matches!(f, Form::Bits(_))), w_bits <= 4 && a_bits <= 4, "{w_bits}/{a_bits}");
+                for form in forms {
                     let mut out = vec![0u8; (os + 2) * (os + 2) * oc];
-                    layer.forward(kernel, &input, &mut out, 1, &mut Vec::new(), &mut Vec::new());
+                    layer.forward(form, &input, &mut out, 1, &mut Vec::new(), &mut layer::Work::default());
                     for o in 0..cout {
                         for y in 0..os {
                             for x in 0..os {
@@ -245,7 +248,7 @@ fn each_layer_gives_the_float_engines_codes() {
                                     .any(|&(py, px)| near_a_threshold(&codes, &levels, &norm, cin, side, (w_bits, a_bits), (o, py, px)));
                                 assert!(
                                     near,
-                                    "{kernel:?}, {w_bits}-bit weights, {a_bits}-bit codes, {cin}->{cout} at {side}, pool {pool}: \
+                                    "{form:?}, {w_bits}-bit weights, {a_bits}-bit codes, {cin}->{cout} at {side}, pool {pool}: \
                                      output ({o}, {y}, {x}) is {got}, the float engine's {float}, away from any threshold"
                                 );
                                 crossings += 1;
@@ -292,8 +295,9 @@ fn pooling_codes_equals_coding_pooled_values() {
         .collect();
     let oc = full.out_channels();
     let (mut a, mut b) = (vec![0u8; side * side * oc], vec![0u8; side * side / 4 * oc]);
-    full.forward(Kernel::best(), &input, &mut a, 0, &mut Vec::new(), &mut Vec::new());
-    pooled.forward(Kernel::best(), &input, &mut b, 0, &mut Vec::new(), &mut Vec::new());
+    let form = full.form(Kernel::best(), Bits::Off);
+    full.forward(form, &input, &mut a, 0, &mut Vec::new(), &mut layer::Work::default());
+    pooled.forward(form, &input, &mut b, 0, &mut Vec::new(), &mut layer::Work::default());
     for y in 0..side / 2 {
         for x in 0..side / 2 {
             for c in 0..cout {
@@ -324,7 +328,7 @@ fn trained_values(network: &CnnConfig) -> Vec<Vec<f32>> {
 
 /// The whole network: the float engine's classes on (nearly) every image,
 /// its logits where no code crossed a threshold, the same logits from every
-/// kernel and at every batch size.
+/// kernel, byte or bit-serial, and at every batch size.
 #[test]
 fn the_network_gives_the_float_engines_predictions() {
     use crate::engine::data::synthetic::{generate, Split};
@@ -337,8 +341,12 @@ fn the_network_gives_the_float_engines_predictions() {
         let stored = crate::engine::model::packed::Stored { network: network.clone(), normalizer: norm.clone(), values: values.clone() };
         let float = predict(&stored.model::<B>(&Default::default()), &data, &norm, 16, &Default::default());
         let mut reference: Option<Vec<f32>> = None;
-        for kernel in Kernel::available() {
-            let net = IntNet::with_kernel(&network, &values, &norm, kernel).unwrap();
+        let bytes = Kernel::available().into_iter().map(|k| (k, Bits::Off));
+        let bit_serial = BitKernel::available().into_iter().map(|b| (Kernel::best(), Bits::Always(b)));
+        for (kernel, bits) in bytes.chain(bit_serial) {
+            let net = IntNet::with_kernels(&network, &values, &norm, kernel, bits).unwrap();
+            let bit_layers = net.forms.iter().filter(|f| matches!(f, Form::Bits(_))).count();
+            assert_eq!(bit_layers, if matches!(bits, Bits::Always(_)) && bits_up_to_4(bits_of(&network)) { 5 } else { 0 }, "{bits:?}");
             let mut logits = vec![0f32; data.len() * CLASSES];
             net.logits(&data.images, &mut logits);
             let mut one = vec![0f32; CLASSES];
@@ -346,7 +354,7 @@ fn the_network_gives_the_float_engines_predictions() {
             assert_eq!(&one[..], &logits[5 * CLASSES..6 * CLASSES], "batch 1 gives batch 64's row");
             match &reference {
                 None => reference = Some(logits.clone()),
-                Some(r) => assert_eq!(r, &logits, "{kernel:?} against the scalar kernel"),
+                Some(r) => assert_eq!(r, &logits, "{kernel:?}, {bits:?} against the scalar kernel"),
             }
             let mut close = 0;
             let mut same_class = 0;
@@ -359,6 +367,14 @@ fn the_network_gives_the_float_engines_predictions() {
             assert!(same_class >= 63, "{bits:?}: {same_class} of 64 with the float engine's class");
         }
     }
+}
+
+fn bits_of(network: &CnnConfig) -> (u32, u32) {
+    (network.precision.w_bits, network.precision.a_bits)
+}
+
+fn bits_up_to_4((w, a): (u32, u32)) -> bool {
+    w <= 4 && a <= 4
 }
 
 #[test]
