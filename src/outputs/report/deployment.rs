@@ -70,7 +70,7 @@ pub(super) fn section(s: &mut String, runs: &[RunResult], test_images: usize) {
     let _ = writeln!(
         s,
         "What each finished model costs to serve: measured by its run once, right after its last epoch, over the whole test set \
-         ({test_images} images; the median of 3 passes after a first), on the machine that trained it while the study ran. \
+         ({test_images} images; the median of 3 passes after a first, or of fewer where they take over a second), on the machine that trained it while the study ran. \
          Figures of a shared machine taken between runs, not a benchmark: `kdtui bench` holds the machine to one task, \
          alternates rounds and compares with PyTorch. Size: the model's file (`kdtui export`). The student rows take every \
          student together (without a teacher and distilled: one network, so one file size and one speed to expect).\n"
