@@ -245,7 +245,8 @@ pub fn measure<B: TrainBackend>(
     let int = (!shape.precision.is_float() && B::name(&device).contains("flex"))
         .then(|| {
             let values = inference.stored_values();
-            // Timed as it serves: with small pages (as `serving_memory`).
+            // With small pages for what it allocates from here (as
+            // `serving_memory`); the arena training filled keeps its own.
             let _small = crate::util::pages::SmallPages::new();
             IntNet::new(&shape, &values, &norm).ok().map(|net| measure_int(&net, &data, &norm, &values, &shape, timing))
         })

@@ -5,8 +5,15 @@
 //! byte a thread touches in a fresh 2 MiB region makes all of it resident
 //! (docs/INTEGER.md, memory). Linux only; elsewhere nothing changes.
 
+/// prctl's unused arguments: the kernel reads them as unsigned longs.
+#[cfg(target_os = "linux")]
+const NONE: libc::c_ulong = 0;
+
 /// While alive, pages the process faults in are small; dropping it gives
 /// back the setting it found (pages already faulted in stay as they are).
+/// Guards nest when dropped in the order they were made (one thread's
+/// scopes); the flag is the process's, so guards on several threads at
+/// once would not.
 pub struct SmallPages {
     #[cfg(target_os = "linux")]
     was_off: Option<bool>,
@@ -20,8 +27,9 @@ impl SmallPages {
         #[cfg(target_os = "linux")]
         {
             // SAFETY: prctl with integer arguments reads and writes no memory of ours.
-            let was = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
-            let was_off = (was >= 0 && unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) } == 0).then_some(was == 1);
+            let was = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, NONE, NONE, NONE, NONE) };
+            let was_off = (was >= 0 && unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1 as libc::c_ulong, NONE, NONE, NONE) } == 0)
+                .then_some(was == 1);
             Self { was_off }
         }
         #[cfg(not(target_os = "linux"))]
@@ -33,7 +41,7 @@ impl SmallPages {
         #[cfg(target_os = "linux")]
         {
             // SAFETY: as in `new`.
-            self.was_off.is_some() && unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) } == 1
+            self.was_off.is_some() && unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, NONE, NONE, NONE, NONE) } == 1
         }
         #[cfg(not(target_os = "linux"))]
         false
@@ -51,7 +59,7 @@ impl Drop for SmallPages {
         #[cfg(target_os = "linux")]
         if let Some(false) = self.was_off {
             // SAFETY: as in `new`.
-            unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0) };
+            unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, NONE, NONE, NONE, NONE) };
         }
     }
 }
@@ -62,7 +70,7 @@ mod tests {
 
     fn off() -> bool {
         // SAFETY: as in `SmallPages::new`.
-        unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) == 1 }
+        unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, NONE, NONE, NONE, NONE) == 1 }
     }
 
     /// Off while the guard lives, back as it was after. (The flag is the

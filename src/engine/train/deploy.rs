@@ -62,7 +62,7 @@ fn timed<T>(mut pass: impl FnMut() -> T) -> (T, f64) {
         seconds.push(started.elapsed().as_secs_f64().max(1e-9));
     }
     seconds.sort_by(f64::total_cmp);
-    (out, seconds[seconds.len() / 2])
+    (out, seconds[(seconds.len() - 1) / 2])
 }
 
 #[cfg(test)]

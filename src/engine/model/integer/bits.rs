@@ -207,6 +207,7 @@ fn sums(kernel: BitKernel, w: &BitWeights, codes: &[u64], acc: &mut [i32]) {
         // SAFETY: as in `planes_of`; `acc` holds o8 sums (asserted by the caller).
         BitKernel::Avx512 => unsafe { x86::sums(w, codes, sum_a, acc) },
         #[cfg(target_arch = "x86_64")]
+        // SAFETY: the CPU has `popcnt` (checked here); `sums_portable` is safe code.
         BitKernel::Popcnt if std::arch::is_x86_feature_detected!("popcnt") => unsafe { sums_popcnt(w, codes, sum_a, acc) },
         _ => sums_portable(w, codes, sum_a, acc),
     }

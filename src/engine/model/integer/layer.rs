@@ -185,6 +185,14 @@ impl IntLayer {
         }
     }
 
+    /// Drops what `form` does not run on (the bit planes of a layer that
+    /// runs the byte product), so the engine holds only what it uses.
+    pub fn keep_only(&mut self, form: Form) {
+        if let Form::Bytes(_) = form {
+            self.bits = None;
+        }
+    }
+
     /// Every form this layer can run in on this CPU (tests run each).
     pub fn forms(&self) -> Vec<Form> {
         let mut out: Vec<Form> = Kernel::available().into_iter().map(|k| Form::Bytes(self.kernel(k))).collect();

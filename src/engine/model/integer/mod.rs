@@ -180,7 +180,10 @@ impl IntNet {
             bias: values[at + 6].clone(),
             down,
         };
-        let forms = layers.iter().map(|l| l.form(kernel, bits)).collect();
+        let forms: Vec<Form> = layers.iter().map(|l| l.form(kernel, bits)).collect();
+        for (layer, &form) in layers.iter_mut().zip(&forms) {
+            layer.keep_only(form);
+        }
         Ok(Self { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), kernel, forms, table: *normalizer.table(), first, layers, classifier })
     }
 
