@@ -49,11 +49,11 @@ batch_size = 128
 eval_batch_size = 256
 log_every = 1
 [teacher]
-epochs = 3
+epochs = 4
 widths = [8, 16, 32]
 hidden = 32
 [student]
-epochs = 2
+epochs = 3
 widths = [8, 16, 32]
 hidden = 32
 "#;
