@@ -8,7 +8,7 @@
 //! of the codes there. The work grows with the number of plane pairs
 //! (w_bits x a_bits) where the byte kernels' does not, and each pixel's
 //! codes are gathered and split into planes before any product: at the
-//! study's layer widths (12 to 24 outputs over 72 to 384 inputs) the byte
+//! study's layer widths (12 to 64 outputs over 72 to 384 inputs) the byte
 //! kernels win wherever the CPU has them, from 1 x 1 bits up (`wins` holds
 //! what `kdtui bench --int-layers` measured; docs/INTEGER.md). Bit k of
 //! word w stands for receptive-field byte 64 w + k, in weights and codes
@@ -63,7 +63,8 @@ impl BitKernel {
     /// kernels beat both bit-serial forms on every conv layer (AVX-512 VNNI
     /// by 3x to 20x, AVX2 by 3x to 22x) and VNNI comes level with
     /// `vpopcntq` only on the hidden layer at 1- and 2-bit weights with
-    /// 1-bit codes (within noise either way); the bit-serial form beats
+    /// 1-bit codes (3% behind and 9% ahead in one run on a noisy machine:
+    /// not taken on that); the bit-serial form beats
     /// the scalar byte product (no AVX2, or `KDTUI_SIMD=baseline`) by 1.5x
     /// to 15x.
     pub fn wins(self, bytes: Kernel) -> bool {
