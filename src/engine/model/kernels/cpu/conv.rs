@@ -63,6 +63,46 @@ multiversion! {
     }
 }
 
+/// rows [h * w, cin * 9] of one image [cin, h, w]: row p holds pixel p's
+/// taps (c, ky, kx), zero outside the image; the weight gradient's operand.
+/// im2col's transpose: gemm multiplies it as it lies, where it gathered
+/// im2col's columns with a stride of a whole row before every product
+/// (its packing was a quarter of a 2-bit student's training step).
+fn im2row(s: &Shape, image: &[f32], rows: &mut [f32]) {
+    im2row_image(image, s.cin, s.h, s.w, rows)
+}
+
+multiversion! {
+    /// `im2row` (a function of plain arguments, as `multiversion!` needs):
+    /// pixel by pixel, each row written in order, three values at a time
+    /// from the three input rows of its window (written column by column,
+    /// a stride of a row apart, it took a fifth of a student's step).
+    fn im2row_image(image: &[f32], cin: usize, h: usize, w: usize, rows: &mut [f32]) {
+        let taps = cin * 9;
+        for y in 0..h {
+            for x in 0..w {
+                let row = &mut rows[(y * w + x) * taps..][..taps];
+                let inside = y > 0 && y + 1 < h && x > 0 && x + 1 < w;
+                for (c, out) in row.chunks_exact_mut(9).enumerate() {
+                    let plane = &image[c * h * w..(c + 1) * h * w];
+                    if inside {
+                        let at = (y - 1) * w + x - 1;
+                        out[0..3].copy_from_slice(&plane[at..at + 3]);
+                        out[3..6].copy_from_slice(&plane[at + w..at + w + 3]);
+                        out[6..9].copy_from_slice(&plane[at + 2 * w..at + 2 * w + 3]);
+                        continue;
+                    }
+                    for (tap, v) in out.iter_mut().enumerate() {
+                        let (sy, sx) = ((y + tap / 3) as isize - 1, (x + tap % 3) as isize - 1);
+                        let within = (0..h as isize).contains(&sy) && (0..w as isize).contains(&sx);
+                        *v = if within { plane[sy as usize * w + sx as usize] } else { 0.0 };
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Columns (images x pixels) of one matrix product: enough that gemm runs
 /// near its peak on the small late layers (8x8 pixels: 8 images a product)
 /// and packs the weights once for all of them, few enough that a group's
@@ -160,13 +200,13 @@ pub fn weight_grad(s: &Shape, x: &[f32], grad: &[f32]) -> Vec<f32> {
 pub(super) fn weight_grad_im2col(s: &Shape, x: &[f32], grad: &[f32]) -> Vec<f32> {
     let (p, taps, g) = (s.pixels(), s.taps(), group(s));
     sum_over_tasks(s.batch, s.cout * taps, |images_of_task, dw| {
-        with_scratch(taps * g * p, s.cout * g * p, |cols, gathered| {
+        with_scratch(taps * g * p, s.cout * g * p, |rows, gathered| {
             for first in images_of_task.clone().step_by(g) {
                 let images = g.min(images_of_task.end - first);
                 let n = images * p;
                 for j in 0..images {
                     let b = first + j;
-                    im2col(s, &x[b * s.cin * p..(b + 1) * s.cin * p], &mut cols[j * p..], n);
+                    im2row(s, &x[b * s.cin * p..(b + 1) * s.cin * p], &mut rows[j * p * taps..(j + 1) * p * taps]);
                 }
                 let block = &grad[first * s.cout * p..][..images * s.cout * p];
                 let lhs = if images == 1 {
@@ -175,8 +215,8 @@ pub(super) fn weight_grad_im2col(s: &Shape, x: &[f32], grad: &[f32]) -> Vec<f32>
                     gather(block, s.cout, p, images, gathered);
                     &gathered[..s.cout * n]
                 };
-                // [cout, images * p] · [images * p, taps] (cols transposed), summed over the groups
-                matmul(s.cout, taps, n, dw, true, lhs, false, &cols[..taps * n], true);
+                // [cout, images * p] · [images * p, taps], summed over the groups
+                matmul(s.cout, taps, n, dw, true, lhs, false, &rows[..n * taps], false);
             }
         })
     })
