@@ -68,6 +68,31 @@ fn measures_both_models_and_says_why_the_reference_did_not_run() {
     assert_eq!(left, vec![std::ffi::OsString::from("config.toml")]);
 }
 
+/// `--model student`: the student's rows only, its share of the peak
+/// computed with the student's work per image (not the teacher's, here
+/// about twelve times as much).
+#[test]
+fn one_model_is_measured_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let teacher = "[teacher]\nepochs = 2\nwidths = [16, 32, 32]";
+    let config = TINY.replacen("[teacher]\nepochs = 2\nwidths = [4, 8, 8]", teacher, 1);
+    assert!(config.contains(teacher), "TINY's teacher changed: {TINY}");
+    write(dir.path(), "config.toml", &config);
+    let args = ["bench", "--device", "cpu", "--model", "student", "--seconds", "0.3", "--rounds", "1", "--threads", "2", "--no-reference"];
+    let out = kdtui(dir.path()).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!stdout.lines().any(|l| l.starts_with("teacher")), "{stdout}");
+    let train: f64 = figure(&stdout, "student", "train images/s").unwrap().parse().unwrap();
+    let share: f64 = figure(&stdout, "student", "train, share of peak").unwrap().trim_end_matches('%').parse().unwrap();
+    let peak = stdout.lines().find(|l| l.starts_with("peak:")).unwrap();
+    let gflops: f64 = peak["peak: ".len()..].split(' ').next().unwrap().parse().unwrap();
+    let student: f64 = peak.split("student ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    // The work per image is printed to three decimals of a GFLOP: a third off at most.
+    let expected = 100.0 * train * student / gflops;
+    assert!((share - expected).abs() <= 1.0 + expected / 3.0, "share {share}%, {expected:.1}% from the figures: {stdout}");
+}
+
 /// `--int-layers`: every layer of the student at every pair of widths,
 /// a figure in each form this CPU has, the engine's form marked once.
 #[test]
@@ -107,6 +132,11 @@ fn bad_arguments_are_refused_before_measuring() {
         assert!(stderr.contains(expect), "{args:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{args:?}: one line, got {stderr}");
     }
+    // A value clap checks: its own words, with the values it takes.
+    let out = kdtui(dir.path()).args(["bench", "--model", "pupil"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("invalid value 'pupil' for '--model") && stderr.contains("teacher, student"), "{stderr}");
 }
 
 fn reference_script() -> (std::path::PathBuf, String) {
@@ -121,7 +151,7 @@ fn reference_script() -> (std::path::PathBuf, String) {
 fn reference_script_takes_kdtuis_arguments() {
     let (_, text) = reference_script();
     assert_eq!(text, kdtui::cli::bench::REFERENCE_SCRIPT, "the compiled-in copy is the file");
-    let source = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cli/bench.rs")).unwrap();
+    let source = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cli/bench/mod.rs")).unwrap();
     // The flags kdtui passes: the string literals of `reference_child`.
     let body = &source[source.find("fn reference_child").unwrap()..source.find("fn one_json_line").unwrap()];
     let flags: Vec<&str> = body.split('"').filter(|s| s.starts_with("--") && s.len() > 2 && !s.contains(' ')).collect();

@@ -8,6 +8,15 @@ run by hand it prints the same line. It needs torch and installs nothing:
 README, "Benchmark", says how to set it up.
 
     python3 torch_bench.py --model teacher --threads 2 --device cpu
+    python3 torch_bench.py --model student --compiled   # torch.compile, channels_last
+
+--compiled is the path a performance-minded PyTorch user runs: the model
+in channels_last, its forward pass and loss (with the backward AOTAutograd
+derives) and the optimizer step each through torch.compile (inductor),
+shapes static. Compiling is not timed in the figures: the first call of
+each compiled function is reported apart, as compile_seconds: the time the
+warm-up steps took beyond as many timed steps (a study compiles once per
+run, or loads inductor's cache).
 """
 import argparse
 import copy
@@ -177,6 +186,7 @@ def main():
     p.add_argument("--train-images", type=int, default=2048)
     p.add_argument("--warmup-steps", type=int, default=3)
     p.add_argument("--seconds", type=float, default=20.0, help="least time measured per phase")
+    p.add_argument("--compiled", action="store_true", help="torch.compile (inductor) and channels_last; see above")
     a = p.parse_args()
     # At least one batch of each kind, or the timing loops would have nothing to run.
     a.train_images = max(a.train_images, a.batch_size, a.eval_batch_size)
@@ -189,6 +199,8 @@ def main():
     else:
         model = Cnn([int(w) for w in a.widths.split(",")], a.hidden, a.w_bits, a.a_bits, a.first_last_bits, a.a_range)
     model = model.to(device)
+    layout = torch.channels_last if a.compiled else torch.contiguous_format
+    model = model.to(memory_format=layout)
     # kdtui's Adam ([train] weight_decay_mode): decoupled decay is torch's AdamW, l2 its Adam.
     adam = torch.optim.AdamW if a.weight_decay_mode == "decoupled" else torch.optim.Adam
     optim = adam(model.parameters(), lr=a.lr, betas=(0.9, 0.999), eps=a.adam_epsilon, weight_decay=a.weight_decay)
@@ -208,28 +220,47 @@ def main():
 
     def batch(idx):
         x = ((images[idx].float() / 255.0 - mean) / std).to(device, non_blocking=True)
-        return x, labels[idx].to(device), soft[idx].to(device)
+        return x.contiguous(memory_format=layout), labels[idx].to(device), soft[idx].to(device)
 
-    def train_step(idx):
-        x, y, q = batch(idx)
+    def loss_and_hits(x, y, q):
         logits = model(x)
         onehot = F.one_hot(y, CLASSES).float()
         loss = cross_entropy(logits, onehot, 1.0)
         if a.model == "student":
             # hard_soft: CE(z, gt) + c * CE(softmax(z / T), q_T)
             loss = loss + c * cross_entropy(logits, q, a.temperature)
+        return loss, (logits.argmax(1) == y).sum()
+
+    def optimizer_step():
+        optim.step()
+
+    def compiled(f):
+        return torch.compile(f, dynamic=False) if a.compiled else f
+
+    forward, update = compiled(loss_and_hits), compiled(optimizer_step)
+
+    def train_step(idx):
+        x, y, q = batch(idx)
+        loss, hits = forward(x, y, q)
         optim.zero_grad(set_to_none=True)
         loss.backward()
-        optim.step()
+        update()
         # kdtui reads the loss and the hits every step (NaN check, metrics).
-        return loss.item(), (logits.argmax(1) == y).sum().item()
+        return loss.item(), hits.item()
+
+    # Seconds the warm-up steps took beyond as many timed ones: with
+    # --compiled, compiling (and recompiling, e.g. once Adam has state).
+    warmup_excess = []
 
     def timed(step, size):
         order = torch.randperm(a.train_images, generator=gen)
         starts = range(0, a.train_images - size + 1, size)
+        t0, warm = time.perf_counter(), 0
         for k, s in zip(range(a.warmup_steps), starts):
             step(order[s : s + size])
+            warm += size
         sync()
+        warmup_seconds = time.perf_counter() - t0
         images_done, t0 = 0, time.perf_counter()
         while True:
             for s in starts:
@@ -238,24 +269,30 @@ def main():
                 elapsed = time.perf_counter() - t0
                 if elapsed >= a.seconds:
                     sync()
-                    return images_done / (time.perf_counter() - t0)
+                    ips = images_done / (time.perf_counter() - t0)
+                    warmup_excess.append(max(0.0, warmup_seconds - warm / ips))
+                    return ips
 
     model.train()
     train_ips = timed(train_step, a.batch_size)
 
     model.eval()
+    # Compiled again for inference: eval mode and each batch size are graphs of their own.
+    infer = compiled(model)
 
     def infer_step(idx):
         with torch.inference_mode():
             x, _, _ = batch(idx)
-            model(x).argmax(1).cpu()
+            infer(x).argmax(1).cpu()
 
     infer_ips = timed(infer_step, a.eval_batch_size)
     infer_1_ips = timed(infer_step, 1)
 
     # The student as int8 (CPU, quantized weights and activations only).
+    # With --compiled, none: torch 2.15's compiled int8 path (PT2E with
+    # the x86 inductor quantizer) lives in the separate torchao package.
     int8 = {}
-    if a.model == "student" and device.type == "cpu" and a.w_bits < 32 and a.a_bits < 32:
+    if a.model == "student" and device.type == "cpu" and a.w_bits < 32 and a.a_bits < 32 and not a.compiled:
         everything = ((images.float() / 255.0 - mean) / std)
         qmodel = int8_student(model, a.a_range, a.a_bits, everything)
         with torch.inference_mode():
@@ -284,6 +321,8 @@ def main():
         "peak_rss_bytes": peak_rss_bytes(),
         "peak_device_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
         "infer_batch1_images_per_sec": round(infer_1_ips, 2),
+        "compiled": a.compiled,
+        "compile_seconds": round(sum(warmup_excess), 2) if a.compiled else None,
         **int8,
     }
     assert math.isfinite(train_ips) and math.isfinite(infer_ips)

@@ -241,6 +241,13 @@ pub struct BenchArgs {
     /// Measure kdtui only.
     #[arg(long)]
     pub no_reference: bool,
+    /// PyTorch eager only: leave out its compiled variant (torch.compile,
+    /// which spends a minute or more compiling each model the first time).
+    #[arg(long)]
+    pub eager_only: bool,
+    /// Measure this model only (teacher or student); both by default.
+    #[arg(long, value_enum)]
+    pub model: Option<bench::Model>,
     /// Also run the config's whole plan end to end (in a scratch directory) and time it.
     #[arg(long)]
     pub plan: bool,

@@ -55,8 +55,10 @@ pub fn bench(args: BenchArgs) -> Result<(), Failure> {
         device: resolved.flag(),
         threads,
         timing,
+        models: args.model.map_or_else(|| vec![engine_bench::Model::Teacher, engine_bench::Model::Student], |m| vec![m]),
         rounds: args.rounds,
         python: (!args.no_reference).then(|| args.python.clone()),
+        compiled: !args.eager_only,
         plan: args.plan,
     };
     let report = bench::run(&request, &config, |line| eprintln!("{line}")).map_err(failed)?;

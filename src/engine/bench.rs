@@ -101,6 +101,11 @@ pub struct Measurement {
     /// peak after serving batches, and the packed file's length.
     #[serde(default)]
     pub int_serving: Option<Serving>,
+    /// The reference's compiled variant (`torch.compile`, channels_last):
+    /// the seconds its warm-up steps took beyond as many timed ones, which
+    /// is compiling; none for eager and for kdtui.
+    #[serde(default)]
+    pub compile_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -267,6 +272,7 @@ pub fn measure<B: TrainBackend>(
         int_agreement: int.as_ref().map(|m| m.agreement),
         int_engine: int.as_ref().map(|m| m.kernel.clone()),
         int_serving: serving,
+        compile_seconds: None,
     })
 }
 

@@ -10,16 +10,17 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use crate::engine::bench::{
-    bench_images, cpu_name, kernel_levels, peak_gflops, peak_int_macs, MeasureError, Measurement, Model, Timing, INFER_BATCH,
-    STUDENT_TEMPERATURE,
+    bench_images, peak_gflops, peak_int_macs, MeasureError, Measurement, Model, Timing, INFER_BATCH, STUDENT_TEMPERATURE,
 };
 use crate::outputs::stats::median;
 use crate::study::config::Config;
 use crate::study::Loss;
-use crate::util::format::mebibytes;
+
+mod table;
+pub use table::{describe, render};
 
 /// The PyTorch reference, run as `python - <args>` with this on stdin.
-pub const REFERENCE_SCRIPT: &str = include_str!("../../benches/reference/torch_bench.py");
+pub const REFERENCE_SCRIPT: &str = include_str!("../../../benches/reference/torch_bench.py");
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -45,21 +46,28 @@ pub struct Request {
     pub device: String,
     pub threads: usize,
     pub timing: Timing,
+    /// The models measured, in this order.
+    pub models: Vec<Model>,
     /// Rounds, each measuring every model on both sides in turn; the report
     /// gives each figure's median, so a noisy moment on a shared machine
     /// does not decide a ratio.
     pub rounds: usize,
     /// Python with torch for the reference; None skips it.
     pub python: Option<String>,
+    /// Also the reference's compiled variant (torch.compile, channels_last).
+    pub compiled: bool,
     /// Also time the whole plan of the config, end to end.
     pub plan: bool,
 }
 
-/// One model's row: kdtui's figures and the reference's, when it ran.
+/// One model's row: kdtui's figures and the reference's, eager and
+/// compiled, where they ran.
 #[derive(Debug, Clone)]
 pub struct Row {
+    pub model: Model,
     pub kdtui: Measurement,
     pub reference: Option<Measurement>,
+    pub compiled: Option<Measurement>,
 }
 
 /// The whole report.
@@ -78,7 +86,8 @@ pub struct Report {
 #[derive(Debug, Clone)]
 pub struct Peak {
     pub gflops: f64,
-    /// Training FLOP per image of the teacher and the student (`CnnConfig::training_flops`).
+    /// Training FLOP per image of the teacher and the student
+    /// (`CnnConfig::training_flops`), indexed by `Model`.
     pub training_flops: [u64; 2],
     /// The integer kernel's multiply-adds per second on `threads` threads
     /// (`integer::dot::peak_macs_per_sec`), the kernel, and the student's
@@ -109,7 +118,7 @@ pub fn run(request: &Request, config: &Config, mut progress: impl FnMut(&str)) -
             None
         }
     };
-    let models = [Model::Teacher, Model::Student];
+    let models = &request.models;
     if request.device == "cpu" {
         progress("measuring this machine's matrix-product peak...");
         let student = Model::Student.shape(config);
@@ -121,25 +130,31 @@ pub fn run(request: &Request, config: &Config, mut progress: impl FnMut(&str)) -
         };
         report.peak = Some(Peak {
             gflops: peak_gflops(request.threads, 3.0)?,
-            training_flops: models.map(|m| m.shape(config).training_flops()),
+            training_flops: [Model::Teacher, Model::Student].map(|m| m.shape(config).training_flops()),
             int,
         });
     }
     let mut ours: Vec<Vec<Measurement>> = vec![Vec::new(); models.len()];
-    let mut theirs: Vec<Vec<Measurement>> = vec![Vec::new(); models.len()];
+    let mut eager: Vec<Vec<Measurement>> = vec![Vec::new(); models.len()];
+    let mut compiled: Vec<Vec<Measurement>> = vec![Vec::new(); models.len()];
     for round in 1..=request.rounds {
         for (i, &model) in models.iter().enumerate() {
             let what = format!("round {round}/{}: {}", request.rounds, model.name());
             progress(&format!("{what}, kdtui ({:.0} s per figure)...", request.timing.seconds));
             ours[i].push(measure_child(&exe, request, model)?);
             if let Some(python) = &python {
-                progress(&format!("{what}, PyTorch..."));
-                theirs[i].push(reference_child(python, request, config, model)?);
+                progress(&format!("{what}, PyTorch eager..."));
+                eager[i].push(reference_child(python, request, config, model, false)?);
+                if request.compiled {
+                    progress(&format!("{what}, PyTorch compiled (torch.compile: the first time, a minute or more compiling)..."));
+                    compiled[i].push(reference_child(python, request, config, model, true)?);
+                }
             }
         }
     }
-    for (ours, theirs) in ours.iter().zip(&theirs) {
-        report.rows.push(Row { kdtui: medians(ours), reference: (!theirs.is_empty()).then(|| medians(theirs)) });
+    for (((ours, eager), compiled), &model) in ours.iter().zip(&eager).zip(&compiled).zip(models) {
+        let of = |rounds: &[Measurement]| (!rounds.is_empty()).then(|| medians(rounds));
+        report.rows.push(Row { model, kdtui: medians(ours), reference: of(eager), compiled: of(compiled) });
     }
     if request.plan {
         progress("running the whole plan of the config (--plan)...");
@@ -163,6 +178,7 @@ fn medians(rounds: &[Measurement]) -> Measurement {
         int_serving: rounds.iter().filter_map(|m| m.int_serving).max_by_key(|s| s.peak_bytes),
         peak_rss_bytes: rounds.iter().map(|m| m.peak_rss_bytes).max().unwrap_or(0),
         peak_device_bytes: rounds.iter().filter_map(|m| m.peak_device_bytes).max(),
+        compile_seconds: some(|m| m.compile_seconds),
         ..rounds[0].clone()
     }
 }
@@ -192,7 +208,7 @@ fn measure_child(exe: &Path, request: &Request, model: Model) -> Result<Measurem
     one_json_line(cmd, &format!("kdtui's {} measurement", model.name()), None)
 }
 
-fn reference_child(python: &str, request: &Request, config: &Config, model: Model) -> Result<Measurement, BenchError> {
+fn reference_child(python: &str, request: &Request, config: &Config, model: Model, compiled: bool) -> Result<Measurement, BenchError> {
     let shape = model.shape(config);
     let widths = shape.widths.iter().map(|w| w.to_string()).collect::<Vec<_>>().join(",");
     let device = if request.device.starts_with("cuda") { "cuda" } else { "cpu" };
@@ -212,10 +228,12 @@ fn reference_child(python: &str, request: &Request, config: &Config, model: Mode
         .args(["--weight-decay-mode", config.train.weight_decay_mode.name(), "--adam-epsilon", &config.train.adam_epsilon.to_string()])
         .args(["--train-images", &bench_images(config).to_string()])
         .args(["--seconds", &request.timing.seconds.to_string()])
+        .args(compiled.then_some("--compiled"))
         // Both sides get the same threads: torch reads these besides set_num_threads.
         .env("OMP_NUM_THREADS", request.threads.to_string())
         .env("MKL_NUM_THREADS", request.threads.to_string());
-    one_json_line(cmd, &format!("the PyTorch {} reference", model.name()), Some(REFERENCE_SCRIPT))
+    let variant = if compiled { "compiled" } else { "eager" };
+    one_json_line(cmd, &format!("the PyTorch {} reference ({variant})", model.name()), Some(REFERENCE_SCRIPT))
 }
 
 /// Runs `cmd` and reads the last line of its stdout as a Measurement.
@@ -271,166 +289,4 @@ fn time_plan(exe: &Path, request: &Request, config: &Config) -> Result<f64, Benc
         Ok(s) => Err(BenchError::Plan(s.to_string())),
         Err(source) => Err(BenchError::Spawn { what: "the plan run".into(), source }),
     }
-}
-
-/// The report as a table: one line per model and figure, with kdtui/PyTorch.
-pub fn render(report: &Report) -> String {
-    let mut out = String::new();
-    let header = format!("{:<8} {:<22} {:>12} {:>12} {:>14}\n", "model", "figure", "kdtui", "PyTorch", "kdtui/PyTorch");
-    out.push_str(&header);
-    for (i, row) in report.rows.iter().enumerate() {
-        let k = &row.kdtui;
-        let r = row.reference.as_ref();
-        let ratio = |a: f64, b: Option<f64>| b.map_or("-".to_string(), |b| format!("{:.2}", a / b));
-        let figure = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}"));
-        let mut lines = vec![
-            ("train images/s", k.train_images_per_sec, r.map(|r| r.train_images_per_sec)),
-            ("inference images/s", k.infer_images_per_sec, r.map(|r| r.infer_images_per_sec)),
-        ];
-        if let Some(one) = k.infer_batch1_images_per_sec {
-            lines.push(("inference, batch 1", one, r.and_then(|r| r.infer_batch1_images_per_sec)));
-        }
-        // The student on integers: kdtui's integer engine beside PyTorch's int8.
-        if let Some(int) = k.int_infer_images_per_sec {
-            lines.push(("int inference images/s", int, r.and_then(|r| r.int_infer_images_per_sec)));
-        }
-        if let Some(int) = k.int_infer_batch1_images_per_sec {
-            lines.push(("int inference, batch 1", int, r.and_then(|r| r.int_infer_batch1_images_per_sec)));
-        }
-        for (name, ours, theirs) in lines {
-            out.push_str(&format!(
-                "{:<8} {:<22} {:>12} {:>12} {:>14}\n",
-                k.model,
-                name,
-                figure(Some(ours)),
-                figure(theirs),
-                ratio(ours, theirs)
-            ));
-        }
-        let mut row = |name: &str, ours: String, theirs: String| {
-            out.push_str(&format!("{:<8} {:<22} {:>12} {:>12} {:>14}\n", k.model, name, ours, theirs, "-"));
-        };
-        if let Some(int) = k.int_infer_images_per_sec {
-            let own = |m: &Measurement| Some(format!("{:.2}x", m.int_infer_images_per_sec? / m.infer_images_per_sec));
-            row("int / own fp32", own(k).unwrap_or_default(), r.and_then(own).unwrap_or("-".into()));
-            let agree = |m: &Measurement| m.int_agreement.map_or("-".into(), |a| format!("{:.1}%", 100.0 * a));
-            row("int = fp32 class", agree(k), r.map_or("-".into(), agree));
-            if let Some((macs, _, per_image)) = report.peak.as_ref().and_then(|p| p.int) {
-                row("int, share of int peak", format!("{:.0}%", 100.0 * int * per_image as f64 / macs), "-".into());
-            }
-        }
-        if let Some(s) = &k.int_serving {
-            row("int serving memory", mebibytes(s.peak_bytes.saturating_sub(s.before_bytes)), "-".into());
-        }
-        if let Some(peak) = &report.peak {
-            let share = |images_per_sec: f64| format!("{:.0}%", 100.0 * images_per_sec * peak.training_flops[i] as f64 / 1e9 / peak.gflops);
-            out.push_str(&format!(
-                "{:<8} {:<22} {:>12} {:>12} {:>14}\n",
-                k.model,
-                "train, share of peak",
-                share(k.train_images_per_sec),
-                r.map_or("-".into(), |r| share(r.train_images_per_sec)),
-                "-"
-            ));
-        }
-        out.push_str(&format!(
-            "{:<8} {:<22} {:>12} {:>12} {:>14}\n",
-            k.model,
-            "peak memory (RSS)",
-            mebibytes(k.peak_rss_bytes),
-            r.map_or("-".into(), |r| mebibytes(r.peak_rss_bytes)),
-            "-"
-        ));
-        if let Some(gpu) = r.and_then(|r| r.peak_device_bytes) {
-            out.push_str(&format!("{:<8} {:<22} {:>12} {:>12} {:>14}\n", k.model, "peak GPU memory", "-", mebibytes(gpu), "-"));
-        }
-    }
-    if let Some(seconds) = report.plan_seconds {
-        out.push_str(&format!("whole plan, end to end: {:.0} min {:.0} s\n", (seconds / 60.0).floor(), seconds % 60.0));
-    }
-    out
-}
-
-/// The header lines: what was measured where.
-pub fn describe(report: &Report, request: &Request, config: &Config) -> String {
-    let cpu = cpu_name();
-    let mut out = String::new();
-    if let Some(k) = report.rows.first().map(|r| &r.kdtui) {
-        out.push_str(&format!("kdtui:   {} on {} ({cpu})\n", k.version, k.device));
-    }
-    if request.device == "cpu" {
-        out.push_str(&format!(
-            "CPU kernels: {} (this CPU: {}; KDTUI_SIMD caps it); gemm AVX-512 kernels {}\n",
-            kernel_levels().0,
-            kernel_levels().1,
-            if cfg!(feature = "avx512") { "built in" } else { "left out (built without the avx512 feature)" }
-        ));
-    }
-    if let Some(peak) = &report.peak {
-        out.push_str(&format!(
-            "peak: {:.0} GFLOP/s, fp32 gemm of 384x384 matrices on every thread; training per image: teacher {:.3} GFLOP, student {:.3} GFLOP (forward, input and weight gradients of the convs and linear layers)\n",
-            peak.gflops,
-            peak.training_flops[0] as f64 / 1e9,
-            peak.training_flops[1] as f64 / 1e9
-        ));
-    }
-    if let Some((macs, kernel, per_image)) = report.peak.as_ref().and_then(|p| p.int) {
-        out.push_str(&format!(
-            "int peak: {:.0} G multiply-adds/s, the integer kernel {kernel} on every thread over a tile in L1 (8 pixels, 9 taps of 64 channels, 32 outputs); student inference per image: {:.2} M integer multiply-adds (convs 2-5 and the hidden layer)\n",
-            macs / 1e9,
-            per_image as f64 / 1e6
-        ));
-    }
-    if let Some(s) = report.rows.iter().find_map(|r| r.kdtui.int_serving) {
-        out.push_str(&format!(
-            "int serving memory: resident set {} before the engine, {} at its peak serving batches of {INFER_BATCH} ({} KiB more); at the end, heap and thread stacks {} KiB above where they were (the engine's weights, thresholds and per-thread buffers: {} KiB; the rest is the allocator's pages{}) and code pages run for the first time {} KiB; the packed file is {} KiB, one batch of pixels and logits {} KiB, its widest activations as codes {} KiB\n",
-            mebibytes(s.before_bytes),
-            mebibytes(s.peak_bytes),
-            s.peak_bytes.saturating_sub(s.before_bytes) / 1024,
-            s.anon_growth_bytes / 1024,
-            s.engine_bytes / 1024,
-            if s.small_pages {
-                ", small: transparent huge pages off while serving, as a serving process runs"
-            } else {
-                ", 2 MiB each where it uses transparent huge pages (the kernel refused to turn them off): docs/BENCHMARK.md"
-            },
-            s.file_growth_bytes / 1024,
-            s.packed_bytes / 1024,
-            s.batch_bytes / 1024,
-            s.activation_bytes / 1024
-        ));
-    }
-    match (report.rows.first().and_then(|r| r.reference.as_ref()), &report.reference_skipped) {
-        (Some(r), _) => {
-            out.push_str(&format!("PyTorch: {} on {}, {} threads (eager)\n", r.version, r.device, r.threads));
-            if let Some(engine) = report.rows.iter().find_map(|row| row.reference.as_ref()?.int_engine.as_ref()) {
-                out.push_str(&format!("PyTorch int rows: {engine}\n"));
-            }
-        }
-        (None, Some(why)) if request.device.starts_with("wgpu") => out.push_str(&format!("PyTorch: not measured: {why}.\n")),
-        (None, Some(why)) => {
-            out.push_str(&format!("PyTorch: not measured: {why}. README, \"Benchmark\", says how to set up the reference.\n"))
-        }
-        (None, None) => {}
-    }
-    let s = &config.student;
-    out.push_str(&format!(
-        "models from {}: teacher widths {:?} hidden {}; student widths {:?} hidden {}, {}-bit weights, {}-bit activations (hard_soft, T = {})\n",
-        request.config_path.display(),
-        config.teacher.widths,
-        config.teacher.hidden,
-        s.widths,
-        s.hidden,
-        s.w_bits,
-        s.a_bits,
-        STUDENT_TEMPERATURE
-    ));
-    if let Some(engine) = report.rows.iter().find_map(|r| r.kdtui.int_engine.as_ref()) {
-        out.push_str(&format!("kdtui int rows: the integer engine (docs/INTEGER.md), kernel {engine}\n"));
-    }
-    out.push_str(&format!(
-        "training batch {}, inference batch {INFER_BATCH}; medians of {} alternating rounds, at least {:.0} s per figure each\n",
-        config.train.batch_size, request.rounds, request.timing.seconds
-    ));
-    out
 }
