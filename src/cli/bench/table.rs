@@ -131,7 +131,7 @@ pub fn describe(report: &Report, request: &Request, config: &Config) -> String {
             out.push_str(&format!("PyTorch: {} on {}, {} threads (eager)\n", r.version, r.device, r.threads));
             if report.rows.iter().any(|row| row.compiled.is_some()) {
                 out.push_str(
-                    "compiled: the same PyTorch through torch.compile (inductor, static shapes) in channels_last: the forward pass with its loss (and the backward AOTAutograd derives), the optimizer step, inference per batch size; compiling is not in the figures (its seconds are a line of their own), nor are int rows (torch's compiled int8 path, PT2E, is in the torchao package)\n",
+                    "compiled: the same PyTorch through torch.compile (inductor, static shapes) in channels_last: the forward pass with its loss (and the backward AOTAutograd derives), the optimizer step, inference per batch size (frozen); compiling is not in the figures (its seconds are a line of their own), nor are int rows (torch's compiled int8 path, PT2E, is in the torchao package)\n",
                 );
             }
             if let Some(engine) = report.rows.iter().find_map(|row| row.reference.as_ref()?.int_engine.as_ref()) {
