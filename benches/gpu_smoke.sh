@@ -105,7 +105,7 @@ done
 [ -s eval-on-cpu.txt ] || fail "no model files to evaluate"
 
 step "kdtui bench --device $device"
-"$bin" bench --device "$device" --python "$python" --seconds 5 --rounds 1 > bench.txt 2> bench-progress.txt
+"$bin" bench --device "$device" --python "$python" --eager-only --seconds 5 --rounds 1 > bench.txt 2> bench-progress.txt
 code=$?
 cat bench.txt
 [ $code = 0 ] || fail "kdtui bench exited $code: $(tail -1 bench-progress.txt)"

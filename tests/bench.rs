@@ -68,6 +68,36 @@ fn measures_both_models_and_says_why_the_reference_did_not_run() {
     assert_eq!(left, vec![std::ffi::OsString::from("config.toml")]);
 }
 
+/// A compiled reference that fails (inductor finds no C++ compiler, say)
+/// leaves its column out with the reason; eager's and kdtui's figures
+/// stand. PyTorch here is a stand-in script that answers as the reference
+/// does, and fails when asked for `--compiled`.
+#[test]
+#[cfg(unix)]
+fn a_failing_compiled_reference_is_left_out_with_its_reason() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "config.toml", TINY);
+    let fake = dir.path().join("python");
+    let line = r#"{"side":"pytorch","model":"student","device":"cpu","version":"torch 0","threads":2,"train_images_per_sec":10.0,"infer_images_per_sec":20.0,"peak_rss_bytes":1048576,"peak_device_bytes":null}"#;
+    let script = format!(
+        "#!/bin/sh\ncase \"$*\" in\n  *'import torch'*) echo 0.0 ;;\n  *--compiled*) cat >/dev/null; echo 'InvalidCxxCompiler: no working C++ compiler found' >&2; exit 1 ;;\n  *) cat >/dev/null; echo '{line}' ;;\nesac\n"
+    );
+    std::fs::write(&fake, script).unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let python = fake.to_str().unwrap();
+    let args =
+        ["bench", "--device", "cpu", "--model", "student", "--seconds", "0.2", "--rounds", "2", "--threads", "2", "--python", python];
+    let out = kdtui(dir.path()).args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("compiled: left out, it failed:") && stdout.contains("no working C++ compiler"), "{stdout}");
+    assert_eq!(figure(&stdout, "student", "train images/s").map(|v| v.parse::<f64>().unwrap() > 0.0), Some(true), "{stdout}");
+    let train = stdout.lines().find(|l| l.starts_with("student") && l.contains("train images/s")).unwrap();
+    assert!(train.contains(" 10.0 "), "eager's figure: {train}");
+    assert!(!stdout.contains("kdtui/compiled"), "no compiled column: {stdout}");
+}
+
 /// `--model student`: the student's rows only, its share of the peak
 /// computed with the student's work per image (not the teacher's, here
 /// about twelve times as much).

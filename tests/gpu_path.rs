@@ -127,7 +127,7 @@ fn relative(a: f64, b: f64) -> f64 {
 /// relative per op), and Adam, then the students' quantizers (a value
 /// rounding across a threshold moves by a whole level), amplify it. The
 /// float teacher stays close for the whole run (its per-epoch losses within
-/// 1%, its accuracy within 3 points: measured 0.2% and 0.2 points); the
+/// 1%, its accuracy within 3 points: measured 0.2% and 0 to 0.2 points); the
 /// 2-bit students trained at 2e-2 drift apart by several points of
 /// accuracy either way (measured: up to 13 points), so for them only the
 /// first step is compared tightly, and the accuracy only loosely.
@@ -139,7 +139,8 @@ fn a_plan_on_wgpu_tracks_the_cpu_run_resumes_and_benches_on_its_device() {
     let cpu = train(&cpu_dir, "cpu");
     let started = Instant::now();
     let gpu = train(&gpu_dir, "wgpu");
-    // Each part's seconds, in CI's log: where its time goes.
+    // Where each part ends, in seconds from the plan's start, in CI's log:
+    // where the test's time goes.
     let lap = |part: &str| eprintln!("{part}: {:.0} s from the start of the plan on wgpu", started.elapsed().as_secs_f64());
     lap("the plan on wgpu");
     assert!(gpu["device"].as_str().unwrap().starts_with("wgpu:"), "{}", gpu["device"]);
@@ -148,7 +149,7 @@ fn a_plan_on_wgpu_tracks_the_cpu_run_resumes_and_benches_on_its_device() {
         let (c, g) = (run(&cpu, id), run(&gpu, id));
         assert_eq!(g["status"], "done", "{id} on wgpu: {g}");
         let (first_c, first_g) = (first_step_loss(&cpu_dir, id), first_step_loss(&gpu_dir, id));
-        // The distilled students learn from the teacher each device trained
+        // The distilled student learns from the teacher each device trained
         // (measured: 4e-7 relative without a teacher, 1.5e-5 with one).
         let tolerance = if id.contains("-T") { 2e-4 } else { 1e-5 };
         assert!(relative(first_g, first_c) < tolerance, "{id}: first step's loss {first_g} on wgpu, {first_c} on the CPU");
@@ -231,8 +232,7 @@ fn a_plan_on_wgpu_tracks_the_cpu_run_resumes_and_benches_on_its_device() {
     // `kdtui bench --device wgpu` measures a model on the adapter, in
     // the plan's directory: it finds the kernels the plan tuned in
     // checkpoints/.cubecl/ (on lavapipe, tuning them again took 2 minutes).
-    // The student only: its ops include the teacher's, and each model took
-    // half a minute of lavapipe here.
+    // The student only: its ops include the teacher's.
     let bench = ["bench", "--config", "gpu.toml", "--device", "wgpu", "--model", "student", "--seconds", "1", "--rounds", "1"];
     let out = kdtui(&gpu_dir).args(bench).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

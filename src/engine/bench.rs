@@ -66,7 +66,8 @@ impl Model {
     }
 }
 
-/// One side's figures for one model; the PyTorch script prints the same fields.
+/// One side's figures for one model; the PyTorch script prints the same
+/// fields (and `compiled`, which only says which variant it ran).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Measurement {
     pub side: String,

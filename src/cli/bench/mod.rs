@@ -48,7 +48,7 @@ pub struct Request {
     pub timing: Timing,
     /// The models measured, in this order.
     pub models: Vec<Model>,
-    /// Rounds, each measuring every model on both sides in turn; the report
+    /// Rounds, each measuring every model on every side in turn; the report
     /// gives each figure's median, so a noisy moment on a shared machine
     /// does not decide a ratio.
     pub rounds: usize,
@@ -76,6 +76,9 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// Why the reference did not run, when it did not.
     pub reference_skipped: Option<String>,
+    /// Why its compiled variant stopped, when it failed (no C++ compiler for
+    /// inductor, say): eager's and kdtui's figures stand without it.
+    pub compiled_failed: Option<String>,
     pub plan_seconds: Option<f64>,
     /// The matrix-product limit training is compared with (CPU only).
     pub peak: Option<Peak>,
@@ -145,9 +148,16 @@ pub fn run(request: &Request, config: &Config, mut progress: impl FnMut(&str)) -
             if let Some(python) = &python {
                 progress(&format!("{what}, PyTorch eager..."));
                 eager[i].push(reference_child(python, request, config, model, false)?);
-                if request.compiled {
+                if request.compiled && report.compiled_failed.is_none() {
                     progress(&format!("{what}, PyTorch compiled (torch.compile: the first time, a minute or more compiling)..."));
-                    compiled[i].push(reference_child(python, request, config, model, true)?);
+                    match reference_child(python, request, config, model, true) {
+                        Ok(m) => compiled[i].push(m),
+                        Err(e) => {
+                            progress(&format!("PyTorch compiled left out: {e}"));
+                            report.compiled_failed = Some(e.to_string());
+                            compiled.iter_mut().for_each(Vec::clear);
+                        }
+                    }
                 }
             }
         }
@@ -178,7 +188,8 @@ fn medians(rounds: &[Measurement]) -> Measurement {
         int_serving: rounds.iter().filter_map(|m| m.int_serving).max_by_key(|s| s.peak_bytes),
         peak_rss_bytes: rounds.iter().map(|m| m.peak_rss_bytes).max().unwrap_or(0),
         peak_device_bytes: rounds.iter().filter_map(|m| m.peak_device_bytes).max(),
-        compile_seconds: some(|m| m.compile_seconds),
+        // The longest: the first round's, before inductor's cache had the graphs.
+        compile_seconds: rounds.iter().filter_map(|m| m.compile_seconds).reduce(f64::max),
         ..rounds[0].clone()
     }
 }

@@ -3,7 +3,7 @@
 //! and, where it ran, PyTorch compiled.
 
 use super::{Report, Request};
-use crate::engine::bench::{cpu_name, kernel_levels, Measurement, INFER_BATCH, STUDENT_TEMPERATURE};
+use crate::engine::bench::{cpu_name, kernel_levels, Measurement, Model, INFER_BATCH, STUDENT_TEMPERATURE};
 use crate::study::config::Config;
 use crate::util::format::mebibytes;
 
@@ -44,7 +44,7 @@ pub fn render(report: &Report) -> String {
             let [eager, compiled] = sides.map(|side| side.and_then(of));
             line([m, name, &figure(Some(ours)), &figure(eager), &ratio(ours, eager), &figure(compiled), &ratio(ours, compiled)]);
         }
-        // Figures without a ratio: kdtui's, eager's and compiled's.
+        // Memory, shares and the like: side by side, but no ratio.
         let mut plain = |name: &str, [ours, eager, compiled]: [String; 3]| line([m, name, &ours, &eager, "-", &compiled, "-"]);
         let each = |f: &dyn Fn(&Measurement) -> Option<String>| {
             [Some(k), sides[0], sides[1]].map(|side| side.and_then(f).unwrap_or_else(|| "-".into()))
@@ -61,7 +61,10 @@ pub fn render(report: &Report) -> String {
             plain("int serving memory", [mebibytes(s.peak_bytes.saturating_sub(s.before_bytes)), "-".into(), "-".into()]);
         }
         if let Some(peak) = &report.peak {
-            let flops = peak.training_flops[row.model as usize] as f64;
+            let flops = peak.training_flops[match row.model {
+                Model::Teacher => 0,
+                Model::Student => 1,
+            }] as f64;
             plain("train, share of peak", each(&|m| Some(format!("{:.0}%", 100.0 * m.train_images_per_sec * flops / 1e9 / peak.gflops))));
         }
         plain("peak memory (RSS)", each(&|m| Some(mebibytes(m.peak_rss_bytes))));
@@ -69,7 +72,7 @@ pub fn render(report: &Report) -> String {
             plain("peak GPU memory", each(&|m| m.peak_device_bytes.map(mebibytes)));
         }
         if let Some(seconds) = row.compiled.as_ref().and_then(|c| c.compile_seconds) {
-            plain("compiling, seconds", ["-".into(), "-".into(), format!("{seconds:.1}")]);
+            plain("compiling, longest s", ["-".into(), "-".into(), format!("{seconds:.1}")]);
         }
     }
     if let Some(seconds) = report.plan_seconds {
@@ -131,8 +134,11 @@ pub fn describe(report: &Report, request: &Request, config: &Config) -> String {
             out.push_str(&format!("PyTorch: {} on {}, {} threads (eager)\n", r.version, r.device, r.threads));
             if report.rows.iter().any(|row| row.compiled.is_some()) {
                 out.push_str(
-                    "compiled: the same PyTorch through torch.compile (inductor, static shapes) in channels_last: the forward pass with its loss (and the backward AOTAutograd derives), the optimizer step, inference per batch size (frozen); compiling is not in the figures (its seconds are a line of their own), nor are int rows (torch's compiled int8 path, PT2E, is in the torchao package)\n",
+                    "compiled: the same PyTorch through torch.compile (inductor, static shapes) in channels_last: the forward pass with its loss (and the backward AOTAutograd derives), the optimizer step, inference per batch size (frozen); compiling is not in the figures (its longest round is a line of its own), nor are int rows (torch's compiled int8 path, PT2E, is in the torchao package)\n",
                 );
+            }
+            if let Some(why) = &report.compiled_failed {
+                out.push_str(&format!("compiled: left out, it failed: {why}\n"));
             }
             if let Some(engine) = report.rows.iter().find_map(|row| row.reference.as_ref()?.int_engine.as_ref()) {
                 out.push_str(&format!("PyTorch int rows: {engine}\n"));
@@ -188,7 +194,7 @@ mod tests {
     #[test]
     fn each_throughput_has_its_ratio_to_eager_and_to_compiled() {
         let row = Row {
-            model: crate::engine::bench::Model::Student,
+            model: Model::Student,
             kdtui: measured("kdtui", 600.0, 3000.0, None),
             reference: Some(measured("pytorch", 300.0, 1000.0, None)),
             compiled: Some(measured("pytorch", 400.0, 6000.0, Some(42.34))),
@@ -197,14 +203,14 @@ mod tests {
         assert!(table.lines().next().unwrap().ends_with("compiled kdtui/compiled"), "{table}");
         assert_eq!(cells(&table, "train images/s"), ["600.0", "300.0", "2.00", "400.0", "1.50"]);
         assert_eq!(cells(&table, "inference images/s"), ["3000.0", "1000.0", "3.00", "6000.0", "0.50"]);
-        assert_eq!(cells(&table, "compiling, seconds"), ["-", "-", "-", "42.3", "-"]);
+        assert_eq!(cells(&table, "compiling, longest s"), ["-", "-", "-", "42.3", "-"]);
         assert_eq!(cells(&table, "peak memory (RSS)").iter().filter(|c| **c == "MiB").count(), 3, "{table}");
     }
 
     #[test]
     fn without_the_compiled_variant_its_columns_are_left_out() {
         let row = Row {
-            model: crate::engine::bench::Model::Student,
+            model: Model::Student,
             kdtui: measured("kdtui", 600.0, 3000.0, None),
             reference: Some(measured("pytorch", 300.0, 1000.0, None)),
             compiled: None,

@@ -1,9 +1,9 @@
 //! The 3x3 convolution (stride 1, padding 1, no bias) on row-major f32
 //! slices in NCHW order: forward, input gradient and weight gradient. Layers
 //! with 16 input channels or more go to Winograd's products (`winograd.rs`);
-//! the others take an im2col per image and one matrix product per group of
-//! images (gemm, AVX-512 where the CPU has it), groups spread over rayon's
-//! threads.
+//! the others take an im2col per image (its transpose, im2row, for the
+//! weight gradient) and one matrix product per group of images (gemm,
+//! AVX-512 where the CPU has it), groups spread over rayon's threads.
 
 use super::filled;
 use super::shared::{images_per_group, matmul, sum_over_tasks, with_scratch};
@@ -187,7 +187,7 @@ pub fn x_grad(s: &Shape, weight: &[f32], grad: &[f32]) -> Vec<f32> {
 
 /// dweight [cout, cin, 3, 3] from x [b, cin, h, w] and the output gradient
 /// g [b, cout, h, w]: Winograd's products where the layer suits them, else
-/// im2col's.
+/// im2row's.
 pub fn weight_grad(s: &Shape, x: &[f32], grad: &[f32]) -> Vec<f32> {
     if winograd::suits(s) {
         winograd::weight_grad(s, x, grad)
