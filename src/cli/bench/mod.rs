@@ -90,7 +90,7 @@ pub struct Report {
 pub struct Peak {
     pub gflops: f64,
     /// Training FLOP per image of the teacher and the student
-    /// (`CnnConfig::training_flops`), indexed by `Model`.
+    /// (`CnnConfig::training_flops`): the teacher's, then the student's.
     pub training_flops: [u64; 2],
     /// The integer kernel's multiply-adds per second on `threads` threads
     /// (`integer::dot::peak_macs_per_sec`), the kernel, and the student's
