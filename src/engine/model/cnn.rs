@@ -18,9 +18,9 @@ use burn::tensor::module::linear;
 use serde::{Deserialize, Serialize};
 
 use super::kernels::Activation;
-use super::kernels::{conv3x3, CnnBackend};
+use super::kernels::{conv3x3, quantize_weights, CnnBackend};
 use super::norm::BatchNorm2d;
-use super::quant::{quantize_weights, weight_from_levels, weight_levels, FLOAT_BITS};
+use super::quant::{weight_from_levels, weight_levels, FLOAT_BITS};
 use crate::engine::data::{CHANNELS, CLASSES};
 use crate::study::Config;
 

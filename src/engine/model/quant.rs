@@ -6,6 +6,7 @@
 
 use burn::prelude::*;
 use burn::tensor::activation::relu;
+use burn::tensor::IndexingUpdateOp;
 
 /// 32 bits means "leave it in float".
 pub const FLOAT_BITS: u32 = 32;
@@ -29,13 +30,43 @@ fn levels(bits: u32) -> f64 {
 
 /// tanh-normalised weights in [0, 1].
 fn weight_unit<B: Backend, const D: usize>(w: Tensor<B, D>) -> Tensor<B, D> {
-    let t = w.tanh();
+    unit_of_tanh(w.tanh())
+}
+
+/// `weight_unit` from t = tanh(w): t / (2 max|t| + 1e-8) + 0.5.
+fn unit_of_tanh<B: Backend, const D: usize>(t: Tensor<B, D>) -> Tensor<B, D> {
     let max = t.clone().abs().max().unsqueeze::<D>();
     // 1e-8 keeps an all-zero tensor from dividing by zero.
     t / (max * 2.0 + 1e-8) + 0.5
 }
 
+/// `quantize_weights`' value from t = tanh(w), in burn's tensor ops: what
+/// the network's fused quantizer (`kernels::quantize_weights`) computes on
+/// backends without a kernel of their own, and the same float operations in
+/// the same order as `quantize_weights`.
+pub fn quantized_of_tanh<B: Backend>(t: Tensor<B, 1>, bits: u32) -> Tensor<B, 1> {
+    weight_from_levels(unit_of_tanh(t).mul_scalar(levels(bits)).round(), bits)
+}
+
+/// `quantize_weights`' gradient d loss / d w from t = tanh(w) and d loss /
+/// d q, in burn's tensor ops (see `quantized_of_tanh`). With the divisor
+/// d = 2 max|t| + 1e-8: q passes 2 d unit (the straight-through estimator);
+/// unit = t / d + 0.5 passes 1 / d to t and -t / d^2 to d; d passes
+/// 2 sign(t) to the largest |t| (the first, as burn's `max` backward picks
+/// one); t passes 1 - t^2 to w.
+pub fn weight_grad_of_tanh<B: Backend>(t: Tensor<B, 1>, grad: Tensor<B, 1>) -> Tensor<B, 1> {
+    let (max, at) = t.clone().abs().max_dim_with_indices(0);
+    let d = max * 2.0 + 1e-8;
+    let g_unit = grad.mul_scalar(2.0);
+    let g_d = -(g_unit.clone() * t.clone()).sum() / d.clone().powi_scalar(2);
+    let g_max = g_d * 2.0 * t.clone().select(0, at.clone()).sign();
+    let g_t = (g_unit / d).select_assign(0, at, g_max, IndexingUpdateOp::Add);
+    g_t * (t.powi_scalar(2).neg() + 1.0)
+}
+
 /// k-bit weights in [-1, 1]: tanh-normalised to [0, 1], quantized, mapped back.
+/// The network runs it as one op (`kernels::quantize_weights`); this,
+/// recorded op by op, is its definition and the tests' reference.
 ///
 /// The straight-through estimator is written `q + (u - u.detach())` here, not
 /// `u + (q - u).detach()`: both have gradient 1, but only the first is exactly

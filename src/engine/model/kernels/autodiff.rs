@@ -45,6 +45,30 @@ impl<B: CnnBackend, C: CheckpointStrategy> CnnBackend for Autodiff<B, C> {
         }
     }
 
+    fn quantize_weights(w: FloatTensor<Self>, bits: u32) -> [FloatTensor<Self>; 2] {
+        #[derive(Debug)]
+        struct QuantizeWeights;
+
+        impl<B: CnnBackend> Backward<B, 1> for QuantizeWeights {
+            // tanh of the weights
+            type State = FloatTensor<B>;
+
+            fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+                let [node_w] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                if let Some(node) = node_w {
+                    grads.register::<B>(node.id, B::quantize_weights_grad(ops.state, grad));
+                }
+            }
+        }
+
+        let [q, tanh] = B::quantize_weights(w.primitive, bits);
+        match QuantizeWeights.prepare::<C>([w.node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => [prep.finish(tanh.clone(), q), Self::from_inner(tanh)],
+            OpsKind::UnTracked(prep) => [prep.finish(q), Self::from_inner(tanh)],
+        }
+    }
+
     fn norm_act(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,

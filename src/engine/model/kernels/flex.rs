@@ -9,7 +9,8 @@ use burn::tensor::ops::ModuleOps;
 use burn::tensor::{DType, TensorMetadata, TensorPrimitive};
 
 use super::{
-    adam_step_default, affine_act_default, cpu, norm_act_default, norm_act_grad_default, options, Activation, AdamHyper, CnnBackend,
+    adam_step_default, affine_act_default, cpu, norm_act_default, norm_act_grad_default, options, quantize_weights_default,
+    quantize_weights_grad_default, Activation, AdamHyper, CnnBackend,
 };
 
 impl CnnBackend for Flex {
@@ -35,6 +36,23 @@ impl CnnBackend for Flex {
         };
         let dw = cpu::weight_grad(&shape, Dense::new(&x).f32s(), Dense::new(&grad).f32s());
         tensor(dw, [shape.cout, shape.cin, 3, 3])
+    }
+
+    fn quantize_weights(w: FlexTensor, bits: u32) -> [FlexTensor; 2] {
+        if w.dtype() != DType::F32 {
+            return quantize_weights_default::<Self>(w, bits);
+        }
+        let (q, tanh) = cpu::quantize_weights(Dense::new(&w).f32s(), bits);
+        let shape = w.shape();
+        [FlexTensor::from_data(TensorData::new(q, shape.clone())), FlexTensor::from_data(TensorData::new(tanh, shape))]
+    }
+
+    fn quantize_weights_grad(tanh: FlexTensor, grad: FlexTensor) -> FlexTensor {
+        if tanh.dtype() != DType::F32 || grad.dtype() != DType::F32 {
+            return quantize_weights_grad_default::<Self>(tanh, grad);
+        }
+        let dw = cpu::quantize_weights_grad(Dense::new(&tanh).f32s(), Dense::new(&grad).f32s());
+        FlexTensor::from_data(TensorData::new(dw, tanh.shape()))
     }
 
     fn norm_act_pool(

@@ -25,7 +25,7 @@
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{ConvOptions, FloatTensor, IntTensor};
-use burn::tensor::TensorPrimitive;
+use burn::tensor::{TensorMetadata, TensorPrimitive};
 
 mod autodiff;
 pub mod cpu;
@@ -126,6 +126,17 @@ pub trait CnnBackend: Backend {
     /// d loss / d weight, given d loss / d output.
     fn conv3x3_weight_grad(x: FloatTensor<Self>, weight: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         Self::conv2d_weight_backward(x, weight, grad, options())
+    }
+
+    /// k-bit weights of w, any shape (`bits` < 32; `quant::quantize_weights`
+    /// says how), and tanh(w), which their gradient needs.
+    fn quantize_weights(w: FloatTensor<Self>, bits: u32) -> [FloatTensor<Self>; 2] {
+        quantize_weights_default::<Self>(w, bits)
+    }
+
+    /// d loss / d w of `quantize_weights`, given tanh(w) and d loss / d q.
+    fn quantize_weights_grad(tanh: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        quantize_weights_grad_default::<Self>(tanh, grad)
     }
 
     /// BatchNorm with batch statistics over x [b, c, h, w], then `act`:
@@ -247,6 +258,21 @@ pub fn adam_factors(time: usize, h: AdamHyper) -> (f64, f64) {
     (bc2 / (1.0 - h.beta_1.powi(t)), h.epsilon * bc2)
 }
 
+/// `quantize_weights` in burn's tensor ops, for any backend.
+pub(super) fn quantize_weights_default<B: Backend>(w: FloatTensor<B>, bits: u32) -> [FloatTensor<B>; 2] {
+    let shape = w.shape();
+    let t = float::<B, 1>(B::float_reshape(w, Shape::new([shape.num_elements()]))).tanh();
+    let q = super::quant::quantized_of_tanh(t.clone(), bits);
+    [B::float_reshape(prim(q), shape.clone()), B::float_reshape(prim(t), shape)]
+}
+
+/// `quantize_weights_grad` in burn's tensor ops, for any backend.
+pub(super) fn quantize_weights_grad_default<B: Backend>(tanh: FloatTensor<B>, grad: FloatTensor<B>) -> FloatTensor<B> {
+    let shape = tanh.shape();
+    let flat = |t: FloatTensor<B>| float::<B, 1>(B::float_reshape(t, Shape::new([shape.num_elements()])));
+    B::float_reshape(prim(super::quant::weight_grad_of_tanh(flat(tanh), flat(grad))), shape.clone())
+}
+
 /// `norm_act` in burn's tensor ops, for any backend.
 pub(super) fn norm_act_default<B: Backend>(
     x: FloatTensor<B>,
@@ -348,6 +374,17 @@ impl<B> TrainBackend for B where B: AutodiffBackend<InnerBackend: CnnBackend> + 
 /// The convolution of a tensor, on any `CnnBackend`.
 pub fn conv3x3<B: CnnBackend>(x: Tensor<B, 4>, weight: Tensor<B, 4>) -> Tensor<B, 4> {
     float(B::conv3x3(prim(x), prim(weight)))
+}
+
+/// k-bit weights in [-1, 1] with their straight-through gradient, on any
+/// `CnnBackend`: `quant::quantize_weights` as one op, tanh computed once
+/// (burn's tanh backward computes it again), not a dozen recorded ops.
+pub fn quantize_weights<B: CnnBackend, const D: usize>(w: Tensor<B, D>, bits: u32) -> Tensor<B, D> {
+    if bits >= super::quant::FLOAT_BITS {
+        return w;
+    }
+    let [q, _] = B::quantize_weights(prim(w), bits);
+    float(q)
 }
 
 /// BatchNorm of x [b, c, h, w] with this batch's statistics, then `act`;

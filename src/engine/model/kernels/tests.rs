@@ -341,3 +341,52 @@ fn affine_act_pool_equals_its_parts() {
         fused.into_data().assert_eq(&parts.into_data(), true);
     }
 }
+
+/// The fused weight quantizer gives the very values of the recorded
+/// reference, `quant::quantize_weights` (a packed student relies on it),
+/// and its gradients: the CPU kernel, and burn's ops that the GPU backends
+/// run, for one value, odd shapes, more than one task's chunk, and weights
+/// all zero.
+#[test]
+fn quantize_weights_matches_the_recorded_reference() {
+    fn check<const D: usize>(shape: [usize; D], w: Vec<f32>, bits: u32) {
+        let device = Default::default();
+        let what = format!("{shape:?} at {bits} bits");
+        let w = Tensor::<AD, D>::from_data(TensorData::new(w, shape), &device);
+        let upstream = random::<AD, D>(shape, 21, &device);
+        let run = |fused: bool| {
+            let leaf = w.clone().require_grad();
+            let q = if fused {
+                quantize_weights(leaf.clone(), bits)
+            } else {
+                crate::engine::model::quant::quantize_weights(leaf.clone(), bits)
+            };
+            let grads = (q.clone() * upstream.clone()).sum().backward();
+            (values(q), values(leaf.grad(&grads).expect("a weight gradient")))
+        };
+        let ((q, g), (q_ref, g_ref)) = (run(true), run(false));
+        assert_eq!(q, q_ref, "{what}: fused values");
+        // A gradient is a difference of terms of size |upstream| / max|tanh w|
+        // (a single weight's is exactly zero): its error scales with them.
+        let max_tanh = values(w.clone()).iter().fold(0f32, |m, v| m.max(v.tanh().abs()));
+        let up = values(upstream.clone());
+        let terms = up.iter().map(|v| v.abs()).sum::<f32>() / up.len() as f32 / (max_tanh + 1e-8);
+        let near = |got: &[f32], what: &str| {
+            for (i, (a, b)) in got.iter().zip(&g_ref).enumerate() {
+                assert!((a - b).abs() <= 1e-5 * b.abs().max(terms), "{what}: element {i}: {a} vs {b} (terms {terms})");
+            }
+        };
+        near(&g, &format!("{what}: fused gradient"));
+        let [q, tanh] = quantize_weights_default::<Flex>(prim(w.inner()), bits);
+        assert_eq!(values(float::<Flex, D>(q)), q_ref, "{what}: burn-ops values");
+        let g = quantize_weights_grad_default::<Flex>(tanh, prim(upstream.inner()));
+        near(&values(float::<Flex, D>(g)), &format!("{what}: burn-ops gradient"));
+    }
+    for bits in [1, 2, 4] {
+        check([1], normal(1, 11), bits);
+        check([7], normal(7, 12), bits);
+        check([5, 3, 3, 3], normal(135, 13), bits);
+        check([71, 127], normal(71 * 127, 14), bits);
+        check([2, 2], vec![0.0; 4], bits);
+    }
+}

@@ -7,11 +7,13 @@ mod conv;
 mod norm;
 mod shared;
 pub mod simd;
+mod weights;
 mod winograd;
 
 pub use adam::adam;
 pub use conv::{forward, gemm_peak_gflops, weight_grad, x_grad, Shape};
 pub use norm::{affine_act, affine_act_pool, norm_act, norm_act_grad, norm_act_pool, norm_act_pool_grad, Act, Planes};
+pub use weights::{quantize_weights, quantize_weights_grad};
 
 /// A zeroed output buffer, zeroed by rayon's threads together: a step's
 /// outputs are megabytes, and `vec![0.0; n]` zeroed them (and took their
