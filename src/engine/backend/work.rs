@@ -37,6 +37,8 @@ pub fn probe_sum<B: burn::tensor::backend::Backend>(device: impl FnOnce() -> B::
 /// Runs `probe` with panics turned into `Err`: cubecl panics (on the
 /// calling thread or its device thread) where a driver, a library or an
 /// adapter is missing, and a person should read a message instead.
+// Only the GPU backends' code calls it: a CPU-only build has no caller.
+#[cfg_attr(not(any(feature = "cuda", feature = "wgpu")), allow(dead_code))]
 pub fn without_panicking<T>(probe: impl FnOnce() -> T + std::panic::UnwindSafe) -> Result<T, String> {
     let quiet = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
