@@ -17,11 +17,17 @@ shapes static; inference compiled frozen (inductor's freezing). Compiling
 is not in the figures: compile_seconds is the time the warm-up steps took
 beyond as many timed steps, recompiles included (a study compiles once per
 run, or loads inductor's cache).
+
+Held to AVX2 (docs/BENCHMARK.md): with ONEDNN_MAX_CPU_ISA=AVX2 the code
+inductor generates is held to 256-bit vectors too (its simdlen). Not
+through ATEN_CPU_CAPABILITY=avx2: under it, torch 2.15's compiled backward
+hands aten's pooling gradient garbage indices ("index ... is out of bounds").
 """
 import argparse
 import copy
 import json
 import math
+import os
 import resource
 import sys
 import time
@@ -237,6 +243,10 @@ def main():
 
     def optimizer_step():
         optim.step()
+
+    if a.compiled and os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper().startswith("AVX2"):
+        from torch._inductor import config as inductor
+        inductor.cpp.simdlen = 256
 
     def compiled(f):
         return torch.compile(f, dynamic=False) if a.compiled else f
