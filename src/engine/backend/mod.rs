@@ -236,9 +236,10 @@ where
 /// outside the pool, each op is injected into it and the caller sleeps
 /// until the op ends: a hand-off each way, dozens of times a step. From
 /// one of the pool's threads, that thread takes its share and another
-/// steals the rest. The student's training step ran 20% faster so (6,445
-/// against 7,720 images/s, medians of three alternating runs of `kdtui
-/// bench --measure student`, 2 threads). A pool of its own, not the global
+/// steals the rest. The student's training step ran 12% to 20% faster so
+/// (two sets of three alternating runs of `kdtui bench --measure student`,
+/// 2 threads: medians 6,445 -> 7,720 and 6,030 -> 6,787 images/s). A pool
+/// of its own, not the global
 /// one: a run blocked on its channel (lockstep, pause) then holds no thread
 /// that other callers' rayon work waits for. The threads carry the training
 /// thread's name, so their panics are the run's (`quiet_trainer_panics`).

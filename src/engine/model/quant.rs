@@ -50,8 +50,8 @@ pub fn quantized_of_tanh<B: Backend>(t: Tensor<B, 1>, bits: u32) -> Tensor<B, 1>
 
 /// `quantize_weights`' gradient d loss / d w from t = tanh(w) and d loss /
 /// d q, in burn's tensor ops (see `quantized_of_tanh`). With the divisor
-/// d = 2 max|t| + 1e-8: q passes 2 d unit (the straight-through estimator);
-/// unit = t / d + 0.5 passes 1 / d to t and -t / d^2 to d; d passes
+/// d = 2 max|t| + 1e-8: the straight-through estimator gives d q / d unit
+/// = 2; unit = t / d + 0.5 passes 1 / d to t and -t / d^2 to d; d passes
 /// 2 sign(t) to the largest |t| (the first, as burn's `max` backward picks
 /// one); t passes 1 - t^2 to w.
 pub fn weight_grad_of_tanh<B: Backend>(t: Tensor<B, 1>, grad: Tensor<B, 1>) -> Tensor<B, 1> {

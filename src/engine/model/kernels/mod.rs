@@ -17,6 +17,9 @@
 //! backends (CUDA) keep burn's kernels (BatchNorm: the same formulas in
 //! burn's tensor ops).
 //!
+//! The student's weight quantizer is one op too (`cpu/weights.rs`): tanh
+//! once, kept for the gradient, instead of a dozen recorded ops.
+//!
 //! `CnnBackend` is the hook: its default methods are burn's ops (here);
 //! `Flex` overrides them (`flex.rs`, running the slice kernels of `cpu/`),
 //! and `Autodiff<B>` records each op with a backward that calls B's

@@ -367,7 +367,7 @@ fn quantize_weights_matches_the_recorded_reference() {
         let ((q, g), (q_ref, g_ref)) = (run(true), run(false));
         assert_eq!(q, q_ref, "{what}: fused values");
         // A gradient is a difference of terms of size |upstream| / max|tanh w|
-        // (a single weight's is exactly zero): its error scales with them.
+        // (a single weight's nearly cancels to zero): its error scales with them.
         let max_tanh = values(w.clone()).iter().fold(0f32, |m, v| m.max(v.tanh().abs()));
         let up = values(upstream.clone());
         let terms = up.iter().map(|v| v.abs()).sum::<f32>() / up.len() as f32 / (max_tanh + 1e-8);

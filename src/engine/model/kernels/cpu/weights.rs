@@ -6,7 +6,9 @@
 
 use super::filled;
 
-/// Values a task takes: a layer's weights are 162 to 25,000 values.
+/// Values a task takes. A default student's layers hold 162 to 25,000
+/// weights: the larger ones split over the threads, the smallest stay in
+/// one task, where a split would cost more than their tanh.
 const CHUNK: usize = 4096;
 
 /// (k-bit weights, tanh(w)) of w, `bits` < 32. The same float operations in
@@ -51,7 +53,8 @@ pub fn quantize_weights_grad(tanh: &[f32], grad: &[f32]) -> Vec<f32> {
     out
 }
 
-/// (max |t|, the first index where it is); (0, 0) for none.
+/// (max |t|, the first index where it is: the one burn's `max` backward
+/// gives the maximum's gradient to); (0, 0) for none.
 fn largest(t: &[f32]) -> (f32, usize) {
     let mut best = (0.0f32, 0usize);
     for (i, v) in t.iter().enumerate() {
