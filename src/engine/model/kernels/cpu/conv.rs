@@ -1,6 +1,7 @@
 //! The 3x3 convolution (stride 1, padding 1, no bias) on row-major f32
 //! slices in NCHW order: forward, input gradient and weight gradient. Layers
-//! with 16 input channels or more go to Winograd's products (`winograd.rs`);
+//! with 16 input channels or more go to Winograd's products (`winograd.rs`;
+//! `winograd4.rs` forward where both sides have 32 channels or more);
 //! the others take an im2col per image (its transpose, im2row, for the
 //! weight gradient) and one matrix product per group of images (gemm,
 //! AVX-512 where the CPU has it), groups spread over rayon's threads.
@@ -8,7 +9,7 @@
 use super::filled;
 use super::shared::{images_per_group, matmul, sum_over_tasks, with_scratch};
 use super::simd::multiversion;
-use super::winograd;
+use super::{winograd, winograd4};
 
 pub use super::shared::Shape;
 
@@ -135,9 +136,12 @@ fn scatter(matrix: &[f32], c: usize, p: usize, images: usize, block: &mut [f32])
 }
 
 /// out [b, cout, h, w] = conv(x [b, cin, h, w], weight [cout, cin, 3, 3]):
-/// Winograd's products where the layer suits them, else im2col's.
+/// Winograd's products where the layer suits them (the larger tile where it
+/// is wide), else im2col's.
 pub fn forward(s: &Shape, x: &[f32], weight: &[f32]) -> Vec<f32> {
-    if winograd::suits(s) {
+    if winograd::wide(s) {
+        winograd4::forward(s, x, weight)
+    } else if winograd::suits(s) {
         winograd::forward(s, x, weight)
     } else {
         forward_im2col(s, x, weight)

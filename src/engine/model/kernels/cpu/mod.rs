@@ -9,6 +9,7 @@ mod shared;
 pub mod simd;
 mod weights;
 mod winograd;
+mod winograd4;
 
 pub use adam::adam;
 pub use conv::{forward, gemm_peak_gflops, weight_grad, x_grad, Shape};

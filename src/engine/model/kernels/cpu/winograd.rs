@@ -11,14 +11,17 @@
 //! im2col product, and a 4-fold copy of the input where im2col made a
 //! 9-fold one. The weight gradient is the adjoint of the same products:
 //! dU[pos] = dM[pos] · V[pos]ᵀ with dM = A dY Aᵀ, then dg = Gᵀ dU G.
+//! Layers of 32 channels or more on both sides take the larger tile of
+//! `winograd4.rs` for their forward pass (see `wide`).
 //!
 //! The transforms add and subtract before they multiply, so the rounding
 //! differs from the direct sum's by a few ulps of the terms: the tests hold
-//! both paths to an exact sum at the same tolerance.
+//! every path to an exact sum.
 
 use super::filled;
 use super::shared::{images_per_group, matmul, sum_over_tasks, with_scratch, Shape};
 use super::simd::multiversion;
+use super::winograd4;
 
 /// Positions of a 4x4 input tile: the matrix products of a group.
 const POSITIONS: usize = 16;
@@ -28,6 +31,19 @@ const POSITIONS: usize = 16;
 /// channels stay with im2col, whose inner dimension is 27).
 pub(super) fn suits(s: &Shape) -> bool {
     s.cin >= 16
+}
+
+/// Whether a layer's forward pass takes F(4x4, 3x3) (`winograd4.rs`): 44%
+/// fewer multiplications, for transforms that cost more per output and per
+/// channel, and a quarter of the tiles. Measured (`kdtui bench --measure`,
+/// 2-core Zen 4, AVX-512 and AVX2): the teacher's layers (32 to 128
+/// channels) train 7-12% and infer at batch 256 10-30% faster with it; the
+/// default student's 24-channel layer trained about 10% slower, and the
+/// teacher at batch 1 (4 tiles of an 8x8 image: products 4 columns wide)
+/// inferred a third slower, so those keep F(2x2, 3x3): a layer takes the
+/// larger tile when it is wide and its batch fills a group's columns.
+pub(super) fn wide(s: &Shape) -> bool {
+    s.cin >= 32 && s.cout >= 32 && s.batch * s.h.div_ceil(4) * s.w.div_ceil(4) >= winograd4::COLUMNS
 }
 
 /// Tiles of 2x2 outputs covering an image: (rows, columns). An odd side's
@@ -41,8 +57,8 @@ fn tiles(h: usize, w: usize) -> (usize, usize) {
 /// 8x8 ones. Far fewer than the im2col path's 512: a group's transformed
 /// input is 16 x cin x columns values and is read back by 16 products, best
 /// from the core's own cache. Measured (`kdtui bench`, teacher training,
-/// AVX-512 and AVX2): 64 and 128 columns 5-10% faster than 256, 512 slower
-/// again.
+/// AVX-512 and AVX2, when every forward pass took this tile): 64 and 128
+/// columns 5-10% faster than 256, 512 slower again.
 const COLUMNS: usize = 64;
 
 /// Images per group (see `conv::images_per_group`).
@@ -372,7 +388,7 @@ mod tests {
 
     #[test]
     fn both_paths_equal_the_exact_sums() {
-        let mut winograd_dx = 0;
+        let (mut winograd_dx, mut wide_dx) = (0, 0);
         for (batch, cin, cout, h, w) in [
             (2, 3, 4, 5, 7),
             (1, 16, 8, 8, 8),
@@ -385,6 +401,14 @@ mod tests {
             (2, 32, 16, 32, 32),
             (3, 5, 16, 7, 5),
             (1, 16, 24, 4, 6),
+            // Sides that are no multiple of F(4x4, 3x3)'s tile, and groups
+            // of 16 8x8 images with a short last one.
+            (3, 16, 7, 9, 10),
+            (2, 17, 3, 2, 13),
+            (21, 24, 16, 8, 8),
+            (16, 32, 40, 8, 8),
+            (5, 33, 32, 15, 14),
+            (15, 32, 32, 8, 8),
         ] {
             let s = Shape { batch, cin, cout, h, w };
             let x = values(batch * cin * h * w, 1);
@@ -393,16 +417,21 @@ mod tests {
             let what = format!("{s:?}");
             let [out, dw, dx] = exact(&s, &x, &weight, &grad);
             close(&forward(&s, &x, &weight), &out, &format!("{what} forward"));
+            close(&winograd4::forward(&s, &x, &weight), &out, &format!("{what} forward, F(4x4, 3x3)"));
             close(&weight_grad(&s, &x, &grad), &dw, &format!("{what} weight gradient"));
             close(&conv::forward_im2col(&s, &x, &weight), &out, &format!("{what} forward, im2col"));
             close(&conv::weight_grad_im2col(&s, &x, &grad), &dw, &format!("{what} weight gradient, im2col"));
             // The input gradient is a forward pass of the swapped layer:
             // Winograd's where 16 or more channels come out of this one.
             winograd_dx += usize::from(suits(&Shape { cin: cout, cout: cin, ..s }));
+            wide_dx += usize::from(wide(&Shape { cin: cout, cout: cin, ..s }));
             close(&conv::x_grad(&s, &weight, &grad), &dx, &format!("{what} input gradient"));
         }
         // The list must keep shapes whose input gradient suits Winograd
-        // (x_grad is a forward pass of the swapped layer, which dispatches).
-        assert_eq!(winograd_dx, 3, "input gradients through Winograd");
+        // (x_grad is a forward pass of the swapped layer, which dispatches),
+        // and layers wide enough for F(4x4, 3x3) both ways (with a batch
+        // that fills a group, and one short of it).
+        assert_eq!(winograd_dx, 7, "input gradients through Winograd");
+        assert_eq!(wide_dx, 2, "input gradients through F(4x4, 3x3)");
     }
 }
