@@ -10,7 +10,7 @@
 //! (gemm, AVX-512 where the CPU has it), groups spread over rayon's
 //! threads: Winograd's F(2x2, 3x3) for layers of 16 channels or more
 //! (`cpu/winograd.rs`, 2.25 times fewer multiply-adds; F(4x4, 3x3) forward
-//! where both sides have 32 or more, `cpu/winograd4.rs`), an im2col product
+//! for wide layers in large batches, `cpu/winograd4.rs`), an im2col product
 //! for the first layer's 3. `flex`'s max pooling goes through a general
 //! 3D window loop that took a fifth of a step once the convolutions were
 //! fixed; a 2x2 window needs none of that. BatchNorm in tensor ops is a

@@ -1,7 +1,8 @@
 //! The 3x3 convolution (stride 1, padding 1, no bias) on row-major f32
 //! slices in NCHW order: forward, input gradient and weight gradient. Layers
 //! with 16 input channels or more go to Winograd's products (`winograd.rs`;
-//! `winograd4.rs` forward where both sides have 32 channels or more);
+//! `winograd4.rs` forward where both sides have 32 channels or more and
+//! the batch 64 tiles of 4x4);
 //! the others take an im2col per image (its transpose, im2row, for the
 //! weight gradient) and one matrix product per group of images (gemm,
 //! AVX-512 where the CPU has it), groups spread over rayon's threads.

@@ -11,8 +11,9 @@
 //! im2col product, and a 4-fold copy of the input where im2col made a
 //! 9-fold one. The weight gradient is the adjoint of the same products:
 //! dU[pos] = dM[pos] · V[pos]ᵀ with dM = A dY Aᵀ, then dg = Gᵀ dU G.
-//! Layers of 32 channels or more on both sides take the larger tile of
-//! `winograd4.rs` for their forward pass (see `wide`).
+//! Layers of 32 channels or more on both sides, in batches of 64 tiles of
+//! 4x4 or more, take the larger tile of `winograd4.rs` for their forward
+//! pass (see `wide`).
 //!
 //! The transforms add and subtract before they multiply, so the rounding
 //! differs from the direct sum's by a few ulps of the terms: the tests hold
@@ -37,11 +38,12 @@ pub(super) fn suits(s: &Shape) -> bool {
 /// fewer multiplications, for transforms that cost more per output and per
 /// channel, and a quarter of the tiles. Measured (`kdtui bench --measure`,
 /// 2-core Zen 4, AVX-512 and AVX2): the teacher's layers (32 to 128
-/// channels) train 7-12% and infer at batch 256 10-30% faster with it; the
+/// channels) train 7-14% and infer at batch 256 16-46% faster with it; the
 /// default student's 24-channel layer trained about 10% slower, and the
 /// teacher at batch 1 (4 tiles of an 8x8 image: products 4 columns wide)
 /// inferred a third slower, so those keep F(2x2, 3x3): a layer takes the
-/// larger tile when it is wide and its batch fills a group's columns.
+/// larger tile when it is wide and its batch has at least a group's
+/// columns of 4x4 tiles.
 pub(super) fn wide(s: &Shape) -> bool {
     s.cin >= 32 && s.cout >= 32 && s.batch * s.h.div_ceil(4) * s.w.div_ceil(4) >= winograd4::COLUMNS
 }
@@ -401,9 +403,11 @@ mod tests {
             (2, 32, 16, 32, 32),
             (3, 5, 16, 7, 5),
             (1, 16, 24, 4, 6),
-            // Sides that are no multiple of F(4x4, 3x3)'s tile, and groups
-            // of 16 8x8 images with a short last one.
+            // Sides that are no multiple of F(4x4, 3x3)'s tile or one tile
+            // (both ends' fix-ups on one), and groups of 16 8x8 images with
+            // a short last one.
             (3, 16, 7, 9, 10),
+            (3, 16, 8, 4, 4),
             (2, 17, 3, 2, 13),
             (21, 24, 16, 8, 8),
             (16, 32, 40, 8, 8),
