@@ -7,6 +7,8 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use super::filled;
+
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
     pub batch: usize,
@@ -116,5 +118,41 @@ pub(super) fn with_scratch<T>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mu
             }
         }
         f(&mut first[..a], &mut second[..b])
+    })
+}
+
+/// The forward pass both Winograd tiles share (`winograd.rs`,
+/// `winograd4.rs`): per group of images, their inputs transformed into V
+/// [positions, cin, columns], one product per position with the
+/// transformed weights U [positions, cout, cin], and the products M
+/// [positions, cout, columns] transformed back into the group's outputs.
+/// `input(x, images, v)` and `output(m, images, out)` are the tile's two
+/// transforms; a group has `group` images of `tiles` tiles each.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn winograd_forward(
+    s: &Shape,
+    positions: usize,
+    tiles: usize,
+    group: usize,
+    x: &[f32],
+    u: &[f32],
+    input: impl Fn(&[f32], usize, &mut [f32]) + Sync,
+    output: impl Fn(&[f32], usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let p = s.pixels();
+    filled(s.batch * s.cout * p, group * s.cout * p, |gi, out| {
+        let images = out.len() / (s.cout * p);
+        let n = images * tiles;
+        with_scratch(positions * s.cin * n, positions * s.cout * n, |v, m| {
+            let first = gi * group;
+            input(&x[first * s.cin * p..][..images * s.cin * p], images, v);
+            for pos in 0..positions {
+                let u = &u[pos * s.cout * s.cin..][..s.cout * s.cin];
+                let m = &mut m[pos * s.cout * n..][..s.cout * n];
+                // [cout, cin] · [cin, images * tiles]
+                matmul(s.cout, n, s.cin, m, false, u, false, &v[pos * s.cin * n..][..s.cin * n], false);
+            }
+            output(m, images, out);
+        })
     })
 }

@@ -19,8 +19,7 @@
 //! differs from the direct sum's by a few ulps of the terms: the tests hold
 //! every path to an exact sum.
 
-use super::filled;
-use super::shared::{images_per_group, matmul, sum_over_tasks, with_scratch, Shape};
+use super::shared::{images_per_group, matmul, sum_over_tasks, winograd_forward, with_scratch, Shape};
 use super::simd::multiversion;
 use super::winograd4;
 
@@ -72,23 +71,10 @@ fn group(s: &Shape) -> usize {
 /// out [b, cout, h, w] = conv(x [b, cin, h, w], weight [cout, cin, 3, 3]).
 pub(super) fn forward(s: &Shape, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let (th, tw) = tiles(s.h, s.w);
-    let (p, g) = (s.h * s.w, group(s));
     let u = transform_weights(s.cout, s.cin, weight);
-    filled(s.batch * s.cout * p, g * s.cout * p, |gi, out| {
-        let images = out.len() / (s.cout * p);
-        let n = images * th * tw;
-        with_scratch(POSITIONS * s.cin * n, POSITIONS * s.cout * n, |v, m| {
-            let first = gi * g;
-            transform_input(&x[first * s.cin * p..][..images * s.cin * p], s.cin, s.h, s.w, images, v, n);
-            for pos in 0..POSITIONS {
-                let u = &u[pos * s.cout * s.cin..][..s.cout * s.cin];
-                let m = &mut m[pos * s.cout * n..][..s.cout * n];
-                // [cout, cin] · [cin, images * tiles]
-                matmul(s.cout, n, s.cin, m, false, u, false, &v[pos * s.cin * n..][..s.cin * n], false);
-            }
-            transform_output(m, s.cout, s.h, s.w, images, out, n);
-        })
-    })
+    let input = |x: &[f32], images: usize, v: &mut [f32]| transform_input(x, s.cin, s.h, s.w, images, v, images * th * tw);
+    let output = |m: &[f32], images: usize, out: &mut [f32]| transform_output(m, s.cout, s.h, s.w, images, out, images * th * tw);
+    winograd_forward(s, POSITIONS, th * tw, group(s), x, &u, input, output)
 }
 
 /// dweight [cout, cin, 3, 3] from x [b, cin, h, w] and the output gradient

@@ -20,8 +20,7 @@
 //! inputs with scalar or scattered writes spent more in the transforms than
 //! the 44% it saved in the products.
 
-use super::filled;
-use super::shared::{images_per_group, matmul, with_scratch, Shape};
+use super::shared::{images_per_group, winograd_forward, Shape};
 use super::simd::multiversion;
 
 /// Values of a 6x6 input tile: the matrix products of a group.
@@ -42,24 +41,11 @@ pub(super) const COLUMNS: usize = 64;
 /// out [b, cout, h, w] = conv(x [b, cin, h, w], weight [cout, cin, 3, 3]).
 pub(super) fn forward(s: &Shape, x: &[f32], weight: &[f32]) -> Vec<f32> {
     let (th, tw) = tiles(s.h, s.w);
-    let p = s.h * s.w;
     let g = images_per_group(COLUMNS, th * tw);
     let u = transform_weights(s.cout, s.cin, weight);
-    filled(s.batch * s.cout * p, g * s.cout * p, |gi, out| {
-        let images = out.len() / (s.cout * p);
-        let n = images * th * tw;
-        with_scratch(POSITIONS * s.cin * n, POSITIONS * s.cout * n, |v, m| {
-            let first = gi * g;
-            transform_input(&x[first * s.cin * p..][..images * s.cin * p], s.cin, s.h, s.w, images, v);
-            for pos in 0..POSITIONS {
-                let u = &u[pos * s.cout * s.cin..][..s.cout * s.cin];
-                let m = &mut m[pos * s.cout * n..][..s.cout * n];
-                // [cout, cin] · [cin, images * tiles]
-                matmul(s.cout, n, s.cin, m, false, u, false, &v[pos * s.cin * n..][..s.cin * n], false);
-            }
-            transform_output(m, s.cout, s.h, s.w, images, out);
-        })
-    })
+    let input = |x: &[f32], images, v: &mut [f32]| transform_input(x, s.cin, s.h, s.w, images, v);
+    let output = |m: &[f32], images, out: &mut [f32]| transform_output(m, s.cout, s.h, s.w, images, out);
+    winograd_forward(s, POSITIONS, th * tw, g, x, &u, input, output)
 }
 
 /// G g along rows: out[i][ci] = Σ_k G[i][k] g[k][ci], with
